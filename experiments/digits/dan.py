@@ -1,0 +1,15 @@
+"""DAN (Long et al., 2015): multi-kernel MMD between source and target features.
+
+Five Gaussian kernels, bandwidths {1/4, 1/2, 1, 2, 4} × the mean pairwise
+squared distance, unbiased MMD², trade-off 1 ramped by the DANN schedule.
+
+Run:  python -m jaxdapt.main --config=experiments/digits/dan.py --workdir=runs/dan
+Other tasks: --config=experiments/digits/dan.py:uci2ucim
+"""
+from jaxdapt.config import base_config, with_task
+
+
+def get_config(task: str = "syn2uci"):
+  config = with_task(base_config(), task)
+  config.method.name = "dan"
+  return config

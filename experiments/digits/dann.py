@@ -1,0 +1,17 @@
+"""DANN (Ganin & Lempitsky, 2015) on the offline digit tasks.
+
+Paper recipe: gradient reversal on the backbone features with
+λ_p = 2/(1+exp(-10p)) - 1, domain classifier MLP, SGD momentum 0.9,
+lr 0.01/(1+10p)^0.75, batch 64 source + 64 target.
+
+Run:  python -m jaxdapt.main --config=experiments/digits/dann.py --workdir=runs/dann
+Other tasks: --config=experiments/digits/dann.py:uci2ucim
+"""
+from jaxdapt.config import base_config, with_task
+
+
+def get_config(task: str = "syn2uci"):
+  config = with_task(base_config(), task)
+  config.method.name = "dann"
+  config.method.disc_hidden = (100,)
+  return config

@@ -1,0 +1,71 @@
+"""Command line: python -m jaxdapt.main --config=experiments/digits/dann.py --workdir=runs/x
+
+Any config field can be overridden: --config.seed=1 --config.train.steps=500.
+Rerunning the same command in the same workdir resumes from its checkpoint.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxdapt.errors import JaxdaptError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, summary.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def format_summary(summaries: dict[str, dict]) -> str:
+  """A small table: one row per method, target accuracy under each selection."""
+  lines = [f"{'method':<16} {'target acc (last)':>18} {'(best src-val)':>15} "
+           f"{'source val':>11}"]
+  for name, s in summaries.items():
+    lines.append(f"{name:<16} {100 * s['target_acc_last']:>17.1f}% "
+                 f"{100 * s['target_acc_best_source_val']:>14.1f}% "
+                 f"{100 * s['source_val_acc_last']:>10.1f}%")
+  first = next(iter(summaries.values()))
+  lines.insert(0, f"{first['source']} → {first['target']}, seed {first['seed']}, "
+                  f"{first['steps']} steps")
+  return "\n".join(lines)
+
+
+def run(config, workdir: str) -> dict[str, dict]:
+  from jaxdapt import sharding
+  sharding.maybe_initialize_distributed()
+  from jaxdapt import train
+  summaries = {}
+  if config.train.baseline:
+    base = copy.deepcopy(config)
+    with base.unlocked():
+      base.method.name = config.train.baseline
+      base.train.baseline = ""
+    summaries[base.method.name] = train.train_and_evaluate(
+        base, os.path.join(workdir, base.method.name))
+    workdir = os.path.join(workdir, config.method.name)
+  summaries[config.method.name] = train.train_and_evaluate(config, workdir)
+  return summaries
+
+
+def main(argv):
+  del argv
+  try:
+    summaries = run(_CONFIG.value, _WORKDIR.value)
+  except JaxdaptError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+  import jax
+  if jax.process_index() == 0:
+    print(format_summary(summaries))
+
+
+def cli():
+  app.run(main)
+
+
+if __name__ == "__main__":
+  cli()
