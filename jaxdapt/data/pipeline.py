@@ -1,0 +1,119 @@
+"""Host input pipelines on grain: resumable shuffled training streams, padded eval batches.
+
+Images stay uint8 on the host; normalisation happens on device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Sequence
+
+import grain
+import numpy as np
+
+from jaxdapt.errors import ConfigError
+
+AUGMENTS = ("shift", "none")
+SHIFT_PX = 2
+
+Batch = dict[str, np.ndarray]
+
+
+def _shift(example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+  """Random translation by up to SHIFT_PX pixels: edge-pad then crop (keeps the background)."""
+  img = example["image"]
+  h, w = img.shape[:2]
+  dy, dx = rng.integers(-SHIFT_PX, SHIFT_PX + 1, size=2)
+  rows = np.clip(np.arange(h) + dy, 0, h - 1)  # clamped indices == edge padding,
+  cols = np.clip(np.arange(w) + dx, 0, w - 1)  # but much cheaper than np.pad
+  return {"image": img[rows[:, None], cols[None, :]], "label": example["label"]}
+
+
+def _stack(examples: Sequence[dict[str, Any]]) -> Batch:
+  return {"image": np.stack([e["image"] for e in examples]).astype(np.uint8, copy=False),
+          "label": np.asarray([e["label"] for e in examples], np.int32)}
+
+
+def _check_processes(batch_size: int, process_index: int, process_count: int,
+                     field: str) -> None:
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ConfigError(
+        f"process_index {process_index} / process_count {process_count}: need "
+        "0 <= process_index < process_count")
+  if batch_size < 1 or batch_size % process_count:
+    raise ConfigError(
+        f"{field}: {batch_size} must be a positive multiple of process_count {process_count}")
+
+
+def train_iterator(source: Sequence[dict[str, Any]], *, global_batch_size: int, seed: int,
+                   augment: str = "shift", process_index: int = 0, process_count: int = 1,
+                   prefetch: int = 2) -> grain.DatasetIterator:
+  """Infinite iterator of `{'image': uint8[B_local, H, W, C], 'label': int32[B_local]}`.
+
+  The global stream (shuffled afresh each epoch, augmented per position) depends
+  only on (source, seed, augment); process p takes positions p, p+P, ... of it,
+  so at every step the processes' batches are disjoint and together form the
+  global batch. `get_state()` is a small JSON-able dict; `set_state` resumes
+  the exact same sequence of batches.
+  """
+  _check_processes(global_batch_size, process_index, process_count, "global_batch_size")
+  if augment not in AUGMENTS:
+    raise ConfigError(f"augment: unknown {augment!r}; allowed: {', '.join(AUGMENTS)}")
+  if len(source) == 0:
+    raise ConfigError("train_iterator: the source is empty")
+  ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
+  if augment == "shift":
+    ds = ds.random_map(_shift)  # before sharding: augmentation is independent of P
+  ds = ds[process_index::process_count]
+  ds = ds.batch(global_batch_size // process_count, drop_remainder=True, batch_fn=_stack)
+  threads = max(0, int(prefetch))
+  options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=threads)
+  return iter(ds.to_iter_dataset(options))
+
+
+class PairedIterator:
+  """Zips a source-domain and a target-domain iterator; one checkpointable state."""
+
+  def __init__(self, source_it: Iterator[Batch], target_it: Iterator[Batch]):
+    self.source_it = source_it
+    self.target_it = target_it
+
+  def __iter__(self) -> "PairedIterator":
+    return self
+
+  def __next__(self) -> dict[str, Batch]:
+    return {"source": next(self.source_it), "target": next(self.target_it)}
+
+  def get_state(self) -> dict[str, Any]:
+    return {"source": self.source_it.get_state(), "target": self.target_it.get_state()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self.source_it.set_state(state["source"])
+    self.target_it.set_state(state["target"])
+
+
+def num_eval_batches(n: int, batch_size: int, process_count: int = 1) -> int:
+  """Same count on every process (so multi-host eval steps stay in lockstep)."""
+  return max(1, math.ceil(math.ceil(n / process_count) / batch_size))
+
+
+def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[Batch]:
+  """Finite, fixed-shape batches `{'image', 'label', 'mask'}` over this process's shard.
+
+  Every batch has exactly `batch_size` rows (the tail is zero-padded and
+  `mask` is False there), so a jitted eval step compiles once. Process p
+  sees examples p, p+P, ...; every example is seen by exactly one process.
+  """
+  _check_processes(batch_size * process_count, process_index, process_count, "batch_size")
+  indices = np.arange(process_index, len(source), process_count)
+  first = source[0]
+  image_shape = np.asarray(first["image"]).shape
+  for b in range(num_eval_batches(len(source), batch_size, process_count)):
+    chunk = indices[b * batch_size:(b + 1) * batch_size]
+    images = np.zeros((batch_size, *image_shape), np.uint8)
+    labels = np.zeros((batch_size,), np.int32)
+    mask = np.zeros((batch_size,), bool)
+    for row, i in enumerate(chunk):
+      ex = source[int(i)]
+      images[row], labels[row], mask[row] = ex["image"], ex["label"], True
+    yield {"image": images, "label": labels, "mask": mask}

@@ -1,0 +1,147 @@
+"""Name -> random-access source: project builders (generated on first use) or TFDS catalog."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from jaxdapt.data.features import OfflineBuilder
+from jaxdapt.data.paths import resolve_data_dir
+from jaxdapt.data.syn_digits import SynDigits
+from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
+from jaxdapt.errors import ConfigError, DatasetNotPreparedError
+from jaxdapt.registry import Registry
+
+DOMAINS: Registry[type[OfflineBuilder]] = Registry("dataset", "dataset")
+DOMAINS.register("syn_digits")(SynDigits)
+DOMAINS.register("uci_digits")(UciDigits)
+DOMAINS.register("uci_digits_m")(UciDigitsM)
+
+# No network: never let TFDS try GCS or a download, even by accident.
+_NO_DOWNLOAD = tfds.download.DownloadConfig(try_download_gcs=False)
+
+
+def domain_names() -> list[str]:
+  """Project domains, with every `name/config` spelled out."""
+  out = []
+  for name in DOMAINS.names():
+    cls = DOMAINS.get(name)
+    out.append(name)
+    out += [f"{name}/{c.name}" for c in (cls.BUILDER_CONFIGS or [])]
+  return out
+
+
+class DomainSource(Sequence):
+  """Random access to `{'image': uint8[H, W, C], 'label': int}`; drops other features."""
+
+  def __init__(self, source: Any, name: str, split: str):
+    self._source = source
+    self.name = name
+    self.split = split
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if not -len(self) <= index < len(self):
+      raise IndexError(f"{self.name}[{self.split}]: index {index} out of range {len(self)}")
+    ex = self._source[int(index) % len(self)]
+    return {"image": np.asarray(ex["image"], np.uint8), "label": int(ex["label"])}
+
+  def __repr__(self) -> str:
+    return f"DomainSource({self.name!r}, split={self.split!r}, len={len(self)})"
+
+
+def _project_builder(name: str, data_dir: str) -> OfflineBuilder | None:
+  """The builder for a project domain name (`syn_digits`, `syn_digits/grey`), else None."""
+  base, _, config = name.partition("/")
+  if base not in DOMAINS:
+    return None
+  cls = DOMAINS.get(base)
+  if config:
+    allowed = [c.name for c in (cls.BUILDER_CONFIGS or [])]
+    if config not in allowed:
+      raise ConfigError(
+          f"dataset: {base!r} has no config {config!r}; allowed: {', '.join(allowed) or 'none'}")
+    return cls(data_dir=data_dir, config=config, file_format="array_record")
+  return cls(data_dir=data_dir, file_format="array_record")
+
+
+def prepare_command(name: str, data_dir: str) -> str:
+  return ("pip install tensorflow && python -c \"import tensorflow_datasets as tfds; "
+          f"tfds.builder('{name}', data_dir='{data_dir}')"
+          ".download_and_prepare(file_format='array_record')\"")
+
+
+def _catalog_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ConfigError(
+        f"dataset: unknown dataset {name!r}; project domains: {', '.join(domain_names())}; "
+        "or a TFDS catalog name (e.g. mnist, svhn_cropped) prepared under the data dir"
+    ) from None
+
+
+def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
+  base = split.split("[", 1)[0]  # allow TFDS slicing: 'train[:90%]'
+  if base not in allowed:
+    raise ConfigError(
+        f"split: {name!r} has no split {split!r}; allowed: {', '.join(allowed)}")
+
+
+def builder_for(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
+  """Builder for `name`, without preparing anything (cheap: reads no data)."""
+  data_dir = resolve_data_dir(data_dir)
+  return _project_builder(name, data_dir) or _catalog_builder(name, data_dir)
+
+
+def ensure_prepared(builder: OfflineBuilder) -> None:
+  """Generates a project domain on first use; never downloads."""
+  if builder.is_prepared():
+    return
+  print(f"jaxdapt: generating {builder.info.full_name} into {builder.data_dir} (first use)",
+        flush=True)
+  tfds.disable_progress_bar()
+  builder.download_and_prepare(file_format="array_record", download_config=_NO_DOWNLOAD)
+
+
+def get_source(name: str, split: str, data_dir: str | None = None) -> DomainSource:
+  """Random-access source of `{'image', 'label'}` for one split of a domain.
+
+  Project domains are generated on first use; TFDS catalog datasets must already
+  be prepared as ArrayRecord under `data_dir` (raises DatasetNotPreparedError).
+  """
+  data_dir = resolve_data_dir(data_dir)
+  builder = _project_builder(name, data_dir)
+  if builder is not None:
+    _check_split(name, split, builder.split_names())
+    ensure_prepared(builder)
+  else:
+    builder = _catalog_builder(name, data_dir)
+    if not builder.is_prepared():
+      raise DatasetNotPreparedError(
+          f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
+          f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
+          f"  {prepare_command(name, data_dir)}")
+    fmt = builder.info.file_format
+    if fmt != tfds.core.FileFormat.ARRAY_RECORD:
+      raise DatasetNotPreparedError(
+          f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
+          f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}")
+    _check_split(name, split, list(builder.info.splits.keys()))
+  return DomainSource(builder.as_data_source(split=split), name, split)
+
+
+def num_classes(name: str, data_dir: str | None = None) -> int:
+  """Number of label classes, from the builder's feature spec (no data read)."""
+  label = builder_for(name, data_dir).info.features["label"]
+  if not hasattr(label, "num_classes"):
+    raise ConfigError(f"dataset: {name!r} has no ClassLabel 'label' feature")
+  return int(label.num_classes)
+
+
+def image_shape(name: str, data_dir: str | None = None) -> tuple[int, ...]:
+  """(H, W, C) of the 'image' feature, from the feature spec (no data read)."""
+  return tuple(int(d) for d in builder_for(name, data_dir).info.features["image"].shape)

@@ -1,0 +1,103 @@
+"""Classifier = backbone -> (bottleneck) -> MLP head, the shape every method sees.
+
+Parameter paths are `backbone/...`, `bottleneck/...` (only with a
+bottleneck) and `head/...`, so pretrained backbones load under `backbone/`
+and a head is replaced by dropping `head/`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdapt.models.layers import batch_norm, dense
+
+
+class FeatureBottleneck(nn.Module):
+  """Dense -> BatchNorm -> ReLU (Transfer-Learning-Library's bottleneck).
+
+  A narrow, normalised feature layer on which adaptation losses act, so they
+  need not reshape the (often pretrained) backbone output directly.
+  """
+  features: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    x = dense(self.features, dtype=self.dtype, name="dense")(x)
+    x = batch_norm(train, dtype=self.dtype, name="bn")(x)
+    return nn.relu(x)
+
+
+class MLPHead(nn.Module):
+  """Dense+ReLU(+Dropout) per hidden width, then Dense to the classes (`out`)."""
+  num_classes: int
+  hidden: Sequence[int] = ()
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    for i, width in enumerate(self.hidden):
+      x = nn.relu(dense(width, dtype=self.dtype, name=f"hidden_{i}")(x))
+      if self.dropout > 0:
+        x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    return dense(self.num_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+
+
+class Classifier(nn.Module):
+  """Backbone, optional bottleneck, head; returns float32 features and logits.
+
+  `extract` and `classify` are the two halves of `__call__`, usable through
+  `module.apply(variables, ..., method='classify')` by methods that perturb or
+  re-classify features. Dropout (head or backbone) needs rngs={'dropout': key}
+  when train=True.
+  """
+  backbone: nn.Module
+  num_classes: int
+  bottleneck_dim: int | None = None
+  head_hidden: tuple[int, ...] = ()
+  dropout: float = 0.0
+  dtype: Any = jnp.float32
+
+  def setup(self) -> None:
+    if self.bottleneck_dim is not None:
+      self.bottleneck = FeatureBottleneck(self.bottleneck_dim, dtype=self.dtype)
+    self.head = MLPHead(self.num_classes, tuple(self.head_hidden), self.dropout,
+                        dtype=self.dtype)
+
+  def extract(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Images [B,H,W,C] -> features [B,D] in the computation dtype."""
+    f = self.backbone(x, train=train)
+    f = f.reshape(f.shape[0], -1)
+    if self.bottleneck_dim is not None:
+      f = self.bottleneck(f, train)
+    return f
+
+  def classify(self, features: jnp.ndarray, train: bool) -> jnp.ndarray:
+    """Features [B,D] -> float32 logits [B,num_classes]."""
+    return self.head(features, train)
+
+  def __call__(self, x: jnp.ndarray, train: bool) -> dict[str, jnp.ndarray]:
+    f = self.extract(x, train)
+    return {"features": f.astype(jnp.float32), "logits": self.classify(f, train)}
+
+
+def feature_dim(module: nn.Module, input_shape: Sequence[int]) -> int:
+  """Width D of the features for inputs of `input_shape` (HWC or BHWC).
+
+  `module` is a Classifier (its 'features') or a bare backbone (its flattened
+  output). Uses jax.eval_shape, so nothing is compiled or allocated.
+  """
+  shape = tuple(input_shape)
+  if len(shape) == 3:
+    shape = (1,) + shape
+  out = jax.eval_shape(
+      lambda: module.init_with_output(jax.random.key(0), jnp.zeros(shape, jnp.float32),
+                                      train=False)[0])
+  if isinstance(out, dict):
+    out = out["features"]
+  return int(math.prod(out.shape[1:]))

@@ -1,0 +1,103 @@
+"""Layer helpers shared by the backbones.
+
+Convolutions use explicit torch-style padding (never 'SAME') so weights
+converted from torchvision give the same numbers; params are always float32
+while `dtype` sets the computation dtype.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdapt.errors import ConfigError
+
+Dtype = Any
+
+# torch BatchNorm(momentum=0.1) keeps 0.9 of the old running stats.
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *,
+         use_bias: bool = True, dtype: Dtype = jnp.float32,
+         name: str | None = None) -> nn.Conv:
+  """A square conv with symmetric explicit padding, as torch.nn.Conv2d pads."""
+  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+                 padding=((padding, padding), (padding, padding)),
+                 use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                 name=name)
+
+
+def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_init: bool = False,
+               name: str | None = None) -> nn.BatchNorm:
+  """BatchNorm with torch's defaults; zero_init starts a residual branch at 0."""
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                      epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
+                      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                      name=name)
+
+
+def dense(features: int, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Dense:
+  return nn.Dense(features, dtype=dtype, param_dtype=jnp.float32, name=name)
+
+
+def max_pool(x: jnp.ndarray, window: int = 2) -> jnp.ndarray:
+  """Non-overlapping max pool (window == stride) of NHWC `x` via reshape + max.
+
+  Same values as nn.max_pool(x, (k, k), (k, k), 'VALID') (trailing rows and
+  columns that do not fill a window are dropped, like torch's floor mode), but
+  its backward is an elementwise mask instead of XLA's select_and_scatter,
+  which is slow on CPU. On exact ties inside a window the gradient is split
+  between the tied inputs rather than given to the first one.
+  """
+  b, h, w, c = x.shape
+  ho, wo = h // window, w // window
+  if ho == 0 or wo == 0:
+    raise ConfigError(f"model input: feature map {h}x{w} is smaller than the "
+                      f"{window}x{window} max-pool window; use a larger input")
+  x = x[:, :ho * window, :wo * window, :]
+  return x.reshape(b, ho, window, wo, window, c).max(axis=(2, 4))
+
+
+def _adaptive_pool_matrix(n_in: int, n_out: int) -> np.ndarray:
+  """[n_out, n_in] averaging weights of torch's adaptive_avg_pool along one axis."""
+  m = np.zeros((n_out, n_in), np.float32)
+  for i in range(n_out):
+    start = (i * n_in) // n_out
+    end = -((-(i + 1) * n_in) // n_out)  # ceil
+    m[i, start:end] = 1.0 / (end - start)
+  return m
+
+
+def adaptive_avg_pool(x: jnp.ndarray, size: tuple[int, int]) -> jnp.ndarray:
+  """torch.nn.AdaptiveAvgPool2d on NHWC `x`, bins and all.
+
+  Bin i along an axis of length n averages [floor(i*n/s), ceil((i+1)*n/s)).
+  When the map is smaller than `size` the bins overlap and cells repeat
+  (a 1x1 map becomes 7x7 copies), exactly as torch does.
+  """
+  _, h, w, _ = x.shape
+  if (h, w) == tuple(size):
+    return x
+  mh = jnp.asarray(_adaptive_pool_matrix(h, size[0]), x.dtype)
+  mw = jnp.asarray(_adaptive_pool_matrix(w, size[1]), x.dtype)
+  x = jnp.einsum("ih,bhwc->biwc", mh, x)
+  return jnp.einsum("jw,biwc->bijc", mw, x)
+
+
+def global_avg_pool(x: jnp.ndarray) -> jnp.ndarray:
+  """Mean over H, W, accumulated in float32 so bf16 sums do not lose bits."""
+  return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)
+
+
+def resolve_norm(model: str, norm: str, allowed: tuple[str, ...], default: str) -> str:
+  """Maps 'default' to the model's own choice and rejects norms it lacks."""
+  if norm == "default":
+    return default
+  if norm not in allowed:
+    raise ConfigError(f"model.norm: {norm!r} is not supported by {model}; "
+                      f"allowed: default, {', '.join(allowed)}")
+  return norm

@@ -1,0 +1,136 @@
+"""ResNet-18/34/50 in torchvision's layout (v1.5: stride on the 3x3 conv).
+
+All padding is explicit (7x7/2 pad 3, 3x3 pad 1, 1x1 pad 0, stem max-pool
+3x3/2 pad 1 with -inf fill) so torchvision weights give the same outputs;
+224 px inputs give maps 112 -> 56 -> 56 -> 28 -> 14 -> 7. The backbone
+returns globally average-pooled features (512 or 2048); torchvision's `fc`
+is not part of it.
+
+Weight conversion (torch state_dict key -> Flax path under `backbone/`):
+  conv1.weight                      -> params/conv1/kernel
+  bn1.{weight,bias}                 -> params/bn1/{scale,bias}
+  bn1.{running_mean,running_var}    -> batch_stats/bn1/{mean,var}
+  layer{i}.{j}.conv{k}.weight       -> params/layer{i}_{j}/conv{k}/kernel
+  layer{i}.{j}.bn{k}.*              -> .../layer{i}_{j}/bn{k}/...  (as bn1)
+  layer{i}.{j}.downsample.0.weight  -> params/layer{i}_{j}/downsample_conv/kernel
+  layer{i}.{j}.downsample.1.*       -> .../layer{i}_{j}/downsample_bn/...
+  (num_batches_tracked and fc.* are dropped)
+Conv kernels transpose OIHW -> HWIO, i.e. w.permute(2, 3, 1, 0).
+BN matches torch's momentum 0.1 / eps 1e-5; Flax updates running_var with the
+biased batch variance where torch uses the unbiased one (training only).
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxdapt.models.layers import batch_norm, conv, global_avg_pool, resolve_norm
+from jaxdapt.models.zoo import MODELS
+
+
+class BasicBlock(nn.Module):
+  """3x3 -> 3x3 residual block (ResNet-18/34)."""
+  planes: int
+  stride: int = 1
+  downsample: bool = False
+  zero_init_last_bn: bool = False
+  dtype: Any = jnp.float32
+  expansion: ClassVar[int] = 1
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    y = conv(self.planes, 3, self.stride, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(self.planes, 3, 1, 1, use_bias=False, dtype=self.dtype, name="conv2")(y)
+    y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn2")(y)
+    return nn.relu(y + _shortcut(self, x, train))
+
+
+class BottleneckBlock(nn.Module):
+  """1x1 -> 3x3 (strided) -> 1x1 x4 residual block (ResNet-50)."""
+  planes: int
+  stride: int = 1
+  downsample: bool = False
+  zero_init_last_bn: bool = False
+  dtype: Any = jnp.float32
+  expansion: ClassVar[int] = 4
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    y = conv(self.planes, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
+    y = conv(self.planes, 3, self.stride, 1, use_bias=False, dtype=self.dtype, name="conv2")(y)
+    y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
+    y = conv(self.planes * 4, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv3")(y)
+    y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn3")(y)
+    return nn.relu(y + _shortcut(self, x, train))
+
+
+def _shortcut(block: BasicBlock | BottleneckBlock, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+  """Identity, or strided 1x1 conv + BN when the shape changes (torchvision's downsample)."""
+  if not block.downsample:
+    return x
+  x = conv(block.planes * block.expansion, 1, block.stride, 0, use_bias=False,
+           dtype=block.dtype, name="downsample_conv")(x)
+  return batch_norm(train, dtype=block.dtype, name="downsample_bn")(x)
+
+
+class ResNet(nn.Module):
+  """Stem + layer1..layer4; blocks are named `layer{i}_{j}` (torch `layer{i}.{j}`).
+
+  small_input: 3x3/1 stem conv and no max-pool, for 32 px images (the
+  usual CIFAR variant); its conv1 does not take torchvision weights.
+  """
+  block: type
+  layers: tuple[int, ...]
+  small_input: bool = False
+  zero_init_residual: bool = False
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    if self.small_input:
+      x = conv(64, 3, 1, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    else:
+      x = conv(64, 7, 2, 3, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))
+    if not self.small_input:
+      # Overlapping window: reshape-pooling does not apply; -inf padding as torch.
+      x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    in_planes = 64
+    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.layers), start=1):
+      for j in range(blocks):
+        stride = 2 if i > 1 and j == 0 else 1
+        downsample = j == 0 and (stride != 1 or in_planes != planes * self.block.expansion)
+        x = self.block(planes, stride, downsample, self.zero_init_residual,
+                       dtype=self.dtype, name=f"layer{i}_{j}")(x, train)
+        in_planes = planes * self.block.expansion
+    return global_avg_pool(x)
+
+
+def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: Any,
+            small_input: bool, zero_init_residual: bool) -> ResNet:
+  resolve_norm(name, norm, ("batch",), "batch")
+  return ResNet(block, layers, small_input=small_input,
+                zero_init_residual=zero_init_residual, dtype=dtype)
+
+
+@MODELS.register("resnet18")
+def resnet18(*, norm: str = "default", dtype: Any = jnp.float32,
+             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), norm, dtype, small_input, zero_init_residual)
+
+
+@MODELS.register("resnet34")
+def resnet34(*, norm: str = "default", dtype: Any = jnp.float32,
+             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnet34", BasicBlock, (3, 4, 6, 3), norm, dtype, small_input, zero_init_residual)
+
+
+@MODELS.register("resnet50")
+def resnet50(*, norm: str = "default", dtype: Any = jnp.float32,
+             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnet50", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
+                 zero_init_residual)
