@@ -38,7 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "dann_digits"
-  c.model.norm = "default"
+  c.model.norm = "default"              # the model's own default (see jaxdapt/models)
   c.model.bottleneck_dim = 0            # 0: no bottleneck
   c.model.head_hidden = (100, 100)
   c.model.dropout = 0.0
@@ -89,6 +89,20 @@ def with_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.Co
   if task not in TASKS:
     raise ConfigError(f"task: unknown {task!r}; allowed: {', '.join(TASKS)}")
   config.data.source, config.data.source_val_split, config.data.target = TASKS[task]
+  return config
+
+
+def digits_config(task: str = "syn2uci") -> ml_collections.ConfigDict:
+  """Shared recipe of experiments/digits: DANN-paper CNN with BatchNorm, paper SGD schedule.
+
+  BatchNorm (joint statistics over source + target) is what made DANN work on
+  the pure style shift uci → uci_m (see README, "DANN: what mattered").
+  """
+  config = with_task(base_config(), task)
+  config.model.name = "dann_digits"
+  config.model.norm = "batch"
+  config.model.head_hidden = (100, 100)
+  config.train.steps = 2000
   return config
 
 

@@ -131,10 +131,12 @@ def main(argv: Sequence[str] | None = None) -> None:
   wall = time.perf_counter() - start
   import jax
   md = table(results, tasks, methods)
-  footer = (f"\n\n{len(results)} runs; this invocation took {wall / 60:.1f} min on "
+  run_wall = sum(r.get("wall_s", 0.0) for r in results)
+  footer = (f"\n\n{len(results)} runs, {run_wall / 60:.1f} min of training in all (sum of the "
+            f"runs' wall times; this invocation {wall / 60:.1f} min) on "
             f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
             f"jax {jax.__version__}, {jax.devices()[0].platform}); overrides: "
-            f"{' '.join(args.set) or 'none'}. Run wall times are in results.json.\n")
+            f"{' '.join(args.set) or 'none'}. Per-run wall times are in results.json.\n")
   with open(os.path.join(args.out, "results.md"), "w") as f:
     f.write(md + footer)
   with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -140,7 +140,10 @@ def eval_step(params: PyTree, batch_stats: PyTree, batch: dict, *, model,
   logits = out["logits"].astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-  return {"correct": (correct * mask).sum(), "nll": (nll * mask).sum(), "count": mask.sum()}
+  probs = jax.nn.softmax(logits)
+  entropy = -jnp.sum(probs * jax.nn.log_softmax(logits), -1)
+  return {"correct": (correct * mask).sum(), "nll": (nll * mask).sum(), "count": mask.sum(),
+          "entropy": (entropy * mask).sum(), "probs": (probs * mask[:, None]).sum(0)}
 
 
 @dataclasses.dataclass
@@ -242,8 +245,15 @@ def evaluate(exp: Experiment, state: TrainState, split: str) -> dict[str, float]
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals["count"])
+  mean_entropy = float(totals["entropy"]) / count
+  marginal = np.asarray(totals["probs"], np.float64) / count
+  marginal_entropy = float(-(marginal * np.log(np.maximum(marginal, 1e-12))).sum())
+  # Label-free signals (no labels used): mean prediction entropy, and information
+  # maximisation H(E[p]) - E[H(p)] (confident and diverse predictions score high).
   return {f"{split}_acc": float(totals["correct"]) / count,
-          f"{split}_nll": float(totals["nll"]) / count}
+          f"{split}_nll": float(totals["nll"]) / count,
+          f"{split}_entropy": mean_entropy,
+          f"{split}_im": marginal_entropy - mean_entropy}
 
 
 def _check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None:

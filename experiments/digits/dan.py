@@ -6,10 +6,10 @@ squared distance, unbiased MMD², trade-off 1 ramped by the DANN schedule.
 Run:  python -m jaxdapt.main --config=experiments/digits/dan.py --workdir=runs/dan
 Other tasks: --config=experiments/digits/dan.py:uci2ucim
 """
-from jaxdapt.config import base_config, with_task
+from jaxdapt.config import digits_config
 
 
 def get_config(task: str = "syn2uci"):
-  config = with_task(base_config(), task)
+  config = digits_config(task)
   config.method.name = "dan"
   return config

@@ -7,11 +7,11 @@ lr 0.01/(1+10p)^0.75, batch 64 source + 64 target.
 Run:  python -m jaxdapt.main --config=experiments/digits/dann.py --workdir=runs/dann
 Other tasks: --config=experiments/digits/dann.py:uci2ucim
 """
-from jaxdapt.config import base_config, with_task
+from jaxdapt.config import digits_config
 
 
 def get_config(task: str = "syn2uci"):
-  config = with_task(base_config(), task)
+  config = digits_config(task)
   config.method.name = "dann"
   config.method.disc_hidden = (100,)
   return config

@@ -5,10 +5,10 @@ Loss ‖C_s − C_t‖²_F / (4d²) on the backbone features, trade-off 1 (rampe
 Run:  python -m jaxdapt.main --config=experiments/digits/deep_coral.py --workdir=runs/coral
 Other tasks: --config=experiments/digits/deep_coral.py:uci2ucim
 """
-from jaxdapt.config import base_config, with_task
+from jaxdapt.config import digits_config
 
 
 def get_config(task: str = "syn2uci"):
-  config = with_task(base_config(), task)
+  config = digits_config(task)
   config.method.name = "deep_coral"
   return config

@@ -4,10 +4,10 @@ Run:  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdi
 Other tasks: --config=experiments/digits/source_only.py:uci2ucim (syn2uci | syn2ucim | uci2ucim).
 Expected: see the README results table (regenerate with python -m jaxdapt.grid).
 """
-from jaxdapt.config import base_config, with_task
+from jaxdapt.config import digits_config
 
 
 def get_config(task: str = "syn2uci"):
-  config = with_task(base_config(), task)
+  config = digits_config(task)
   config.method.name = "source_only"
   return config

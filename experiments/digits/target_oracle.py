@@ -3,10 +3,10 @@
 Run:  python -m jaxdapt.main --config=experiments/digits/target_oracle.py --workdir=runs/oracle
 Other tasks: --config=experiments/digits/target_oracle.py:uci2ucim
 """
-from jaxdapt.config import base_config, with_task
+from jaxdapt.config import digits_config
 
 
 def get_config(task: str = "syn2uci"):
-  config = with_task(base_config(), task)
+  config = digits_config(task)
   config.method.name = "target_oracle"
   return config

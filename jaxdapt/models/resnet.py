@@ -1,4 +1,5 @@
-"""ResNet-18/34/50 in torchvision's layout (v1.5: stride on the 3x3 conv).
+"""ResNet-18/34/50/101/152, Wide ResNet-50-2 and ResNeXt-50 32x4d in torchvision's
+layout (v1.5: stride on the 3x3 conv).
 
 All padding is explicit (7x7/2 pad 3, 3x3 pad 1, 1x1 pad 0, stem max-pool
 3x3/2 pad 1 with -inf fill) so torchvision weights give the same outputs;
@@ -15,7 +16,11 @@ Weight conversion (torch state_dict key -> Flax path under `backbone/`):
   layer{i}.{j}.downsample.0.weight  -> params/layer{i}_{j}/downsample_conv/kernel
   layer{i}.{j}.downsample.1.*       -> .../layer{i}_{j}/downsample_bn/...
   (num_batches_tracked and fc.* are dropped)
-Conv kernels transpose OIHW -> HWIO, i.e. w.permute(2, 3, 1, 0).
+Conv kernels transpose OIHW -> HWIO, i.e. w.permute(2, 3, 1, 0). ResNeXt's
+grouped 3x3 conv uses feature_group_count; torch's [O, I/groups, kh, kw]
+transposes to Flax's [kh, kw, I/groups, O] with the same group order.
+Wide/ResNeXt bottlenecks are width = planes * width_per_group / 64 * groups
+wide, as torchvision computes it. See jaxdapt/weights for the converters.
 BN matches torch's momentum 0.1 / eps 1e-5; Flax updates running_var with the
 biased batch variance where torch uses the unbiased one (training only).
 """
@@ -49,19 +54,25 @@ class BasicBlock(nn.Module):
 
 
 class BottleneckBlock(nn.Module):
-  """1x1 -> 3x3 (strided) -> 1x1 x4 residual block (ResNet-50)."""
+  """1x1 -> 3x3 (strided, maybe grouped) -> 1x1 x4 residual block (ResNet-50+)."""
   planes: int
   stride: int = 1
   downsample: bool = False
   zero_init_last_bn: bool = False
   dtype: Any = jnp.float32
+  groups: int = 1
+  base_width: int = 64
   expansion: ClassVar[int] = 4
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    y = conv(self.planes, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    width = int(self.planes * (self.base_width / 64.0)) * self.groups
+    y = conv(width, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-    y = conv(self.planes, 3, self.stride, 1, use_bias=False, dtype=self.dtype, name="conv2")(y)
+    # Explicit torch padding, like layers.conv, plus the group count.
+    y = nn.Conv(width, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
+                feature_group_count=self.groups, use_bias=False, dtype=self.dtype,
+                param_dtype=jnp.float32, name="conv2")(y)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
     y = conv(self.planes * 4, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv3")(y)
     y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn3")(y)
@@ -82,12 +93,15 @@ class ResNet(nn.Module):
 
   small_input: 3x3/1 stem conv and no max-pool, for 32 px images (the
   usual CIFAR variant); its conv1 does not take torchvision weights.
+  groups / width_per_group: ResNeXt and Wide ResNet bottlenecks.
   """
   block: type
   layers: tuple[int, ...]
   small_input: bool = False
   zero_init_residual: bool = False
   dtype: Any = jnp.float32
+  groups: int = 1
+  width_per_group: int = 64
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -100,21 +114,25 @@ class ResNet(nn.Module):
       # Overlapping window: reshape-pooling does not apply; -inf padding as torch.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     in_planes = 64
+    extra = ({} if (self.groups, self.width_per_group) == (1, 64)
+             else {"groups": self.groups, "base_width": self.width_per_group})
     for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.layers), start=1):
       for j in range(blocks):
         stride = 2 if i > 1 and j == 0 else 1
         downsample = j == 0 and (stride != 1 or in_planes != planes * self.block.expansion)
         x = self.block(planes, stride, downsample, self.zero_init_residual,
-                       dtype=self.dtype, name=f"layer{i}_{j}")(x, train)
+                       dtype=self.dtype, name=f"layer{i}_{j}", **extra)(x, train)
         in_planes = planes * self.block.expansion
     return global_avg_pool(x)
 
 
 def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: Any,
-            small_input: bool, zero_init_residual: bool) -> ResNet:
+            small_input: bool, zero_init_residual: bool, groups: int = 1,
+            width_per_group: int = 64) -> ResNet:
   resolve_norm(name, norm, ("batch",), "batch")
   return ResNet(block, layers, small_input=small_input,
-                zero_init_residual=zero_init_residual, dtype=dtype)
+                zero_init_residual=zero_init_residual, dtype=dtype, groups=groups,
+                width_per_group=width_per_group)
 
 
 @MODELS.register("resnet18")
@@ -134,3 +152,31 @@ def resnet50(*, norm: str = "default", dtype: Any = jnp.float32,
              small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
   return _resnet("resnet50", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
                  zero_init_residual)
+
+
+@MODELS.register("resnet101")
+def resnet101(*, norm: str = "default", dtype: Any = jnp.float32,
+              small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnet101", BottleneckBlock, (3, 4, 23, 3), norm, dtype, small_input,
+                 zero_init_residual)
+
+
+@MODELS.register("resnet152")
+def resnet152(*, norm: str = "default", dtype: Any = jnp.float32,
+              small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnet152", BottleneckBlock, (3, 8, 36, 3), norm, dtype, small_input,
+                 zero_init_residual)
+
+
+@MODELS.register("wide_resnet50_2")
+def wide_resnet50_2(*, norm: str = "default", dtype: Any = jnp.float32,
+                    small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("wide_resnet50_2", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
+                 zero_init_residual, width_per_group=128)
+
+
+@MODELS.register("resnext50_32x4d")
+def resnext50_32x4d(*, norm: str = "default", dtype: Any = jnp.float32,
+                    small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
+  return _resnet("resnext50_32x4d", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
+                 zero_init_residual, groups=32, width_per_group=4)

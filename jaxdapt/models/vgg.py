@@ -1,4 +1,4 @@
-"""VGG-11/16 (configs A and D), with or without BatchNorm, as in torchvision.
+"""VGG-11/13/16/19 (configs A, B, D, E), with or without BatchNorm, as in torchvision.
 
 Submodules carry torchvision's Sequential indices, so conversion is by name:
   features.{n}.weight / .bias          -> params/features_{n}/kernel / bias
@@ -29,11 +29,14 @@ from jaxdapt.models.layers import (adaptive_avg_pool, batch_norm, conv, dense,
                                    global_avg_pool, max_pool, resolve_norm)
 from jaxdapt.models.zoo import MODELS
 
-# "M" is a 2x2/2 max-pool, ints are 3x3 conv widths (torchvision cfgs "A", "D").
+# "M" is a 2x2/2 max-pool, ints are 3x3 conv widths (torchvision cfgs "A".."E").
 CONFIGS: dict[str, tuple[int | str, ...]] = {
     "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+    "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
     "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
           512, 512, 512, "M"),
+    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+          512, 512, 512, 512, "M"),
 }
 
 
@@ -91,5 +94,7 @@ def _register(name: str, config: str, bn: bool) -> None:
 
 
 for _name, _config, _bn in (("vgg11", "A", False), ("vgg16", "D", False),
-                            ("vgg11_bn", "A", True), ("vgg16_bn", "D", True)):
+                            ("vgg11_bn", "A", True), ("vgg16_bn", "D", True),
+                            ("vgg13", "B", False), ("vgg19", "E", False),
+                            ("vgg13_bn", "B", True), ("vgg19_bn", "E", True)):
   _register(_name, _config, _bn)

@@ -1,0 +1,5 @@
+import sys
+
+from jaxdapt.weights.cli import main
+
+sys.exit(main())

@@ -1,0 +1,119 @@
+"""`python -m jaxdapt.weights import|inspect|list`: convert files, see what maps where."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+from typing import Sequence
+
+from jaxdapt.weights.convert import ARCHS, convert, get_arch, guess_arch, preprocessing
+from jaxdapt.weights.errors import WeightsError
+from jaxdapt.weights.formats import read_tensors
+from jaxdapt.weights.merge import save_pretrained
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _floats3(text: str) -> list[float]:
+  vals = [float(v) for v in text.split(",")]
+  if len(vals) != 3:
+    raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got {text!r}")
+  return vals
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+  arch = get_arch(args.arch, args.source)
+  tensors = read_tensors(args.file)
+  img_size = args.resolution if arch.family == "vit" else None
+  conv = convert(tensors, args.arch, args.source, keep_head=args.keep_head, img_size=img_size,
+                 pos_interpolation=args.pos_interpolation, what=args.file)
+  prep = preprocessing(arch, args.source)
+  metadata = {
+      "arch": args.arch, "source": args.source, "file": os.path.basename(args.file),
+      "sha256": _sha256(args.file), "num_classes": conv.num_classes,
+      "head_loaded": args.keep_head,
+      **prep,
+      "mean": args.mean or prep["mean"], "std": args.std or prep["std"],
+      "resolution": args.resolution or prep["resolution"],
+      "model_options": {"img_size": img_size or 224} if arch.family == "vit" else {},
+      "skipped": [k for k, _, t in conv.rows if t.startswith("skipped")],
+  }
+  out = save_pretrained(args.out, conv.params, conv.batch_stats, metadata, force=args.force)
+  n = sum(1 for _, _, t in conv.rows if t.startswith(("params/", "batch_stats/")))
+  ignored = sum(1 for _, _, t in conv.rows if t.startswith("ignored"))
+  print(f"{args.file}: {n} tensors -> {out}/checkpoint ({args.arch}, {args.source}); "
+        f"skipped: {', '.join(metadata['skipped']) or 'none'}; {ignored} BatchNorm counters ignored")
+  print(f"set config.model.name = {args.arch!r}, config.model.init_from = {out!r}; "
+        f"inputs {metadata['resolution']} px, mean {metadata['mean']}, std {metadata['std']}")
+  return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+  tensors = read_tensors(args.file)
+  arch = args.arch or guess_arch(tensors)
+  rows = None
+  if arch is not None:
+    source = args.source or (ARCHS[arch].sources[0] if arch in ARCHS else "torchvision")
+    try:
+      rows = convert(tensors, arch, source, keep_head=False, what=args.file).rows
+      print(f"{args.file}: {len(tensors)} tensors; fits {arch} ({source})")
+    except WeightsError as e:
+      print(f"{args.file}: {len(tensors)} tensors; does NOT fit {arch}:\n{e}")
+  else:
+    print(f"{args.file}: {len(tensors)} tensors; architecture not recognised (pass --arch)")
+  targets = {k: t for k, _, t in rows} if rows else {}
+  width = max(len(k) for k in tensors)
+  for key, value in tensors.items():
+    shape = "x".join(map(str, value.shape)) or "scalar"
+    print(f"  {key:<{width}}  {str(value.dtype):<8} {shape:<18} {targets.get(key, '')}")
+  return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+  del args
+  for name, arch in sorted(ARCHS.items()):
+    print(f"  {name:<18} sources: {', '.join(arch.sources)}")
+  return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m jaxdapt.weights",
+                              description="Convert torchvision/timm weights to jaxdapt checkpoints.")
+  sub = p.add_subparsers(dest="command", required=True)
+  imp = sub.add_parser("import", help="convert a .safetensors/.pth file into an import directory")
+  imp.add_argument("--arch", required=True, help="model name, e.g. resnet50 (see `list`)")
+  imp.add_argument("--source", required=True, choices=("torchvision", "timm"))
+  imp.add_argument("--file", required=True, help=".safetensors, or .pth/.pt/.bin (needs torch)")
+  imp.add_argument("--out", required=True, help="directory for checkpoint/ and metadata.json")
+  imp.add_argument("--keep-head", action="store_true",
+                   help="also convert the 1000-way classifier to head/out")
+  imp.add_argument("--resolution", type=int, default=None,
+                   help="ViT: resample pos_embed for this input size (default 224)")
+  imp.add_argument("--pos-interpolation", choices=("bilinear", "bicubic"), default="bilinear")
+  imp.add_argument("--mean", type=_floats3, default=None, help="override, e.g. 0.5,0.5,0.5")
+  imp.add_argument("--std", type=_floats3, default=None)
+  imp.add_argument("--force", action="store_true", help="overwrite OUT/checkpoint")
+  imp.set_defaults(fn=cmd_import)
+  ins = sub.add_parser("inspect", help="list a file's tensors and what they map to")
+  ins.add_argument("file")
+  ins.add_argument("--arch", default=None, help="default: guessed from the names")
+  ins.add_argument("--source", default=None, choices=("torchvision", "timm"))
+  ins.set_defaults(fn=cmd_inspect)
+  sub.add_parser("list", help="architectures with converters").set_defaults(fn=cmd_list)
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  try:
+    return args.fn(args)
+  except WeightsError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
