@@ -4,7 +4,8 @@ keep without target labels (selection), and pictures of all of it (plots).
 
 Everything here is a pure function of NumPy (or JAX) arrays that a run already
 produces — features, logits, labels — so it can be computed after training,
-from saved arrays, and tested against the papers' formulas.
+from saved arrays, and tested against the papers' formulas. `plots` is not
+imported here (it pulls in matplotlib): `from jaxdapt.analysis import plots`.
 """
 from jaxdapt.analysis import selection, shift, transferability
 

@@ -24,7 +24,10 @@ def as_labels(y, n: int, name: str) -> np.ndarray:
   if not np.issubdtype(y.dtype, np.integer):
     if not np.all(np.equal(np.mod(y, 1), 0)):
       raise ValueError(f"{name}: labels must be integers")
-  return y.astype(np.int64)
+  y = y.astype(np.int64)
+  if n and y.min() < 0:
+    raise ValueError(f"{name}: labels must be class indices >= 0, got {y.min()}")
+  return y
 
 
 def subsample(rng: np.random.Generator, n: int, k: int) -> np.ndarray:

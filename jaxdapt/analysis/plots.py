@@ -202,17 +202,22 @@ def plot_confusion(path: str, labels, preds, *, class_names: Sequence[str] | Non
   annotated up to 20 classes."""
   y = as_labels(labels, len(np.asarray(labels)), "labels")
   p = as_labels(preds, len(y), "preds")
-  k = int(max(y.max(), p.max())) + 1 if class_names is None else len(class_names)
+  k = int(max(y.max(), p.max())) + 1
+  if class_names is not None:
+    if len(class_names) < k:
+      raise ValueError(f"class_names: {len(class_names)} names but labels/preds reach class {k - 1}")
+    k = len(class_names)
   cm = np.zeros((k, k))
   np.add.at(cm, (y, p), 1.0)
   shown = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalize else cm
-  names = [str(i) for i in range(k)] if class_names is None else list(class_names)
+  names = [str(i) for i in range(k)] if class_names is None else [str(c) for c in class_names]
   fig = Figure(figsize=(max(4.5, 0.45 * k + 2.5), max(4, 0.45 * k + 1.8)), layout="constrained")
   ax = fig.subplots()
   im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
   fig.colorbar(im, ax=ax, label="fraction of true class" if normalize else "count")
-  ax.set_xticks(range(k), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right"
-                if max(map(len, names)) > 2 else "center")
+  long_names = max(map(len, names)) > 2
+  ax.set_xticks(range(k), names, rotation=45 if long_names else 0,
+                ha="right" if long_names else "center")
   ax.set_yticks(range(k), names)
   ax.set_xlabel("predicted class")
   ax.set_ylabel("true class")

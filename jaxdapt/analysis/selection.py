@@ -18,6 +18,10 @@ the oracle (which does use target labels).
   snd_features    the same on L2-normalised target features (higher better)
   neg_dev         −DEV, deep embedded validation risk (You et al., 2019; DEV is a
                   target-risk estimate, lower better, hence negated)
+
+The trainer's eval rows already carry `target_test_entropy` (raw, lower
+better) and `target_test_im` (= info_max, higher better); `select(rows,
+'-target_test_entropy')` minimises a raw key.
 """
 from __future__ import annotations
 
@@ -167,19 +171,28 @@ def _finite(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _score(row: dict[str, Any], criterion: str) -> float | None:
+  """row[criterion], or −row[key] for criterion '-key'; None when missing or not finite."""
+  key, sign = (criterion[1:], -1.0) if criterion.startswith("-") else (criterion, 1.0)
+  value = row.get(key)
+  return sign * value if _finite(value) else None
+
+
 def select(history: Sequence[dict[str, Any]], criterion: str) -> dict[str, Any]:
   """The row whose `criterion` is highest (ties → the later step).
 
   `history` is a list of evaluation rows (e.g. the 'eval' rows of
-  metrics.jsonl merged with `criteria(...)` output); rows without a finite
-  value for the criterion are skipped. Higher is taken as better, which holds
-  for every key `criteria` returns and for accuracies.
+  metrics.jsonl, optionally merged with `criteria(...)` output); rows without
+  a finite value are skipped. Higher is taken as better, which holds for every
+  key `criteria` returns and for accuracies; prefix a lower-is-better key
+  with '-' to minimise it, e.g. '-target_test_entropy' or '-source_val_nll'
+  for the trainer's logged metrics.
   """
-  rows = [r for r in history if _finite(r.get(criterion))]
+  rows = [r for r in history if _score(r, criterion) is not None]
   if not rows:
-    raise ValueError(f"criterion: no row of the history has a finite {criterion!r} "
+    raise ValueError(f"criterion: no row of the history has a finite {criterion.lstrip('-')!r} "
                      f"(keys seen: {sorted({k for r in history for k in r})})")
-  return max(rows, key=lambda r: (r[criterion], r.get("step", 0)))
+  return max(rows, key=lambda r: (_score(r, criterion), r.get("step", 0)))
 
 
 def selection_report(history: Sequence[dict[str, Any]], criteria_names: Sequence[str],
