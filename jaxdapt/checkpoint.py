@@ -9,9 +9,11 @@ cannot be read raises CheckpointError naming it and leaves it on disk.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
+import grain
 import jax
 import ml_collections
 import orbax.checkpoint as ocp
@@ -20,6 +22,26 @@ from jaxdapt.errors import CheckpointError
 
 PyTree = Any
 BEST_METRIC = "source_val_acc"
+
+
+class _IteratorState:
+  """Adapts an iterator with dict get_state/set_state to grain's Orbax handler.
+
+  grain's handler writes one `process_{i}-of-{n}.json` per process, so every
+  host of a multi-host run saves and restores its own data position.
+  """
+
+  def __init__(self, iterator: Any):
+    self.iterator = iterator
+
+  def get_state(self) -> bytes:
+    return json.dumps(self.iterator.get_state()).encode()
+
+  def set_state(self, state: bytes) -> None:
+    self.iterator.set_state(json.loads(state.decode()))
+
+  def start_prefetch(self) -> None:
+    pass
 
 
 class Checkpointer:
@@ -37,25 +59,38 @@ class Checkpointer:
             keep_checkpoints_without_metrics=False))
 
   @staticmethod
-  def _args(state, data_state, config) -> ocp.args.Composite:
+  def _args(state, iterator, config) -> ocp.args.Composite:
     return ocp.args.Composite(
         state=ocp.args.StandardSave(state),
-        data=ocp.args.JsonSave(data_state),
-        config=ocp.args.JsonSave(config.to_dict() if hasattr(config, "to_dict") else config))
+        data=grain.checkpoint.CheckpointSave(_IteratorState(iterator)),
+        config=ocp.args.JsonSave(json.loads(config.to_json())))
 
-  def save(self, step: int, state: PyTree, data_state: dict, config: ml_collections.ConfigDict,
+  def save(self, step: int, state: PyTree, iterator: Any, config: ml_collections.ConfigDict,
            metrics: dict[str, float] | None = None) -> None:
-    self.latest.save(step, args=self._args(state, data_state, config))
+    """Saves state, the iterator's position (per process) and the config at `step`."""
+    self.latest.save(step, args=self._args(state, iterator, config))
     if metrics is not None and BEST_METRIC in metrics:
-      self.best.save(step, args=self._args(state, data_state, config),
+      self.best.save(step, args=self._args(state, iterator, config),
                      metrics={k: float(v) for k, v in metrics.items()})
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def restore(self, abstract_state: PyTree, step: int | None = None,
-              manager: str = "latest") -> tuple[PyTree, dict, dict]:
-    """Restores (state, data_state, config_dict) at `step` (default: latest)."""
+  def saved_config(self) -> dict | None:
+    """The config stored with the latest checkpoint (None when there is none)."""
+    step = self.latest.latest_step()
+    if step is None:
+      return None
+    try:
+      return self.latest.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+    except Exception as e:
+      raise CheckpointError(
+          f"checkpoint {self.latest.directory}/{step}: its config could not be read "
+          f"({type(e).__name__}: {str(e)[:200]}); it was left untouched.") from e
+
+  def restore(self, abstract_state: PyTree, iterator: Any = None, step: int | None = None,
+              manager: str = "latest") -> tuple[PyTree, dict]:
+    """Restores (state, config_dict) at `step` (default: latest); sets `iterator`'s position."""
     mngr = self.latest if manager == "latest" else self.best
     step = mngr.latest_step() if step is None else step
     if manager == "best" and step is None:
@@ -63,16 +98,16 @@ class Checkpointer:
     if step is None:
       raise CheckpointError(f"no checkpoint in {mngr.directory}")
     try:
-      restored = mngr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=ocp.args.JsonRestore(),
-          config=ocp.args.JsonRestore()))
+      items = dict(state=ocp.args.StandardRestore(abstract_state), config=ocp.args.JsonRestore())
+      if iterator is not None:
+        items["data"] = grain.checkpoint.CheckpointRestore(_IteratorState(iterator))
+      restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types for unreadable files
       raise CheckpointError(
           f"checkpoint {mngr.directory}/{step} could not be restored ({type(e).__name__}: "
           f"{str(e)[:300]}). It was left untouched; move it aside to resume from an earlier "
           f"step ({', '.join(map(str, mngr.all_steps()))} on disk) or use a new workdir.") from e
-    return restored["state"], restored["data"], restored["config"]
+    return restored["state"], restored["config"]
 
   def wait(self) -> None:
     self.latest.wait_until_finished()

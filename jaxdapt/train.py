@@ -237,7 +237,8 @@ def train_iterators(exp: Experiment) -> data.PairedIterator:
 
 def evaluate(exp: Experiment, state: TrainState, split: str) -> dict[str, float]:
   totals = None
-  for batch in data.eval_batches(exp.sources[split], batch_size=exp.config.data.eval_batch_size,
+  local_batch = exp.config.data.eval_batch_size // jax.process_count()
+  for batch in data.eval_batches(exp.sources[split], batch_size=local_batch,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count()):
     sums = exp.evaluate_batch(state.params, state.batch_stats,
@@ -336,9 +337,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state = exp.init(jax.random.key(config.seed))
   start = 0
   if ckpt.latest_step() is not None:
-    state, data_state, saved_config = ckpt.restore(checkpoint.abstract_like(state))
-    _check_same_run(saved_config, config)
-    iterators.set_state(data_state)
+    _check_same_run(ckpt.saved_config(), config)
+    state, _ = ckpt.restore(checkpoint.abstract_like(state), iterators)
     start = int(state.step)
   writer = MetricWriter(workdir, resume_step=start if start else None)
   if start == 0 and jax.process_index() == 0:
@@ -381,7 +381,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                           **evaluate(exp, state, "target_test")}
           writer.write(step, "eval", eval_metrics)
         if step % tc.checkpoint_every == 0 or step == tc.steps or stopping:
-          ckpt.save(step, state, iterators.get_state(), config, eval_metrics)
+          ckpt.save(step, state, iterators, config, eval_metrics)
         if bar is not None:
           bar.update(1)
         if stopping:

@@ -39,7 +39,7 @@ def _final_params(workdir, config):
   exp = train.build(config)
   state = exp.init(jax.random.key(config.seed))
   ckpt = checkpoint.Checkpointer(workdir, 2)
-  restored, _, _ = ckpt.restore(checkpoint.abstract_like(state))
+  restored, _ = ckpt.restore(checkpoint.abstract_like(state))
   ckpt.close()
   return jax.device_get(restored.params)
 
