@@ -16,6 +16,7 @@ from typing import Any
 import grain
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxdapt.errors import CheckpointError
@@ -121,3 +122,28 @@ class Checkpointer:
 def abstract_like(tree: PyTree) -> PyTree:
   """ShapeDtypeStructs (with shardings) describing `tree`, as a restore target."""
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def load_model_variables(workdir: str) -> tuple[PyTree, PyTree, int]:
+  """(model params, batch_stats, step) of a jaxdapt workdir's latest checkpoint, as numpy.
+
+  Read without a target structure, so any architecture's run can serve as a
+  starting point (`config.model.init_from`); the strict merge checks the fit.
+  """
+  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
+                               item_names=("state",))
+  step = mngr.latest_step()
+  if step is None:
+    raise CheckpointError(f"init_from: no checkpoint in {workdir}/checkpoints")
+  path = os.path.join(mngr.directory, str(step), "state")
+  try:
+    with ocp.PyTreeCheckpointer() as ckptr:
+      meta = ckptr.metadata(path).item_metadata
+      args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
+      tree = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
+  except Exception as e:
+    raise CheckpointError(f"init_from: {path} could not be read ({type(e).__name__}: "
+                          f"{str(e)[:300]})") from e
+  finally:
+    mngr.close()
+  return tree["params"]["model"], tree.get("batch_stats", {}), step

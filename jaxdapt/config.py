@@ -44,6 +44,11 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0
   c.model.small_input = False           # ResNet/VGG: stem for 32×32 inputs
   c.model.dtype = "float32"             # computation dtype; params stay float32
+  # Start from pretrained weights: a directory written by `python -m jaxdapt.weights import`
+  # or a jaxdapt workdir (its latest checkpoint). Loading is strict: every parameter is
+  # loaded or matches a dont_load regex (over '/'-joined paths such as 'head/out/kernel').
+  c.model.init_from = ""
+  c.model.dont_load = ("head/.*", "bottleneck/.*")
 
   c.method = ml_collections.ConfigDict()
   c.method.name = "source_only"
@@ -52,6 +57,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.method.weight_schedule = "dann"     # constant | dann (2/(1+e^{-10p}) - 1)
   c.method.disc_hidden = (100,)         # DANN domain classifier
   c.method.mmd_bandwidths = (0.25, 0.5, 1.0, 2.0, 4.0)  # DAN kernels, × mean sq. distance
+  c.method.cdan_random_dim = 1024       # CDAN: randomized multilinear map width (D·C > 4096)
+  c.method.bsp_weight = 0.0             # BSP penalty in dann/cdan (paper: 1e-4); 0 = off
+  c.method.bsp_k = 1                    # BSP: number of top singular values penalised
+  c.method.mcc_temperature = 2.5        # MCC probability rescaling temperature T
+  c.method.jan_softmax_bandwidth = 1.68  # JAN: kernel exp(-|p-q|²/bw) on the softmax layer
+  c.method.afn_delta_r = 1.0            # AFN (stepwise): norm increment Δr
+  c.method.mdd_margin = 4.0             # MDD margin γ
+  c.method.aux_head_hidden = (100, 100)  # MDD/MCD second classifier widths (= model.head_hidden)
+  c.method.mcd_generator_steps = 4      # MCD: generator updates (step C) per iteration
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"

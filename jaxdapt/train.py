@@ -267,6 +267,25 @@ def _check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None
         f"step are kept. Lower optim.lr or method.weight.")
 
 
+def load_init_from(exp: Experiment, state: TrainState) -> TrainState:
+  """Replaces the model's initial variables by config.model.init_from (strict merge)."""
+  from jaxdapt import weights
+  cfg = exp.config.model
+  if os.path.isdir(os.path.join(cfg.init_from, "checkpoints")):  # a jaxdapt workdir
+    params, batch_stats, step = checkpoint.load_model_variables(cfg.init_from)
+    pretrained = weights.PretrainedWeights(params, batch_stats, {"arch": cfg.name, "step": step})
+  else:  # a directory written by `python -m jaxdapt.weights import`
+    pretrained = weights.load_pretrained(cfg.init_from, arch=cfg.name)
+  params, batch_stats, report = weights.merge_into(
+      jax.device_get(state.params["model"]), jax.device_get(state.batch_stats), pretrained,
+      tuple(cfg.dont_load))
+  if jax.process_index() == 0:
+    print(f"init_from {cfg.init_from}: {report.summary()}", flush=True)
+  replicated = sharding.replicated(exp.mesh)
+  return state.replace(params={**state.params, "model": jax.device_put(params, replicated)},
+                       batch_stats=jax.device_put(batch_stats, replicated))
+
+
 def _check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
   """A workdir belongs to one experiment: refuse to resume under another config."""
   current = json.loads(config.to_json())
@@ -340,6 +359,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     _check_same_run(ckpt.saved_config(), config)
     state, _ = ckpt.restore(checkpoint.abstract_like(state), iterators)
     start = int(state.step)
+  elif config.model.init_from:
+    state = load_init_from(exp, state)
   writer = MetricWriter(workdir, resume_step=start if start else None)
   if start == 0 and jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:

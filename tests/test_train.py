@@ -171,3 +171,24 @@ def test_unknown_config_key_is_named():
   unlocked.optim.lr_decay = 0.1
   with pytest.raises(ConfigError, match="optim.lr_decay: unknown config field"):
     config_lib.validate(unlocked)
+
+
+def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path):
+  from jaxdapt import checkpoint
+  c = tiny_config(data_dir, "source_only")
+  train.train_and_evaluate(c, str(tmp_path / "pre"), stop_after=2)
+  pre_params, _, _ = checkpoint.load_model_variables(str(tmp_path / "pre"))
+  c2 = tiny_config(data_dir, "source_only")
+  c2.model.init_from = str(tmp_path / "pre")
+  c2.model.dont_load = ("head/out/.*",)
+  exp = train.build(c2)
+  fresh = exp.init(jax.random.key(c2.seed))
+  state = jax.device_get(train.load_init_from(exp, fresh).params["model"])
+  jax.tree.map(np.testing.assert_array_equal, state["backbone"], pre_params["backbone"])
+  np.testing.assert_array_equal(state["head"]["out"]["kernel"],
+                                jax.device_get(fresh.params["model"]["head"]["out"]["kernel"]))
+  c2.model.dont_load = ()
+  c2.model.head_hidden = (16,)  # mis-shaped hidden layer must be named
+  exp = train.build(c2)
+  with pytest.raises(Exception, match="head/hidden_0/kernel"):
+    train.load_init_from(exp, exp.init(jax.random.key(0)))
