@@ -16,15 +16,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 PyTree = Any
 
 
-def maybe_initialize_distributed() -> None:
-  """Calls jax.distributed.initialize() when a multi-process launch is detected.
+def maybe_initialize_distributed() -> bool:
+  """Joins a multi-process JAX runtime when the launch environment describes one.
 
-  Must run before any device is touched. Detection: an explicit coordinator
-  (JAX_COORDINATOR_ADDRESS) or a SLURM job with more than one task; TPU VM
-  pods are detected by JAX itself when initialize() is called without args.
+  Must run before any device is touched. Explicit coordinator variables
+  (JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID: Kubernetes,
+  tests, hand launches) win; otherwise a SLURM job with several tasks or a
+  multi-worker TPU VM pod is auto-detected by JAX. Returns True if initialised.
   """
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize(
+        coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+        num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+        process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+    return True
+  tpu_workers = env.get("TPU_WORKER_HOSTNAMES", "")
+  if int(env.get("SLURM_NTASKS", "1")) > 1 or "," in tpu_workers:
     jax.distributed.initialize()
+    return True
+  return False
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -202,7 +202,12 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
               "method": method.init(method_rng, feature_dim, num_classes)}
     return params, variables.get("batch_stats", {}), state_rng
 
-  abstract_params = jax.eval_shape(init, jax.random.key(0))[0]
+  try:
+    abstract_params = jax.eval_shape(init, jax.random.key(0))[0]
+  except (TypeError, ValueError) as e:  # e.g. a conv stack that shrinks the image below 1 px
+    raise ConfigError(
+        f"model.name: {config.model.name} cannot take {image_shape} images from data.source "
+        f"{config.data.source} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
   tx = optim.build_optimizer(config.optim, total_steps, abstract_params)
   replicated = sharding.replicated(mesh)
 

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Thin wrapper: python -m jaxdapt.launch slurm --config CONFIG --workdir DIR [--dry-run] [options] [-- --config.FIELD=VALUE ...]
+# See `python -m jaxdapt.launch slurm --help` and README "Launching".
+exec "${PYTHON:-python}" -m jaxdapt.launch slurm "$@"
