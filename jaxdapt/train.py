@@ -45,9 +45,28 @@ def compute_dtype(config: ml_collections.ConfigDict):
   return jnp.dtype(config.model.dtype)
 
 
-def normalize(images: jax.Array, dtype) -> jax.Array:
-  """uint8 [0, 255] → [-1, 1] on device (images travel as uint8)."""
-  return images.astype(dtype) * (1.0 / 127.5) - 1.0
+# Per-channel input normalisation (on [0, 1] pixels); 0.5/0.5 maps images to [-1, 1].
+DEFAULT_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def normalize(images: jax.Array, dtype, mean_std=DEFAULT_MEAN_STD) -> jax.Array:
+  """uint8 [0, 255] → (x/255 − mean)/std on device (images travel as uint8)."""
+  mean, std = (np.asarray(v, np.float64) for v in mean_std)
+  if np.all(mean == 0.5) and np.all(std == 0.5):
+    return images.astype(dtype) * (1.0 / 127.5) - 1.0
+  scale = jnp.asarray(1.0 / (255.0 * std), dtype)
+  return images.astype(dtype) * scale - jnp.asarray(mean / std, dtype)
+
+
+def input_mean_std(config: ml_collections.ConfigDict):
+  """The normalisation the pretrained weights expect (metadata.json of an import), else [-1, 1]."""
+  path = os.path.join(config.model.init_from, "metadata.json") if config.model.init_from else ""
+  if path and os.path.isfile(path):
+    with open(path) as f:
+      meta = json.load(f)
+    if "mean" in meta and "std" in meta:
+      return tuple(map(float, meta["mean"])), tuple(map(float, meta["std"]))
+  return DEFAULT_MEAN_STD
 
 
 def build_model(config: ml_collections.ConfigDict, num_classes: int):
@@ -78,14 +97,15 @@ def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
   return outputs, mutated.get("batch_stats", batch_stats)
 
 
-def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtype, rng):
+def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtype, rng,
+                    mean_std=DEFAULT_MEAN_STD):
   """Forward the listed domains under a BatchNorm policy.
 
   joint:    one pass over the concatenated batch, statistics over both domains.
   separate: one pass per domain, each normalised by its own batch statistics
             (running statistics updated by both, in order).
   """
-  images = {d: normalize(batch[d]["image"], dtype) for d in domains}
+  images = {d: normalize(batch[d]["image"], dtype, mean_std) for d in domains}
   outputs = {}
   if bn == "joint" and len(domains) > 1:
     sizes = [images[d].shape[0] for d in domains]
@@ -105,8 +125,8 @@ def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtyp
 
 
 def train_step(state: TrainState, batch: dict, *, model, method: methods.Method,
-               tx: optax.GradientTransformation, bn: str, dtype,
-               total_steps: int) -> tuple[TrainState, dict[str, jax.Array]]:
+               tx: optax.GradientTransformation, bn: str, dtype, total_steps: int,
+               mean_std=DEFAULT_MEAN_STD) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step of classification loss + the method's transfer loss."""
   rng = jax.random.fold_in(state.rng, state.step)
   model_rng, method_rng = jax.random.split(rng)
@@ -114,7 +134,8 @@ def train_step(state: TrainState, batch: dict, *, model, method: methods.Method,
 
   def loss_fn(params):
     outputs, batch_stats = forward_domains(model, params["model"], state.batch_stats, batch,
-                                           method.domains, bn=bn, dtype=dtype, rng=model_rng)
+                                           method.domains, bn=bn, dtype=dtype, rng=model_rng,
+                                           mean_std=mean_std)
     sup = outputs[method.supervised_domain]
     cls_loss = losses.cross_entropy(sup["logits"], sup["labels"])
     transfer_loss, extra = method.loss(params["method"], outputs, progress, method_rng)
@@ -131,11 +152,11 @@ def train_step(state: TrainState, batch: dict, *, model, method: methods.Method,
   return new_state, metrics
 
 
-def eval_step(params: PyTree, batch_stats: PyTree, batch: dict, *, model,
-              dtype) -> dict[str, jax.Array]:
+def eval_step(params: PyTree, batch_stats: PyTree, batch: dict, *, model, dtype,
+              mean_std=DEFAULT_MEAN_STD) -> dict[str, jax.Array]:
   """Sums over the real (mask=1) rows of a padded batch."""
-  out, _ = apply_model(model, params["model"], batch_stats, normalize(batch["image"], dtype),
-                       train=False)
+  out, _ = apply_model(model, params["model"], batch_stats,
+                       normalize(batch["image"], dtype, mean_std), train=False)
   mask = batch["mask"].astype(jnp.float32)
   logits = out["logits"].astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -216,12 +237,14 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), rng=state_rng)
 
+  mean_std = input_mean_std(config)
   step_fn = method.update_fn() or train_step
   update = jax.jit(
       functools.partial(step_fn, model=model, method=method, tx=tx, bn=config.method.bn,
-                        dtype=dtype, total_steps=total_steps),
+                        dtype=dtype, total_steps=total_steps, mean_std=mean_std),
       out_shardings=(replicated, replicated), donate_argnums=0)
-  evaluate_batch = jax.jit(functools.partial(eval_step, model=model, dtype=dtype),
+  evaluate_batch = jax.jit(functools.partial(eval_step, model=model, dtype=dtype,
+                                             mean_std=mean_std),
                            out_shardings=replicated)
   return Experiment(config=config, mesh=mesh, model=model, method=method, tx=tx,
                     num_classes=num_classes, sources=sources, update=update,
