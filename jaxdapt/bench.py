@@ -16,7 +16,6 @@ import time
 from typing import Sequence
 
 import jax
-import numpy as np
 
 
 def benchmark(config, steps: int, warmup: int, pipeline: bool) -> dict[str, float]:

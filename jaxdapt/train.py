@@ -319,6 +319,10 @@ def _check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
   current = json.loads(config.to_json())
   for group in ("seed", "data", "model", "method", "optim"):
     a, b = saved.get(group), current.get(group)
+    if isinstance(a, dict) and isinstance(b, dict):
+      # Fields added to the schema after the run started are compared at their defaults.
+      defaults = json.loads(config_lib.base_config().to_json())[group]
+      a = {**{k: defaults[k] for k in b.keys() - a.keys() if k in defaults}, **a}
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
       raise ConfigError(
           f"{group}: this workdir holds a run with a different {group} ({a} vs now {b}); "

@@ -8,7 +8,7 @@ their native 224 px.
 """
 from __future__ import annotations
 
-import jax
+
 import numpy as np
 import pytest
 import torch

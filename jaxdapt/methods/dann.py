@@ -6,6 +6,7 @@ pushed to make them indistinguishable. Hyperparameters (method.*):
   weight            GRL coefficient λ (paper: 1), ramped by weight_schedule
   weight_schedule   'dann': λ_p = 2/(1+exp(-10p)) - 1 (paper) or 'constant'
   disc_hidden       hidden widths of the domain MLP (paper digits: (100,))
+  bsp_weight, bsp_k optional BSP penalty on the features (see bsp.py; 0 = off)
 The discriminator's learning rate is set with an optimizer rule on
 `method/discriminator/.*` (see jaxdapt/optim.py).
 """
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdapt import losses
+from jaxdapt.methods import bsp
 from jaxdapt.methods.base import METHODS, Method
 
 
@@ -36,6 +38,9 @@ class DomainDiscriminator(nn.Module):
 @METHODS.register("dann")
 @dataclasses.dataclass(frozen=True)
 class DANN(Method):
+
+  def __post_init__(self):
+    bsp.check_fields(self.config)
 
   @property
   def discriminator(self) -> DomainDiscriminator:
@@ -56,4 +61,6 @@ class DANN(Method):
     domain = jnp.concatenate([jnp.ones(n_src), jnp.zeros(feats.shape[0] - n_src)])
     loss = losses.binary_cross_entropy_with_logits(logits, domain)
     domain_acc = ((logits > 0) == (domain > 0.5)).mean()
-    return loss, {"domain_loss": loss, "domain_acc": domain_acc, "grl_coeff": coeff}
+    penalty, extra = bsp.penalty(self.config, outputs)
+    return loss + penalty, {"domain_loss": loss, "domain_acc": domain_acc, "grl_coeff": coeff,
+                            **extra}

@@ -1,0 +1,169 @@
+"""MCD: maximum classifier discrepancy (Saito et al., CVPR 2018).
+
+The generator G is the model up to its features (backbone, bottleneck); the
+classifiers are the model head F1 and a second head F2 (this method's
+parameters, `method/classifier2`, widths method.aux_head_hidden). Each
+training step runs three sub-steps, each an update of a subset of the
+parameters (the others and their optimizer state are left untouched):
+  A  G, F1, F2 minimise CE(F1) + CE(F2) on source;
+  B  F1, F2 minimise CE(F1) + CE(F2) on source − d(F1, F2) on target (G fixed);
+  C  G minimises d(F1, F2) on target, method.mcd_generator_steps times (paper: 4).
+d is the L1 discrepancy mean |softmax(F1) − softmax(F2)|.
+The optimizer's step count (learning-rate schedule, Adam bias correction)
+advances once per step, in sub-step A. method.weight is not used.
+Paper digits recipe: Adam, lr 2e-4, batch 128, n = 4 (experiments/digits/mcd.py).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from jaxdapt import losses
+from jaxdapt.methods import checks
+from jaxdapt.methods import method_losses as ml
+from jaxdapt.methods.base import METHODS, Method
+from jaxdapt.models.classifier import MLPHead
+from jaxdapt.optim import path_name
+
+PyTree = Any
+SUBSTEPS = ("A", "B", "C")
+
+
+def is_generator(name: str) -> bool:
+  """'model/...' parameters outside the head ('model/head/...') form G."""
+  return name.startswith("model/") and not name.startswith("model/head/")
+
+
+def _trainable(kind: str) -> Callable[[str], bool]:
+  if kind == "A":
+    return lambda name: True
+  if kind == "B":
+    return lambda name: not is_generator(name)
+  return is_generator
+
+
+def _param_name(path) -> str | None:
+  """The 'model/...' or 'method/...' name of a (params or optimizer-state) leaf
+  path, found from its dict keys; None for leaves that are not per-parameter
+  (step counts)."""
+  keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
+  for i, k in enumerate(keys):
+    if k in ("model", "method"):
+      return "/".join(keys[i:])
+  return None
+
+
+def _stop_untrained(params: PyTree, trainable: Callable[[str], bool]) -> PyTree:
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: x if trainable(path_name(p)) else jax.lax.stop_gradient(x), params)
+
+
+def _select(new: PyTree, old: PyTree, trainable: Callable[[str], bool],
+            advance_count: bool) -> PyTree:
+  def pick(path, n, o):
+    name = _param_name(path)
+    if name is None:
+      return n if advance_count else o
+    return n if trainable(name) else o
+  return jax.tree_util.tree_map_with_path(pick, new, old)
+
+
+@METHODS.register("mcd")
+@dataclasses.dataclass(frozen=True)
+class MCD(Method):
+
+  def __post_init__(self):
+    checks.widths("aux_head_hidden", self.config.aux_head_hidden)
+    checks.positive_int("mcd_generator_steps", self.config.mcd_generator_steps)
+
+  def head(self, num_classes: int) -> MLPHead:
+    return MLPHead(num_classes, tuple(self.config.aux_head_hidden))
+
+  def init(self, rng, feature_dim, num_classes):
+    return {"classifier2": self.head(num_classes).init(rng, jnp.zeros((1, feature_dim)),
+                                                       train=False)["params"]}
+
+  def update_fn(self):
+    return mcd_train_step
+
+
+def mcd_substep(kind: str, params: PyTree, opt_state: PyTree, batch_stats: PyTree, batch: dict,
+                rng: jax.Array, *, model, method: MCD, tx: optax.GradientTransformation,
+                bn: str, dtype,
+                mean_std=None) -> tuple[PyTree, PyTree, PyTree, dict[str, jax.Array]]:
+  """One MCD sub-step ('A', 'B' or 'C'): returns params, opt_state, batch_stats, metrics.
+
+  `mean_std` (input normalisation) is passed on to train.forward_domains when given.
+  """
+  from jaxdapt.train import forward_domains
+  norm_kw = {} if mean_std is None else {"mean_std": mean_std}
+  if kind not in SUBSTEPS:
+    raise ValueError(f"MCD sub-step must be one of {SUBSTEPS}, got {kind!r}")
+  trainable = _trainable(kind)
+  # Under joint BN every forward sees both domains, so the statistics stay comparable.
+  needs = {"A": ("source",), "B": ("source", "target"), "C": ("target",)}[kind]
+  domains = ("source", "target") if bn == "joint" else needs
+  num_classes = params["method"]["classifier2"]["out"]["kernel"].shape[-1]
+  head2 = method.head(num_classes)
+
+  def loss_fn(p):
+    p = _stop_untrained(p, trainable)
+    outputs, new_stats = forward_domains(model, p["model"], batch_stats, batch, domains, bn=bn,
+                                         dtype=dtype, rng=rng, **norm_kw)
+    logits2 = {d: head2.apply({"params": p["method"]["classifier2"]}, outputs[d]["features"],
+                              train=False) for d in domains}
+    metrics = {}
+    loss = 0.0
+    if kind in ("A", "B"):
+      src = outputs["source"]
+      ce1 = losses.cross_entropy(src["logits"], src["labels"])
+      ce2 = losses.cross_entropy(logits2["source"], src["labels"])
+      loss = ce1 + ce2
+      metrics.update(cls_loss=ce1, cls_loss2=ce2,
+                     train_acc=losses.accuracy(src["logits"], src["labels"]))
+    if kind in ("B", "C"):
+      disc = ml.classifier_discrepancy(outputs["target"]["logits"], logits2["target"])
+      loss = loss - disc if kind == "B" else disc
+      metrics["discrepancy"] = disc
+    return loss, (new_stats, metrics)
+
+  (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+  updates, new_opt_state = tx.update(grads, opt_state, params)
+  new_params = optax.apply_updates(params, updates)
+  params = _select(new_params, params, trainable, advance_count=True)
+  opt_state = _select(new_opt_state, opt_state, trainable, advance_count=kind == "A")
+  metrics["loss"] = loss
+  metrics["grad_norm"] = optax.tree.norm(grads)
+  return params, opt_state, new_stats, metrics
+
+
+def mcd_train_step(state, batch: dict, *, model, method: MCD, tx: optax.GradientTransformation,
+                   bn: str, dtype, total_steps: int, mean_std=None):
+  """The trainer's update for `mcd`: sub-steps A, B, then C n times (see module doc)."""
+  del total_steps
+  rng = jax.random.fold_in(state.rng, state.step)
+  step = functools.partial(mcd_substep, model=model, method=method, tx=tx, bn=bn, dtype=dtype,
+                           mean_std=mean_std)
+  params, opt_state, stats, m_a = step("A", state.params, state.opt_state, state.batch_stats,
+                                       batch, jax.random.fold_in(rng, 0))
+  params, opt_state, stats, m_b = step("B", params, opt_state, stats, batch,
+                                       jax.random.fold_in(rng, 1))
+
+  def generator_step(i, carry):
+    p, o, s, _ = carry
+    p, o, s, m = step("C", p, o, s, batch, jax.random.fold_in(rng, 2 + i))
+    return p, o, s, m["discrepancy"]
+
+  params, opt_state, stats, disc = jax.lax.fori_loop(
+      0, method.config.mcd_generator_steps, generator_step,
+      (params, opt_state, stats, jnp.zeros((), jnp.float32)))
+  metrics = {"loss": m_a["loss"], "cls_loss": m_a["cls_loss"], "cls_loss2": m_a["cls_loss2"],
+             "train_acc": m_a["train_acc"], "grad_norm": m_a["grad_norm"],
+             "transfer_loss": disc, "discrepancy_step_b": m_b["discrepancy"]}
+  return state.replace(step=state.step + 1, params=params, batch_stats=stats,
+                       opt_state=opt_state), metrics
