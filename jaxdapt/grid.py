@@ -9,7 +9,9 @@ that fails (NaN loss, bad config) is recorded with its error and the grid goes
 on. Target accuracy is reported under three labelled selections: the last step,
 the step with the best source-validation accuracy (label-free for the target),
 and the best step on target test (the oracle Transfer-Learning-Library reports;
-not a legitimate selection).
+not a legitimate selection). The last column is a label-free score of the
+final model: information maximisation on the target, H(E[p]) − E[H(p)], higher
+is better; it uses target images, never target labels.
 """
 from __future__ import annotations
 
@@ -75,6 +77,17 @@ def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
   return summary
 
 
+def last_eval(workdir: str) -> dict[str, Any]:
+  """The last eval row of a run's metrics.jsonl ({} if none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  evals = [r for r in rows if r["kind"] == "eval"]
+  return evals[-1] if evals else {}
+
+
 def _cell(values: list[float]) -> str:
   if not values:
     return "–"
@@ -84,8 +97,9 @@ def _cell(values: list[float]) -> str:
 
 def table(results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> str:
   """Markdown: one row per task × method, mean ± std over seeds per selection."""
-  head = "| task | method | seeds | " + " | ".join(label for _, label in SELECTIONS) + " |"
-  lines = [head, "|" + "---|" * (3 + len(SELECTIONS))]
+  head = ("| task | method | seeds | " + " | ".join(label for _, label in SELECTIONS)
+          + " | target IM (label-free) |")
+  lines = [head, "|" + "---|" * (4 + len(SELECTIONS))]
   for task in tasks:
     base = [r for r in results if r.get("task") == task and r["method"] == "source_only"
             and "error" not in r]
@@ -99,7 +113,9 @@ def table(results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence
         cells[0] += f" ({gain:+.1f})"
       failed = len(rows) - len(ok)
       seeds = f"{len(ok)}" + (f" ({failed} failed)" if failed else "")
-      lines.append(f"| {task} | {method} | {seeds} | " + " | ".join(cells) + " |")
+      ims = [r["target_im_last"] for r in ok if "target_im_last" in r]
+      im = f"{np.mean(ims):.3f}" if ims else "–"
+      lines.append(f"| {task} | {method} | {seeds} | " + " | ".join(cells) + f" | {im} |")
   return "\n".join(lines)
 
 
@@ -123,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> None:
       for seed in seeds:
         r = run_one(method, task, seed, args.out, args.experiments, args.set)
         r["task"] = task
+        last = last_eval(os.path.join(args.out, "runs", task, method, f"seed_{seed}"))
+        if "target_test_im" in last:
+          r["target_im_last"] = last["target_test_im"]
         results.append(r)
         if "error" not in r:
           print(f"[grid] {task}/{method}/seed {seed}: target {100 * r['target_acc_last']:.1f}% "
