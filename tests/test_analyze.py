@@ -1,0 +1,73 @@
+"""`python -m jaxdapt.analyze` on a tiny finished run: outputs, report and errors."""
+import json
+import os
+
+import pytest
+
+from jaxdapt import analyze, config as config_lib, train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+  """A 6-step DANN run on uci → uci_m (as tests/test_train.py's tiny_config)."""
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
+  c.data.data_dir = data_dir
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 256
+  c.model.head_hidden = (32,)
+  c.method.name = "dann"
+  c.train.steps = 6
+  c.train.log_every = 2
+  c.train.eval_every = 3
+  c.train.checkpoint_every = 2
+  c.train.progress_bar = False
+  workdir = str(tmp_path_factory.mktemp("run"))
+  train.train_and_evaluate(c, workdir)
+  return workdir
+
+
+def test_analyze_writes_json_report_and_plots(run_dir, capsys):
+  code = analyze.main(["--workdir", run_dir, "--max-train", "300", "--tsne-points", "300",
+                       "--permutations", "20", "--shift-points", "200"])
+  assert code == 0
+  out_dir = os.path.join(run_dir, "analysis")
+  result = json.load(open(os.path.join(out_dir, "analysis.json")))
+  for key in ("step", "accuracy", "shift", "criteria_final", "selection", "images", "n"):
+    assert key in result
+  assert result["step"] == 6
+  for state in ("before", "after"):
+    assert {"pad", "mmd2", "mmd_p_value", "coral", "per_class"} <= result["shift"][state].keys()
+    assert set(result["accuracy"][state]) == set(analyze.SPLITS)
+  assert result["n"]["source"] == 300
+  assert {"neg_entropy", "info_max", "snd", "neg_dev"} <= result["criteria_final"]["target"].keys()
+
+  evals = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
+  eval_steps = sorted(r["step"] for r in evals if r["kind"] == "eval")
+  assert eval_steps == [3, 6]
+  sel = result["selection"]
+  assert set(sel) == {"oracle", "last", *analyze.LOGGED_CRITERIA}
+  assert sel["last"]["step"] == 6
+  assert all(s["step"] in eval_steps for s in sel.values())
+  assert all(s["regret"] >= 0 for s in sel.values())
+
+  for name in result["images"].values():
+    assert os.path.getsize(os.path.join(out_dir, name)) > 1000
+  html = open(os.path.join(out_dir, "report.html"), encoding="utf-8").read()
+  assert html.count("data:image/png;base64,") == 3
+  assert "-target_test_entropy" in html and "<td>3</td>" in html and "<td>6</td>" in html
+  printed = capsys.readouterr().out
+  assert "report: " + os.path.join(out_dir, "report.html") in printed
+
+
+@pytest.mark.parametrize("what", ["dir", "checkpoints"])
+def test_missing_run_is_a_one_line_error(tmp_path, capsys, what):
+  run = tmp_path / "run"
+  if what == "checkpoints":
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+  assert analyze.main(["--workdir", str(run)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and err.startswith("error: ")
+  assert ("no such directory" if what == "dir" else "no checkpoint in") in err
+  assert not (run / "checkpoints").exists()
