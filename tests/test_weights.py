@@ -8,7 +8,6 @@ import pickle
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import torch
 from safetensors.numpy import save_file
@@ -247,23 +246,28 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   if fmt == "safetensors":
     return  # both formats load identically; fine-tune once (the compile dominates CI time)
 
-  tx = optax.sgd(0.05, momentum=0.9)
-  opt_state = tx.init(params)
-
-  def loss_fn(p, bs):
-    out, upd = model.apply({"params": p, "batch_stats": bs}, x, train=True,
-                           mutable=["batch_stats"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(out["logits"], y).mean()
-    return loss, upd["batch_stats"]
-
-  @jax.jit
-  def step(p, bs, o):
-    (loss, bs), g = jax.value_and_grad(loss_fn, has_aux=True)(p, bs)
-    updates, o = tx.update(g, o, p)
-    return optax.apply_updates(p, updates), bs, o, loss
-
-  losses = []
-  for _ in range(5):
-    params, batch_stats, opt_state, loss = step(params, batch_stats, opt_state)
-    losses.append(float(loss))
+  # The trainer's own path: config.model.init_from → strict merge → fine-tune with a new head.
+  from jaxdapt import config as config_lib, train
+  c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
+  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.batch_size = 16
+  c.data.eval_batch_size = 256
+  c.model.name = "resnet18"
+  c.model.head_hidden = ()
+  c.model.init_from = str(out)
+  c.method.name = "source_only"
+  c.optim.lr = 0.05
+  c.train.steps = 6
+  c.train.log_every = 3
+  c.train.eval_every = 6
+  c.train.checkpoint_every = 6
+  c.train.progress_bar = False
+  exp = train.build(c)
+  state = train.load_init_from(exp, exp.init(jax.random.key(0)))
+  np.testing.assert_array_equal(jax.device_get(state.params["model"]["backbone"]["conv1"]["kernel"]),
+                                resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
+  summary = train.train_and_evaluate(c, str(tmp_path / "run"))
+  rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
+  losses = [r["loss"] for r in rows if r["kind"] == "train"]
   assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  assert summary["steps"] == 6
