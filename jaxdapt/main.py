@@ -46,6 +46,8 @@ def run(config, workdir: str) -> dict[str, dict]:
       base.train.baseline = ""
     summaries[base.method.name] = train.train_and_evaluate(
         base, os.path.join(workdir, base.method.name))
+    if "stopped_at" in summaries[base.method.name]:
+      return summaries
     workdir = os.path.join(workdir, config.method.name)
   summaries[config.method.name] = train.train_and_evaluate(config, workdir)
   return summaries
@@ -59,8 +61,15 @@ def main(argv):
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   import jax
-  if jax.process_index() == 0:
-    print(format_summary(summaries))
+  if jax.process_index() != 0:
+    return
+  stopped = {name: s["stopped_at"] for name, s in summaries.items() if "stopped_at" in s}
+  if stopped:
+    name, step = next(iter(stopped.items()))
+    print(f"{name}: stopped at step {step} (SIGTERM); checkpoint saved in {_WORKDIR.value}. "
+          "Rerun the same command to resume.")
+    return
+  print(format_summary(summaries))
 
 
 def cli():

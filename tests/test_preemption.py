@@ -1,0 +1,57 @@
+"""SIGTERM → checkpoint at the current step → clean exit → the same command resumes to the same end."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _command(workdir, data_dir):
+  return [sys.executable, "-m", "jaxdapt.main",
+          "--config=experiments/digits/source_only.py:uci2ucim", f"--workdir={workdir}",
+          f"--config.data.data_dir={data_dir}", "--config.data.batch_size=16",
+          "--config.model.norm=none", "--config.model.head_hidden=(32,)",
+          "--config.train.steps=1000", "--config.train.log_every=5",
+          "--config.train.eval_every=1000", "--config.train.checkpoint_every=1000",
+          "--config.train.progress_bar=False"]
+
+
+def _env():
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _final_eval(workdir):
+  rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  return [r for r in rows if r["kind"] == "eval"]
+
+
+def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path):
+  data_dir = str(tmp_path / "data")
+  straight = subprocess.run(_command(tmp_path / "straight", data_dir), cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=900)
+  assert straight.returncode == 0, straight.stderr[-2000:]
+  workdir = tmp_path / "preempted"
+  proc = subprocess.Popen(_command(workdir, data_dir), cwd=ROOT, env=_env(),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  metrics = workdir / "metrics.jsonl"
+  deadline = time.time() + 600
+  while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    assert time.time() < deadline
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-2000:]
+  assert "stopped at step" in out, out
+  stopped_at = int(out.split("stopped at step ")[1].split()[0])
+  assert 0 < stopped_at < 1000
+  assert (workdir / "checkpoints" / str(stopped_at)).is_dir()
+  resumed = subprocess.run(_command(workdir, data_dir), cwd=ROOT, env=_env(),
+                           capture_output=True, text=True, timeout=900)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert _final_eval(workdir) == _final_eval(tmp_path / "straight")
