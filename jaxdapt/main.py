@@ -55,6 +55,8 @@ def run(config, workdir: str) -> dict[str, dict]:
 
 def main(argv):
   del argv
+  from absl import logging
+  logging.set_verbosity(logging.WARNING)  # TFDS/Orbax info lines drown the progress bar
   try:
     summaries = run(_CONFIG.value, _WORKDIR.value)
   except JaxdaptError as e:
