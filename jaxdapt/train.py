@@ -403,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if tc.progress_bar and is_main:
     from tqdm import tqdm
     bar = tqdm(total=tc.steps, initial=start, desc=config.method.name, unit="step",
-               dynamic_ncols=True, leave=False)
+               dynamic_ncols=True, leave=False, smoothing=0)
   pending: list[dict[str, jax.Array]] = []
   images_per_step = config.data.batch_size * len(exp.method.domains)
   t_log, steps_since_log = time.perf_counter(), 0
