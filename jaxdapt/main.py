@@ -74,7 +74,28 @@ def main(argv):
   print(format_summary(summaries))
 
 
+def _unknown_override(argv: list[str]) -> str | None:
+  """Names the first --config.X=... override that is not a field of the schema."""
+  from jaxdapt.config import base_config
+  for arg in argv:
+    if not arg.startswith("--config."):
+      continue
+    path = arg[len("--config."):].split("=", 1)[0].split(".")
+    node = base_config()
+    for i, key in enumerate(path):
+      if not hasattr(node, "keys") or key not in node:
+        where = ".".join(path[:i]) or "config"
+        allowed = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+        return f"--config.{'.'.join(path)}: unknown config field; fields of {where}: {allowed}"
+      node = node[key]
+  return None
+
+
 def cli():
+  problem = _unknown_override(sys.argv[1:])
+  if problem:
+    print(f"error: {problem}", file=sys.stderr)
+    sys.exit(2)
   app.run(main)
 
 

@@ -192,3 +192,11 @@ def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path)
   exp = train.build(c2)
   with pytest.raises(Exception, match="head/hidden_0/kernel"):
     train.load_init_from(exp, exp.init(jax.random.key(0)))
+
+
+def test_cli_names_an_unknown_override():
+  from jaxdapt import main
+  assert main._unknown_override(["--config.seed=1", "--config.optim.lr=0.1"]) is None
+  msg = main._unknown_override(["--workdir=x", "--config.optim.lr_decay=1"])
+  assert msg.startswith("--config.optim.lr_decay: unknown config field; fields of optim:")
+  assert "momentum" in msg
