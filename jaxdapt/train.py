@@ -205,10 +205,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     except ConfigError as e:
       raise ConfigError(f"{fields[key]}: {e}") from None
   num_classes = data.num_classes(config.data.source, ddir)
-  if data.num_classes(config.data.target, ddir) != num_classes:
-    raise ConfigError(
-        f"data.target: {config.data.target} has {data.num_classes(config.data.target, ddir)} "
-        f"classes but data.source {config.data.source} has {num_classes}")
+  target_classes = data.num_classes(config.data.target, ddir)
+  if target_classes != num_classes:
+    raise ConfigError(f"data.target: {config.data.target} has {target_classes} classes but "
+                      f"data.source {config.data.source} has {num_classes}")
   model = build_model(config, num_classes)
   dtype = compute_dtype(config)
   image_shape = tuple(sources["source"][0]["image"].shape)
