@@ -58,6 +58,18 @@ class Method:
     return w * 1.0
 
 
+def aux_head(config: ml_collections.ConfigDict, num_classes: int):
+  """The extra classifier MCD and MDD train beside the model's head (method.aux_head_hidden)."""
+  from jaxdapt.models.classifier import MLPHead
+  return MLPHead(num_classes, tuple(config.aux_head_hidden))
+
+
+def init_aux_head(config: ml_collections.ConfigDict, rng: jax.Array, feature_dim: int,
+                  num_classes: int) -> PyTree:
+  import jax.numpy as jnp
+  return aux_head(config, num_classes).init(rng, jnp.zeros((1, feature_dim)), train=False)["params"]
+
+
 METHODS: Registry[type[Method]] = Registry("method", "method.name")
 WEIGHT_SCHEDULES = ("constant", "dann")
 

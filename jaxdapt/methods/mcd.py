@@ -26,7 +26,7 @@ import optax
 from jaxdapt import losses
 from jaxdapt.methods import checks
 from jaxdapt.methods import method_losses as ml
-from jaxdapt.methods.base import METHODS, Method
+from jaxdapt.methods.base import METHODS, Method, aux_head, init_aux_head
 from jaxdapt.models.classifier import MLPHead
 from jaxdapt.optim import path_name
 
@@ -82,11 +82,10 @@ class MCD(Method):
     checks.positive_int("mcd_generator_steps", self.config.mcd_generator_steps)
 
   def head(self, num_classes: int) -> MLPHead:
-    return MLPHead(num_classes, tuple(self.config.aux_head_hidden))
+    return aux_head(self.config, num_classes)
 
   def init(self, rng, feature_dim, num_classes):
-    return {"classifier2": self.head(num_classes).init(rng, jnp.zeros((1, feature_dim)),
-                                                       train=False)["params"]}
+    return {"classifier2": init_aux_head(self.config, rng, feature_dim, num_classes)}
 
   def update_fn(self):
     return mcd_train_step

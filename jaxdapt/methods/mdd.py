@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jaxdapt import losses
 from jaxdapt.methods import checks
 from jaxdapt.methods import method_losses as ml
-from jaxdapt.methods.base import METHODS, Method
+from jaxdapt.methods.base import METHODS, Method, aux_head, init_aux_head
 from jaxdapt.models.classifier import MLPHead
 
 
@@ -34,11 +34,10 @@ class MDD(Method):
     checks.widths("aux_head_hidden", self.config.aux_head_hidden)
 
   def head(self, num_classes: int) -> MLPHead:
-    return MLPHead(num_classes, tuple(self.config.aux_head_hidden))
+    return aux_head(self.config, num_classes)
 
   def init(self, rng, feature_dim, num_classes):
-    return {"aux_head": self.head(num_classes).init(rng, jnp.zeros((1, feature_dim)),
-                                                    train=False)["params"]}
+    return {"aux_head": init_aux_head(self.config, rng, feature_dim, num_classes)}
 
   def loss(self, params, outputs, progress, rng):
     del rng

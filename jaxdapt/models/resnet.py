@@ -135,48 +135,25 @@ def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: A
                 width_per_group=width_per_group)
 
 
-@MODELS.register("resnet18")
-def resnet18(*, norm: str = "default", dtype: Any = jnp.float32,
-             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), norm, dtype, small_input, zero_init_residual)
+# name → (block, blocks per stage, grouped-conv options); torchvision's definitions.
+RESNETS: dict[str, tuple[type, tuple[int, ...], dict[str, int]]] = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2), {}),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), {}),
+    "resnet50": (BottleneckBlock, (3, 4, 6, 3), {}),
+    "resnet101": (BottleneckBlock, (3, 4, 23, 3), {}),
+    "resnet152": (BottleneckBlock, (3, 8, 36, 3), {}),
+    "wide_resnet50_2": (BottleneckBlock, (3, 4, 6, 3), {"width_per_group": 128}),
+    "resnext50_32x4d": (BottleneckBlock, (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}),
+}
 
 
-@MODELS.register("resnet34")
-def resnet34(*, norm: str = "default", dtype: Any = jnp.float32,
-             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnet34", BasicBlock, (3, 4, 6, 3), norm, dtype, small_input, zero_init_residual)
+def _register(name: str, block: type, layers: tuple[int, ...], options: dict[str, int]) -> None:
+  def builder(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
+              zero_init_residual: bool = False) -> nn.Module:
+    return _resnet(name, block, layers, norm, dtype, small_input, zero_init_residual, **options)
+  builder.__name__ = builder.__qualname__ = name
+  MODELS.register(name)(builder)
 
 
-@MODELS.register("resnet50")
-def resnet50(*, norm: str = "default", dtype: Any = jnp.float32,
-             small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnet50", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
-                 zero_init_residual)
-
-
-@MODELS.register("resnet101")
-def resnet101(*, norm: str = "default", dtype: Any = jnp.float32,
-              small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnet101", BottleneckBlock, (3, 4, 23, 3), norm, dtype, small_input,
-                 zero_init_residual)
-
-
-@MODELS.register("resnet152")
-def resnet152(*, norm: str = "default", dtype: Any = jnp.float32,
-              small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnet152", BottleneckBlock, (3, 8, 36, 3), norm, dtype, small_input,
-                 zero_init_residual)
-
-
-@MODELS.register("wide_resnet50_2")
-def wide_resnet50_2(*, norm: str = "default", dtype: Any = jnp.float32,
-                    small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("wide_resnet50_2", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
-                 zero_init_residual, width_per_group=128)
-
-
-@MODELS.register("resnext50_32x4d")
-def resnext50_32x4d(*, norm: str = "default", dtype: Any = jnp.float32,
-                    small_input: bool = False, zero_init_residual: bool = False) -> nn.Module:
-  return _resnet("resnext50_32x4d", BottleneckBlock, (3, 4, 6, 3), norm, dtype, small_input,
-                 zero_init_residual, groups=32, width_per_group=4)
+for _name, _spec in RESNETS.items():
+  _register(_name, *_spec)
