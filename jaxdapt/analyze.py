@@ -28,7 +28,8 @@ import numpy as np
 PyTree = Any
 SPLITS = ("source", "source_val", "target", "target_test")
 # Criteria the trainer logs in each eval row (selection.select syntax: '-' minimises).
-LOGGED_CRITERIA = ("source_val_acc", "target_test_im", "-target_test_entropy")
+LOGGED_CRITERIA = ("source_val_acc", "target_test_im", "-target_test_entropy",
+                   "sel_info_max", "sel_snd", "sel_snd_features", "sel_neg_dev")
 
 
 class RunError(Exception):
@@ -80,54 +81,6 @@ def check_run(run: str) -> None:
     raise RunError(f"--workdir {run}: no checkpoint in {ckpt_dir}")
 
 
-class _Subset:
-  """Random-access view of some rows of a source (what eval_batches needs)."""
-
-  def __init__(self, source, indices: np.ndarray):
-    self.source, self.indices = source, indices
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int):
-    return self.source[int(self.indices[i])]
-
-
-def _forward_fn(exp):
-  """Jitted (features, logits) in eval mode, the trainer's input normalisation."""
-  import jax
-  import jax.numpy as jnp
-  from jaxdapt import sharding, train
-  dtype = train.compute_dtype(exp.config)
-  mean_std = train.input_mean_std(exp.config)
-
-  def forward(params, batch_stats, images):
-    out, _ = train.apply_model(exp.model, params["model"], batch_stats,
-                               train.normalize(images, dtype, mean_std), train=False)
-    return out["features"].astype(jnp.float32), out["logits"].astype(jnp.float32)
-
-  return jax.jit(forward, out_shardings=sharding.replicated(exp.mesh))
-
-
-def extract(exp, forward, state, source) -> dict[str, np.ndarray]:
-  """Features, logits and labels of every row of `source` (padding rows dropped)."""
-  import jax
-  from jaxdapt import data, sharding
-  local_batch = exp.config.data.eval_batch_size // jax.process_count()
-  feats, logits, labels = [], [], []
-  for batch in data.eval_batches(source, batch_size=local_batch,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    f, z = forward(state.params, state.batch_stats,
-                   sharding.global_batch(batch["image"], exp.mesh))
-    mask = batch["mask"]
-    feats.append(np.asarray(f)[mask])
-    logits.append(np.asarray(z)[mask])
-    labels.append(batch["label"][mask])
-  return {"features": np.concatenate(feats), "logits": np.concatenate(logits),
-          "labels": np.concatenate(labels).astype(np.int64)}
-
-
 def _before_state(exp, config):
   """The model the run started from: random init, or its init_from weights if still there."""
   import jax
@@ -174,7 +127,7 @@ def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
   """Everything the command computes; writes RUN/analysis/ and returns analysis.json's dict."""
   check_run(run)
   import jax
-  from jaxdapt import checkpoint, train
+  from jaxdapt import checkpoint, features, train
   from jaxdapt.analysis import plots, selection, shift
   from jaxdapt.analysis._util import subsample
 
@@ -190,16 +143,16 @@ def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
   step = int(jax.device_get(after.step))
 
   rng = np.random.default_rng(seed)
-  sources = {}
-  for split in SPLITS:
-    src = exp.sources[split]
-    limit = max_train if split in ("source", "target") else None
-    if limit is not None and len(src) > limit:
-      src = _Subset(src, np.sort(rng.choice(len(src), size=limit, replace=False)))
-    sources[split] = src
-  forward = _forward_fn(exp)
-  feats = {name: {split: extract(exp, forward, state, sources[split]) for split in SPLITS}
-           for name, state in (("before", before), ("after", after))}
+  sources = {split: features.subset(exp.sources[split],
+                                    max_train if split in ("source", "target") else None, rng)
+             for split in SPLITS}
+  forward = features.forward_fn(exp)
+  # Each split is read with its domain's model (its DSBN branch / AdaBN statistics).
+  feats = {}
+  for name, state in (("before", before), ("after", after)):
+    views = train.eval_states(exp, state)
+    feats[name] = {split: features.extract(exp, forward, views[split.split("_")[0]],
+                                           sources[split]) for split in SPLITS}
   t_extract = time.perf_counter() - t0
 
   accuracy = {name: {split: _accuracy(feats[name][split]) for split in SPLITS}

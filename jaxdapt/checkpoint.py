@@ -50,14 +50,19 @@ class Checkpointer:
   def __init__(self, workdir: str, keep: int):
     workdir = os.path.abspath(workdir)
     item_names = ("state", "data", "config")
+    # Both managers may save the same step at once. Orbax names its cross-process
+    # barriers after the step, so without distinct prefixes a multi-process run
+    # collides on '_async_write_complete.<step>' and hangs (single-process is unaffected).
+    sync = lambda name: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
     self.latest = ocp.CheckpointManager(
         os.path.join(workdir, "checkpoints"), item_names=item_names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             multiprocessing_options=sync("latest")))
     self.best = ocp.CheckpointManager(
         os.path.join(workdir, "best"), item_names=item_names,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=1, create=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-            keep_checkpoints_without_metrics=False))
+            keep_checkpoints_without_metrics=False, multiprocessing_options=sync("best")))
 
   @staticmethod
   def _args(state, iterator, config) -> ocp.args.Composite:
@@ -124,15 +129,21 @@ def abstract_like(tree: PyTree) -> PyTree:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-def load_model_variables(workdir: str) -> tuple[PyTree, PyTree, int]:
-  """(model params, batch_stats, step) of a jaxdapt workdir's latest checkpoint, as numpy.
+def load_model_variables(workdir: str, step: int | None = None) -> tuple[PyTree, PyTree, int]:
+  """(model params, batch_stats, step) of a jaxdapt workdir's checkpoint at `step`
+  (default: the latest), as numpy.
 
   Read without a target structure, so any architecture's run can serve as a
   starting point (`config.model.init_from`); the strict merge checks the fit.
   """
   mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
                                item_names=("state",))
-  step = mngr.latest_step()
+  if step is not None and step not in mngr.all_steps():
+    steps = ", ".join(map(str, sorted(mngr.all_steps()))) or "none"
+    mngr.close()
+    raise CheckpointError(f"init_from: no checkpoint at step {step} in {workdir}/checkpoints "
+                          f"(steps on disk: {steps})")
+  step = mngr.latest_step() if step is None else step
   if step is None:
     raise CheckpointError(f"init_from: no checkpoint in {workdir}/checkpoints")
   path = os.path.join(mngr.directory, str(step), "state")

@@ -22,7 +22,7 @@ import os
 import platform
 import time
 import traceback
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -39,7 +39,11 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
   spec = importlib.util.spec_from_file_location(f"_jaxdapt_cfg_{method}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(task)
+  return apply_overrides(module.get_config(task), overrides)
+
+
+def apply_overrides(config, overrides: Sequence[str] = ()):
+  """Sets each FIELD=JSON (strings verbatim) in place; returns `config`."""
   for item in overrides:
     key, value = item.split("=", 1)
     node = config
@@ -51,26 +55,41 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
 
 
 def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
-            overrides: Sequence[str]) -> dict[str, Any]:
+            overrides: Sequence[str], train_missing: bool = True) -> dict[str, Any]:
+  def make_config():
+    config = load_config(method, task, experiments_dir, overrides)
+    config.seed = seed
+    return config
+
+  return train_or_reuse(os.path.join(out, "runs", task, method, f"seed_{seed}"), make_config,
+                        {"method": method, "task": task, "seed": seed},
+                        f"{task}/{method}/seed {seed}", train_missing)
+
+
+def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str, Any],
+                   label: str, train_missing: bool = True) -> dict[str, Any]:
+  """The run in `workdir`: its summary.json if finished, else trained from make_config()
+  (resuming a checkpoint). A failure is recorded (error.txt, `ident` + 'error'), not
+  raised, so one bad run does not lose the others (jaxdapt.rank shares this)."""
   from jaxdapt import train
-  workdir = os.path.join(out, "runs", task, method, f"seed_{seed}")
   summary_path = os.path.join(workdir, "summary.json")
   if os.path.exists(summary_path):
     with open(summary_path) as f:
       return {**json.load(f), "reused": True}
-  config = load_config(method, task, experiments_dir, overrides)
-  config.seed = seed
+  if not train_missing:
+    return {**ident, "missing": True}
+  config = make_config()
   config.train.progress_bar = False
   start = time.perf_counter()
   try:
     summary = train.train_and_evaluate(config, workdir)
   except Exception as e:  # one failed run must not lose the grid
     error = f"{type(e).__name__}: {e}"
-    print(f"[grid] {task}/{method}/seed {seed} FAILED: {error}", flush=True)
+    print(f"[grid] {label} FAILED: {error}", flush=True)
     os.makedirs(workdir, exist_ok=True)
     with open(os.path.join(workdir, "error.txt"), "w") as f:
       f.write(traceback.format_exc())
-    return {"method": method, "task": task, "seed": seed, "error": error}
+    return {**ident, "error": error}
   summary["wall_s"] = time.perf_counter() - start
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)
@@ -101,22 +120,63 @@ def table(results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence
           + " | target IM (label-free) |")
   lines = [head, "|" + "---|" * (4 + len(SELECTIONS))]
   for task in tasks:
-    base = [r for r in results if r.get("task") == task and r["method"] == "source_only"
-            and "error" not in r]
-    base_last = np.mean([r["target_acc_last"] for r in base]) if base else None
+    base = [r["target_acc_last"] for r in results if r.get("task") == task
+            and r["method"] == "source_only" and "error" not in r and "missing" not in r]
     for method in methods:
       rows = [r for r in results if r.get("task") == task and r["method"] == method]
-      ok = [r for r in rows if "error" not in r]
+      ok = [r for r in rows if "error" not in r and "missing" not in r]
       cells = [_cell([r[key] for r in ok]) for key, _ in SELECTIONS]
-      if base_last is not None and ok and method not in ("source_only", "target_oracle"):
-        gain = 100 * (np.mean([r["target_acc_last"] for r in ok]) - base_last)
-        cells[0] += f" ({gain:+.1f})"
-      failed = len(rows) - len(ok)
-      seeds = f"{len(ok)}" + (f" ({failed} failed)" if failed else "")
+      if base and ok and method not in ("source_only", "target_oracle"):
+        last = [r["target_acc_last"] for r in ok]
+        gain = 100 * (np.mean(last) - np.mean(base))
+        # "Beats source-only": the gain exceeds twice the larger of the two seed stds.
+        clear = len(ok) > 1 and gain > 2 * 100 * max(np.std(last), np.std(base))
+        cells[0] += f" ({gain:+.1f}{', > 2 std' if clear else ''})"
+      failed = len([r for r in rows if "error" in r])
+      missing = len([r for r in rows if "missing" in r])
+      seeds = (f"{len(ok)}" + (f" ({failed} failed)" if failed else "")
+               + (f" ({missing} not run)" if missing else ""))
       ims = [r["target_im_last"] for r in ok if "target_im_last" in r]
       im = f"{np.mean(ims):.3f}" if ims else "–"
       lines.append(f"| {task} | {method} | {seeds} | " + " | ".join(cells) + f" | {im} |")
   return "\n".join(lines)
+
+
+def eval_rows(workdir: str) -> list[dict[str, Any]]:
+  """The eval rows of a run's metrics.jsonl ([] if none)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [r for r in map(json.loads, filter(str.strip, f)) if r["kind"] == "eval"]
+
+
+def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str],
+                    methods: Sequence[str]) -> tuple[str, dict[str, Any]]:
+  """Markdown + data: target accuracy (mean ± std over seeds) at the eval step each
+  label-free criterion picks, beside the last step and the oracle; a criterion a run
+  did not log (runs from before it existed) is left out of that run's cell."""
+  from jaxdapt.analysis import selection
+  from jaxdapt.analyze import LOGGED_CRITERIA
+  names = ("last", *LOGGED_CRITERIA, "oracle")
+  data: dict[str, Any] = {}
+  lines = ["| task | method | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
+  for task in tasks:
+    for method in methods:
+      picked: dict[str, list[float]] = {n: [] for n in names}
+      for r in results:
+        if r.get("task") != task or r["method"] != method or "error" in r or "missing" in r:
+          continue
+        history = eval_rows(os.path.join(out, "runs", task, method, f"seed_{r['seed']}"))
+        logged = [c for c in LOGGED_CRITERIA
+                  if any(selection.score(h, c) is not None for h in history)]
+        if not history:
+          continue
+        for name, row in selection.selection_report(history, logged).items():
+          picked[name].append(row["target_test_acc"])
+      data[f"{task}/{method}"] = picked
+      lines.append(f"| {task} | {method} | " + " | ".join(_cell(picked[n]) for n in names) + " |")
+  return "\n".join(lines), data
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -128,22 +188,33 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--experiments", default="experiments/digits")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                       help="config override applied to every run, e.g. train.steps=500")
+  parser.add_argument("--table-only", action="store_true",
+                      help="train nothing: tabulate the finished runs, list the others as not run")
   args = parser.parse_args(argv)
   tasks, methods = args.tasks.split(","), args.methods.split(",")
   seeds = [int(s) for s in args.seeds.split(",")]
+  # A typo in --methods/--tasks/--set fails now, not hours into the grid.
+  from jaxdapt.errors import ConfigError
+  try:
+    for task in tasks:
+      for method in methods:
+        load_config(method, task, args.experiments, args.set)
+  except (ConfigError, KeyError, ValueError) as e:
+    parser.exit(2, f"error: {e}\n")
   os.makedirs(args.out, exist_ok=True)
   start = time.perf_counter()
   results = []
   for task in tasks:
     for method in methods:
       for seed in seeds:
-        r = run_one(method, task, seed, args.out, args.experiments, args.set)
+        r = run_one(method, task, seed, args.out, args.experiments, args.set,
+                    train_missing=not args.table_only)
         r["task"] = task
         last = last_eval(os.path.join(args.out, "runs", task, method, f"seed_{seed}"))
         if "target_test_im" in last:
           r["target_im_last"] = last["target_test_im"]
         results.append(r)
-        if "error" not in r:
+        if "error" not in r and "missing" not in r:
           print(f"[grid] {task}/{method}/seed {seed}: target {100 * r['target_acc_last']:.1f}% "
                 f"(last), {100 * r['target_acc_best_source_val']:.1f}% (best source-val)"
                 f"{' [reused]' if r.get('reused') else ''}", flush=True)
@@ -156,11 +227,17 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
             f"jax {jax.__version__}, {jax.devices()[0].platform}); overrides: "
             f"{' '.join(args.set) or 'none'}. Per-run wall times are in results.json.\n")
+  sel_md, sel_data = selection_table(args.out, results, tasks, methods)
+  sel_md = ("\n\nLabel-free checkpoint selection: target accuracy at the eval step each "
+            "criterion picks (no target labels; '-' minimises; sel_* are computed on target "
+            "train images, target_test_* on target test images), beside the last step and "
+            "the oracle (best target test, uses labels):\n\n" + sel_md + "\n")
   with open(os.path.join(args.out, "results.md"), "w") as f:
-    f.write(md + footer)
+    f.write(md + footer + sel_md)
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump({"results": results, "wall_s": wall, "overrides": args.set}, f, indent=2)
-  print(md + footer)
+    json.dump({"results": results, "selection": sel_data, "wall_s": wall,
+               "overrides": args.set}, f, indent=2)
+  print(md + footer + sel_md)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,17 @@ import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy with integer labels, computed in float32."""
-  return optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), labels).mean()
+def cross_entropy(logits: jax.Array, labels: jax.Array,
+                  label_smoothing: float = 0.0) -> jax.Array:
+  """Mean softmax cross-entropy with integer labels, computed in float32.
+
+  label_smoothing ε > 0 trains against (1 − ε)·one_hot + ε/C (Szegedy et al., 2016).
+  """
+  logits = logits.astype(jnp.float32)
+  if not label_smoothing:
+    return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+  targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing)
+  return optax.softmax_cross_entropy(logits, targets).mean()
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

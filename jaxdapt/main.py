@@ -35,7 +35,8 @@ def format_summary(summaries: dict[str, dict]) -> str:
 
 
 def run(config, workdir: str) -> dict[str, dict]:
-  from jaxdapt import sharding
+  from jaxdapt import compile_cache, sharding
+  compile_cache.enable(config.train.compilation_cache_dir)  # before anything compiles
   sharding.maybe_initialize_distributed()
   from jaxdapt import train
   summaries = {}

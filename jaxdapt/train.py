@@ -23,8 +23,9 @@ import ml_collections
 import numpy as np
 import optax
 
-from jaxdapt import checkpoint, config as config_lib, data, losses, methods, models, optim
-from jaxdapt import sharding
+from jaxdapt import batchnorm, checkpoint, config as config_lib, data, losses, methods, models
+from jaxdapt import features, optim, sharding
+from jaxdapt.data.labeled import labeled_subset
 from jaxdapt.errors import ConfigError, NonFiniteLossError
 from jaxdapt.metrics import MetricWriter
 
@@ -41,8 +42,23 @@ class TrainState:
   rng: jax.Array
 
 
-def compute_dtype(config: ml_collections.ConfigDict):
-  return jnp.dtype(config.model.dtype)
+def compute_dtype(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
+                  ) -> jnp.dtype:
+  """The mixed-precision policy's compute dtype: config.model.dtype, where 'auto' is
+  bfloat16 on GPU/TPU and float32 on CPU (XLA:CPU's bf16 convolutions are slow, and the
+  CPU tests compare numbers in float32), by the platform of `mesh`'s devices (default:
+  JAX's default backend). It is the dtype of activations and of the backbone, bottleneck
+  and hidden head layers only: parameters, optimizer state, BatchNorm statistics, the
+  classifier's output layer, method heads, the features and logits losses see, every
+  loss and metric are float32 (tests/test_precision_accum_remat.py)."""
+  device = mesh.devices.flat[0] if mesh is not None else jax.devices()[0]
+  return jnp.dtype(_dtype_name(config.model.dtype, device.platform))
+
+
+def _dtype_name(name: str, platform: str) -> str:
+  if name != "auto":
+    return name
+  return "float32" if platform == "cpu" else "bfloat16"
 
 
 # Per-channel input normalisation (on [0, 1] pixels); 0.5/0.5 maps images to [-1, 1].
@@ -69,7 +85,8 @@ def input_mean_std(config: ml_collections.ConfigDict):
   return DEFAULT_MEAN_STD
 
 
-def build_model(config: ml_collections.ConfigDict, num_classes: int):
+def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None):
+  """The Classifier of config.model computing in `dtype` (default: compute_dtype(config))."""
   kwargs = {}
   if config.model.name.startswith(("resnet", "vgg")):
     kwargs["small_input"] = config.model.small_input
@@ -78,7 +95,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int):
         config.model.name, num_classes=num_classes,
         bottleneck_dim=config.model.bottleneck_dim or None,
         head_hidden=tuple(config.model.head_hidden), dropout=config.model.dropout,
-        norm=config.model.norm, dtype=compute_dtype(config), **kwargs)
+        norm=config.model.norm, dtype=dtype or compute_dtype(config), remat=config.model.remat,
+        **kwargs).clone(frozen_backbone_bn=config.model.bn_mode != "train",
+                        cosine_temperature=config.model.cosine_temperature)
   except (TypeError, ValueError) as e:
     if isinstance(e, ConfigError):
       raise
@@ -99,51 +118,105 @@ def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
 
 def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtype, rng,
                     mean_std=DEFAULT_MEAN_STD):
-  """Forward the listed domains under a BatchNorm policy.
+  """Forward the listed batch keys under a BatchNorm policy (jaxdapt/batchnorm.py).
 
+  Keys are domains or views named after one ('target_strong', FixMatch).
   joint:    one pass over the concatenated batch, statistics over both domains.
-  separate: one pass per domain, each normalised by its own batch statistics
-            (running statistics updated by both, in order).
+  separate: one pass per domain (its keys together), each normalised by its own batch
+            statistics (running statistics updated by both, in order).
+  dsbn:     as separate, each domain through its own BN branch (scale/bias, statistics).
   """
   images = {d: normalize(batch[d]["image"], dtype, mean_std) for d in domains}
-  outputs = {}
   if bn == "joint" and len(domains) > 1:
-    sizes = [images[d].shape[0] for d in domains]
-    out, batch_stats = apply_model(model, params, batch_stats,
-                                   jnp.concatenate([images[d] for d in domains]),
-                                   train=True, rng=rng)
-    offsets = np.cumsum([0] + sizes)
-    for i, d in enumerate(domains):
-      outputs[d] = {k: v[offsets[i]:offsets[i + 1]] for k, v in out.items()}
+    passes = [(None, tuple(domains), rng)]
   else:
-    for i, d in enumerate(domains):
-      outputs[d], batch_stats = apply_model(model, params, batch_stats, images[d], train=True,
-                                            rng=jax.random.fold_in(rng, i))
+    by_domain: dict[str, list[str]] = {}
+    for d in domains:
+      by_domain.setdefault(batchnorm.domain_of(d), []).append(d)
+    passes = [(dom, tuple(keys), jax.random.fold_in(rng, i))
+              for i, (dom, keys) in enumerate(by_domain.items())]
+  outputs = {}
+  for domain, keys, pass_rng in passes:
+    x = jnp.concatenate([images[d] for d in keys]) if len(keys) > 1 else images[keys[0]]
+    if bn == "dsbn":
+      p, stats = batchnorm.branch(params, batch_stats, domain)
+      out, stats = apply_model(model, p, stats, x, train=True, rng=pass_rng)
+      batch_stats = batchnorm.with_branch_stats(batch_stats, stats, domain)
+    else:
+      out, batch_stats = apply_model(model, params, batch_stats, x, train=True, rng=pass_rng)
+    offsets = np.cumsum([0] + [images[d].shape[0] for d in keys])
+    for i, d in enumerate(keys):
+      outputs[d] = {k: v[offsets[i]:offsets[i + 1]] for k, v in out.items()}
   for d in domains:
     outputs[d]["labels"] = batch[d]["label"]
   return outputs, batch_stats
 
 
-def train_step(state: TrainState, batch: dict, *, model, method: methods.Method,
-               tx: optax.GradientTransformation, bn: str, dtype, total_steps: int,
-               mean_std=DEFAULT_MEAN_STD) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One optimisation step of classification loss + the method's transfer loss."""
+def micro_batches(batch: PyTree, n: int) -> PyTree:
+  """Leaves [B, ...] -> [n, B/n, ...]. Micro-batch i holds rows i, i+n, i+2n, ..., so every
+  device's shard of the global batch gives B/(n·devices) rows to each micro-batch and no
+  row moves between devices (config.validate: B divides by n × devices)."""
+  return jax.tree.map(
+      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1), batch)
+
+
+def accumulate_gradients(grad_fn: Callable, params: PyTree, batch_stats: PyTree, batch: dict,
+                         rng: jax.Array, n: int):
+  """`grad_fn(batch_stats, batch, rng) -> ((loss, (batch_stats, metrics)), grads)` over n
+  micro-batches of `batch` (train.grad_accum_steps): BatchNorm statistics threaded through
+  them in order, gradients, loss and metrics averaged. One lax.scan, so the loss is traced
+  and compiled once whatever n; activations of one micro-batch are live at a time.
+  n == 1 is grad_fn on the whole batch (bitwise the step without accumulation)."""
+  if n == 1:
+    return grad_fn(batch_stats, batch, rng)
+
+  def body(carry, xs):
+    stats, grad_sum = carry
+    micro, i = xs
+    (loss, (stats, metrics)), grads = grad_fn(stats, micro, jax.random.fold_in(rng, i))
+    return (stats, jax.tree.map(jnp.add, grad_sum, grads)), (loss, metrics)
+
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  (batch_stats, grad_sum), (loss, metrics) = jax.lax.scan(
+      body, (batch_stats, zeros), (micro_batches(batch, n), jnp.arange(n)))
+  mean = functools.partial(jnp.mean, axis=0)
+  return ((mean(loss), (batch_stats, jax.tree.map(mean, metrics))),
+          jax.tree.map(lambda g: g / n, grad_sum))
+
+
+def train_step(state: TrainState, batch: dict, extra: PyTree = None, *, model,
+               method: methods.Method, tx: optax.GradientTransformation, bn: str, dtype,
+               total_steps: int, mean_std=DEFAULT_MEAN_STD, grad_accum_steps: int = 1
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One optimisation step of classification loss + the method's transfer loss (+ its
+  model-level terms: a regulariser, MME; `extra` is method.refresh's result). With
+  grad_accum_steps N > 1, one update from the mean gradient of N micro-batches, every
+  loss computed per micro-batch (accumulate_gradients)."""
   rng = jax.random.fold_in(state.rng, state.step)
-  model_rng, method_rng = jax.random.split(rng)
   progress = state.step.astype(jnp.float32) / total_steps
 
-  def loss_fn(params):
-    outputs, batch_stats = forward_domains(model, params["model"], state.batch_stats, batch,
+  def loss_fn(params, batch_stats, batch, rng):
+    model_rng, method_rng = jax.random.split(rng)
+    outputs, batch_stats = forward_domains(model, params["model"], batch_stats, batch,
                                            method.domains, bn=bn, dtype=dtype, rng=model_rng,
                                            mean_std=mean_std)
-    sup = outputs[method.supervised_domain]
-    cls_loss = losses.cross_entropy(sup["logits"], sup["labels"])
-    transfer_loss, extra = method.loss(params["method"], outputs, progress, method_rng)
-    metrics = {"cls_loss": cls_loss, "transfer_loss": jnp.asarray(transfer_loss, jnp.float32),
-               "train_acc": losses.accuracy(sup["logits"], sup["labels"]), **extra}
+    sup = methods.fewshot.supervised_outputs(outputs, method)
+    cls_loss = losses.cross_entropy(sup["logits"], sup["labels"], method.config.label_smoothing)
+    transfer_loss, more = method.loss(params["method"], outputs, progress, method_rng)
+    model_loss, model_metrics = method.model_loss(model, params["model"], outputs, batch, extra,
+                                                  progress, jax.random.fold_in(method_rng, 1))
+    transfer_loss = jnp.asarray(transfer_loss + model_loss, jnp.float32)
+    metrics = {"cls_loss": cls_loss, "transfer_loss": transfer_loss,
+               "train_acc": losses.accuracy(sup["logits"], sup["labels"]), **more,
+               **model_metrics}
     return cls_loss + transfer_loss, (batch_stats, metrics)
 
-  (loss, (batch_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  def grad_fn(batch_stats, batch, rng):
+    # Only w.r.t. the leaves tx can move: no backward pass through a frozen backbone prefix.
+    return optim.value_and_grad(lambda p: loss_fn(p, batch_stats, batch, rng), state.params, tx)
+
+  (loss, (batch_stats, metrics)), grads = accumulate_gradients(
+      grad_fn, state.params, state.batch_stats, batch, rng, grad_accum_steps)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
@@ -190,7 +263,7 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
   """Validates the config and builds model, method, optimizer and jitted functions."""
   mesh = sharding.make_mesh(devices)
   config_lib.validate(config, device_count=mesh.size)
-  method = methods.get_method(config.method)
+  method = methods.for_experiment(config)
   ddir = data_dir(config)
   splits = {"source": (config.data.source, config.data.source_split),
             "source_val": (config.data.source, config.data.source_val_split),
@@ -209,9 +282,20 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
   if target_classes != num_classes:
     raise ConfigError(f"data.target: {config.data.target} has {target_classes} classes but "
                       f"data.source {config.data.source} has {num_classes}")
-  model = build_model(config, num_classes)
-  dtype = compute_dtype(config)
+  if config.data.target_labeled_per_class:
+    sources[methods.fewshot.LABELED] = labeled_subset(
+        sources["target"], config.data.target_labeled_per_class, config.seed)
   image_shape = tuple(sources["source"][0]["image"].shape)
+  return build_functions(config, mesh, method, image_shape, num_classes, sources)
+
+
+def build_functions(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                    method: methods.Method, image_shape: tuple[int, ...], num_classes: int,
+                    sources: dict[str, Any] | None = None) -> Experiment:
+  """Model, optimizer and jitted functions for `image_shape` inputs; reads no data, so
+  the step benchmark (jaxdapt/bench.py) builds the same step for synthetic shapes."""
+  dtype = compute_dtype(config, mesh)
+  model = build_model(config, num_classes, dtype)
   total_steps = config.train.steps
 
   def init(rng):
@@ -219,17 +303,22 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     dummy = jnp.zeros((2, *image_shape), dtype)
     variables = model.init({"params": model_rng, "dropout": model_rng}, dummy, train=False)
     feature_dim = model.apply(variables, dummy, train=False)["features"].shape[-1]
-    params = {"model": variables["params"],
+    model_params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if config.method.bn == "dsbn":
+      model_params, batch_stats = batchnorm.stack(model_params, batch_stats)
+    params = {"model": model_params,
               "method": method.init(method_rng, feature_dim, num_classes)}
-    return params, variables.get("batch_stats", {}), state_rng
+    return params, batch_stats, state_rng
 
   try:
-    abstract_params = jax.eval_shape(init, jax.random.key(0))[0]
+    abstract_params, abstract_stats, _ = jax.eval_shape(init, jax.random.key(0))
   except (TypeError, ValueError) as e:  # e.g. a conv stack that shrinks the image below 1 px
     raise ConfigError(
         f"model.name: {config.model.name} cannot take {image_shape} images from data.source "
         f"{config.data.source} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-  tx = optim.build_optimizer(config.optim, total_steps, abstract_params)
+  batchnorm.check(config, abstract_stats)
+  tx = optim.build_optimizer(batchnorm.optim_config(config, abstract_stats), total_steps,
+                             abstract_params)
   replicated = sharding.replicated(mesh)
 
   def init_state(rng):
@@ -239,31 +328,54 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
 
   mean_std = input_mean_std(config)
   step_fn = method.update_fn() or train_step
+  # Only steps that accumulate take the argument (config.validate refuses N > 1 for others).
+  accum = config.train.grad_accum_steps
+  accum_kw = {"grad_accum_steps": accum} if accum > 1 else {}
   update = jax.jit(
       functools.partial(step_fn, model=model, method=method, tx=tx, bn=config.method.bn,
-                        dtype=dtype, total_steps=total_steps, mean_std=mean_std),
+                        dtype=dtype, total_steps=total_steps, mean_std=mean_std, **accum_kw),
       out_shardings=(replicated, replicated), donate_argnums=0)
   evaluate_batch = jax.jit(functools.partial(eval_step, model=model, dtype=dtype,
                                              mean_std=mean_std),
                            out_shardings=replicated)
   return Experiment(config=config, mesh=mesh, model=model, method=method, tx=tx,
-                    num_classes=num_classes, sources=sources, update=update,
+                    num_classes=num_classes, sources=sources or {}, update=update,
                     evaluate_batch=evaluate_batch,
                     init=jax.jit(init_state, out_shardings=replicated))
 
 
 def train_iterators(exp: Experiment) -> data.PairedIterator:
+  """One stream per domain (+ the labeled target with data.target_labeled_per_class)."""
   cfg = exp.config.data
+  labeled = methods.fewshot.LABELED
   its = {}
-  for i, d in enumerate(DOMAINS):
+  for i, d in enumerate(DOMAINS + ((labeled,) if labeled in exp.sources else ())):
     its[d] = data.train_iterator(
         exp.sources[d], global_batch_size=cfg.batch_size, seed=exp.config.seed * 1000 + i,
         augment=cfg.augment, process_index=jax.process_index(),
         process_count=jax.process_count(), prefetch=cfg.prefetch)
-  return data.PairedIterator(its["source"], its["target"])
+  return data.PairedIterator(its.pop("source"), its.pop("target"), **its)
+
+
+def eval_states(exp: Experiment, state: TrainState) -> dict[str, TrainState]:
+  """Per domain, the state its splits are evaluated with (jaxdapt/batchnorm.py): under
+  method.bn='dsbn' that domain's BN branch; for the target under AdaBN
+  (train.eval_target_bn='target' or method adabn) BN statistics recomputed on the
+  target train images. Source splits keep the statistics training left."""
+  views = {}
+  for domain in DOMAINS:
+    params, batch_stats = state.params["model"], state.batch_stats
+    if exp.config.method.bn == "dsbn":
+      params, batch_stats = batchnorm.branch(params, batch_stats, domain)
+    if domain == "target" and batchnorm.eval_target(exp.config) == "target":
+      batch_stats = batchnorm.target_statistics(exp, params, batch_stats, exp.sources["target"])
+    views[domain] = state.replace(params={**state.params, "model": params},
+                                  batch_stats=batch_stats)
+  return views
 
 
 def evaluate(exp: Experiment, state: TrainState, split: str) -> dict[str, float]:
+  """Metrics of `split` under `state`'s model (one BN branch: see eval_states)."""
   totals = None
   local_batch = exp.config.data.eval_batch_size // jax.process_count()
   for batch in data.eval_batches(exp.sources[split], batch_size=local_batch,
@@ -285,6 +397,32 @@ def evaluate(exp: Experiment, state: TrainState, split: str) -> dict[str, float]
           f"{split}_im": marginal_entropy - mean_entropy}
 
 
+SELECTION_SPLITS = ("source", "source_val", "target")
+
+
+def selection_sources(exp: Experiment) -> dict[str, Any]:
+  """Fixed subsets (one draw per run, from the seed) scored at every evaluation."""
+  rng = np.random.default_rng(exp.config.seed)
+  limit = exp.config.train.selection_points
+  return {s: features.subset(exp.sources[s], limit, rng) for s in SELECTION_SPLITS}
+
+
+def selection_metrics(exp: Experiment, views: dict[str, TrainState], forward,
+                      subsets) -> dict[str, float]:
+  """Label-free criteria on target TRAIN images (never target labels), logged as sel_*:
+  neg_entropy, info_max, snd (softmax), snd_features, neg_dev; all higher = better.
+  `views`: eval_states (each split's features from its domain's model)."""
+  from jaxdapt.analysis import selection
+  f = {s: features.extract(exp, forward, views[batchnorm.domain_of(s)], subsets[s])
+       for s in SELECTION_SPLITS}
+  scores = selection.criteria(
+      target_logits=f["target"]["logits"], target_features=f["target"]["features"],
+      source_val_logits=f["source_val"]["logits"], source_val_labels=f["source_val"]["labels"],
+      source_val_features=f["source_val"]["features"],
+      source_train_features=f["source"]["features"], seed=exp.config.seed)
+  return {f"sel_{k}": v for k, v in scores.items() if k != "source_val_acc"}
+
+
 def _check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None:
   bad = [k for k in ("loss", "cls_loss", "transfer_loss") if k in metrics
          and not math.isfinite(metrics[k])]
@@ -295,18 +433,35 @@ def _check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None
         f"step are kept. Lower optim.lr or method.weight.")
 
 
+def split_run_step(init_from: str) -> tuple[str, int | None]:
+  """'RUN@STEP' → (RUN, STEP): that checkpoint of a jaxdapt workdir; else (init_from, None)."""
+  run, at, step = init_from.rpartition("@")
+  return (run, int(step)) if at and step.isdigit() else (init_from, None)
+
+
 def load_init_from(exp: Experiment, state: TrainState) -> TrainState:
   """Replaces the model's initial variables by config.model.init_from (strict merge)."""
   from jaxdapt import weights
   cfg = exp.config.model
-  if os.path.isdir(os.path.join(cfg.init_from, "checkpoints")):  # a jaxdapt workdir
-    params, batch_stats, step = checkpoint.load_model_variables(cfg.init_from)
+  run, step = split_run_step(cfg.init_from)
+  if os.path.isdir(os.path.join(run, "checkpoints")):  # a jaxdapt workdir
+    params, batch_stats, step = checkpoint.load_model_variables(run, step)
     pretrained = weights.PretrainedWeights(params, batch_stats, {"arch": cfg.name, "step": step})
   else:  # a directory written by `python -m jaxdapt.weights import`
     pretrained = weights.load_pretrained(cfg.init_from, arch=cfg.name)
-  params, batch_stats, report = weights.merge_into(
-      jax.device_get(state.params["model"]), jax.device_get(state.batch_stats), pretrained,
-      tuple(cfg.dont_load))
+  params, batch_stats = jax.device_get((state.params["model"], state.batch_stats))
+  copy_branch = False  # DSBN model, one-branch weights: load one branch, copy it to all
+  if exp.config.method.bn == "dsbn":
+    plain = batchnorm.branch(params, batch_stats, "source")
+    if not batchnorm.holds_branches(pretrained.batch_stats, plain[1]):
+      (params, batch_stats), copy_branch = plain, True
+  elif batchnorm.holds_branches(pretrained.batch_stats, batch_stats):
+    raise ConfigError(f"model.init_from: {cfg.init_from} holds a DSBN model (a BatchNorm "
+                      f"branch per domain); load it with method.bn='dsbn'")
+  params, batch_stats, report = weights.merge_into(params, batch_stats, pretrained,
+                                                   tuple(cfg.dont_load))
+  if copy_branch:
+    params, batch_stats = batchnorm.stack(params, batch_stats)
   if jax.process_index() == 0:
     print(f"init_from {cfg.init_from}: {report.summary()}", flush=True)
   replicated = sharding.replicated(exp.mesh)
@@ -317,12 +472,17 @@ def load_init_from(exp: Experiment, state: TrainState) -> TrainState:
 def _check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
   """A workdir belongs to one experiment: refuse to resume under another config."""
   current = json.loads(config.to_json())
-  for group in ("seed", "data", "model", "method", "optim"):
-    a, b = saved.get(group), current.get(group)
+  for group in ("seed", "data", "model", "method", "optim", "regularizer"):
+    # A group added to the schema after the run started is compared at its defaults.
+    a, b = saved.get(group, {}), current.get(group)
     if isinstance(a, dict) and isinstance(b, dict):
       # Fields added to the schema after the run started are compared at their defaults.
       defaults = json.loads(config_lib.base_config().to_json())[group]
       a = {**{k: defaults[k] for k in b.keys() - a.keys() if k in defaults}, **a}
+      if group == "model":  # model.dtype 'auto' is the dtype it resolves to on this backend
+        platform = jax.devices()[0].platform
+        a, b = ({**x, "dtype": _dtype_name(x.get("dtype", "float32"), platform)}
+                for x in (a, b))
     if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
       raise ConfigError(
           f"{group}: this workdir holds a run with a different {group} ({a} vs now {b}); "
@@ -334,11 +494,25 @@ def _check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
 
 
 class _Preemption:
-  """Turns SIGTERM into a request to checkpoint and exit at the next step."""
+  """Turns SIGTERM into a request to checkpoint and exit at the next step.
+
+  With several processes the signal reaches them at different steps, and a
+  process that entered the checkpoint save alone would wait forever on the
+  others: they agree at each log step instead (one tiny all-gather), and all
+  stop there if any of them was signalled."""
 
   def __init__(self):
     self.requested = False
     self._previous = None
+
+  def should_stop(self, step: int, every: int) -> bool:
+    if jax.process_count() == 1:
+      return self.requested
+    if step % every:
+      return False
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
+    return bool(np.asarray(flags).any())
 
   def __enter__(self):
     try:
@@ -393,6 +567,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     start = int(state.step)
   elif config.model.init_from:
     state = load_init_from(exp, state)
+  # The update's third argument, recomputed every method.refresh_every steps (methods/base.py).
+  extra, every = exp.method.refresh(exp, state), config.method.refresh_every
   writer = MetricWriter(workdir, resume_step=start if start else None)
   if start == 0 and jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -405,17 +581,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     bar = tqdm(total=tc.steps, initial=start, desc=config.method.name, unit="step",
                dynamic_ncols=True, leave=False, smoothing=0)
   pending: list[dict[str, jax.Array]] = []
+  selection = None  # (forward, subsets) for the sel_* criteria, built at the first eval
   images_per_step = config.data.batch_size * len(exp.method.domains)
   t_log, steps_since_log = time.perf_counter(), 0
   try:
     with _Preemption() as preemption:
       for step in range(start + 1, tc.steps + 1):
+        if extra is not None and every and step > start + 1 and (step - 1) % every == 0:
+          extra = exp.method.refresh(exp, state)
         local = next(iterators)
         batch = sharding.global_batch({d: local[d] for d in exp.method.domains}, exp.mesh)
-        state, metrics = exp.update(state, batch)
+        state, metrics = exp.update(state, batch, *(() if extra is None else (extra,)))
         pending.append(metrics)
         steps_since_log += 1
-        stopping = preemption.requested or step == stop_after
+        stopping = preemption.should_stop(step, tc.log_every) or step == stop_after
         log_now = step % tc.log_every == 0 or step == tc.steps or stopping
         if log_now:
           fetched = jax.device_get(pending)
@@ -430,8 +609,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
           pending, t_log, steps_since_log = [], time.perf_counter(), 0
         eval_metrics = None
         if step % tc.eval_every == 0 or step == tc.steps:
-          eval_metrics = {**evaluate(exp, state, "source_val"),
-                          **evaluate(exp, state, "target_test")}
+          views = eval_states(exp, state)
+          eval_metrics = {**evaluate(exp, views["source"], "source_val"),
+                          **evaluate(exp, views["target"], "target_test")}
+          if tc.selection_points:
+            if selection is None:
+              selection = features.forward_fn(exp), selection_sources(exp)
+            eval_metrics.update(selection_metrics(exp, views, *selection))
           writer.write(step, "eval", eval_metrics)
         if step % tc.checkpoint_every == 0 or step == tc.steps or stopping:
           ckpt.save(step, state, iterators, config, eval_metrics)
@@ -446,7 +630,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     ckpt.wait()
     ckpt.close()
     writer.close()
-  summary = summarize(writer, config)
+  summary = {**summarize(writer, config), **exp.method.summarize(writer.of_kind("train"))}
   if is_main:
     with open(os.path.join(workdir, "summary.json"), "w") as f:
       json.dump(summary, f, indent=2)

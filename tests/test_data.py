@@ -148,27 +148,35 @@ def test_catalog_not_prepared_message(tmp_path):
   assert f"tfds.builder('mnist', data_dir='{tmp_path}')" in msg
 
 
-def _fake_mnist(data_dir) -> None:
-  """Writes a tiny stand-in for the catalog's mnist (same name, version, features)."""
+def fake_catalog(data_dir, name: str, version: str,
+                 splits: dict[str, list[tuple[np.ndarray, int]]]) -> None:
+  """Writes a tiny stand-in for a catalog dataset (same name, version; grey PNG + 10 classes)."""
   with tfds.core.registered.skip_registration():
-    class Mnist(tfds.core.GeneratorBasedBuilder):
-      VERSION = tfds.core.Version("3.0.1")
+    class Fake(tfds.core.GeneratorBasedBuilder):
+      VERSION = tfds.core.Version(version)
 
       def _info(self):
+        shape = next(iter(splits.values()))[0][0].shape
         return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(28, 28, 1)),
+            "image": tfds.features.Image(shape=(*shape, 1)),
             "label": tfds.features.ClassLabel(num_classes=10)}))
 
       def _split_generators(self, dl_manager):
-        return {"train": self._generate_examples(12), "test": self._generate_examples(5)}
+        return {split: self._generate_examples(rows) for split, rows in splits.items()}
 
-      def _generate_examples(self, n):
-        for i in range(n):
+      def _generate_examples(self, rows):
+        for i, (image, label) in enumerate(rows):
           buf = io.BytesIO()  # PNG via PIL: TFDS's own encoder would need TF
-          Image.fromarray(np.full((28, 28), 20 * i, np.uint8)).save(buf, format="PNG")
-          yield i, {"image": buf.getvalue(), "label": i % 10}
+          Image.fromarray(image).save(buf, format="PNG")
+          yield i, {"image": buf.getvalue(), "label": label}
 
-  Mnist(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    Fake.name = name
+  Fake(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+
+
+def _fake_mnist(data_dir) -> None:
+  rows = lambda n: [(np.full((28, 28), 20 * i, np.uint8), i % 10) for i in range(n)]
+  fake_catalog(data_dir, "mnist", "3.0.1", {"train": rows(12), "test": rows(5)})
 
 
 def test_catalog_prepared_loads(tmp_path):

@@ -38,18 +38,24 @@ def tiny(data_dir, experiment, norm="none", bn="joint"):
   return c
 
 
-@pytest.mark.parametrize("experiment,bn", [(m, ("joint", "separate")[i % 2])
-                                           for i, m in enumerate(NEW_METHODS)])
-def test_method_trains_end_to_end(data_dir, tmp_path, experiment, bn):
-  c = tiny(data_dir, experiment, norm="batch", bn=bn)
-  summary = train.train_and_evaluate(c, str(tmp_path))
+def train_tiny(c, workdir) -> tuple[dict, list[dict]]:
+  """Trains a `tiny` config in workdir (a pathlib.Path), checks the logged losses are
+  finite; returns the summary and the train rows of metrics.jsonl."""
+  summary = train.train_and_evaluate(c, str(workdir))
   assert summary["method"] == c.method.name
-  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   train_rows = [r for r in rows if r["kind"] == "train"]
   assert [r["step"] for r in train_rows] == [2, 4]
   for r in train_rows:
     assert np.isfinite(r["loss"]) and np.isfinite(r["transfer_loss"]), r
   assert 0.0 <= summary["target_acc_last"] <= 1.0
+  return summary, train_rows
+
+
+@pytest.mark.parametrize("experiment,bn", [(m, ("joint", "separate")[i % 2])
+                                           for i, m in enumerate(NEW_METHODS)])
+def test_method_trains_end_to_end(data_dir, tmp_path, experiment, bn):
+  train_tiny(tiny(data_dir, experiment, norm="batch", bn=bn), tmp_path)
 
 
 def _named(tree):

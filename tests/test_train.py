@@ -28,6 +28,7 @@ def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.Co
   c.train.eval_every = 3
   c.train.checkpoint_every = 2
   c.train.progress_bar = False
+  c.train.selection_points = 0  # SND/DEV cost seconds per eval; test_selection_criteria_* turns them on
   for k, v in train_overrides.items():
     c.train[k] = v
   return c
@@ -55,6 +56,38 @@ def test_each_method_trains_and_summarizes(data_dir, tmp_path, method):
   assert [r["step"] for r in train_rows] == [2, 4, 6]
   assert all(np.isfinite(r["loss"]) for r in train_rows)
   assert json.load(open(tmp_path / "summary.json")) == summary
+
+
+def test_selection_criteria_are_logged_from_target_train_features(data_dir, tmp_path):
+  """Each eval row carries the label-free sel_* criteria, and the last row's values are
+  what analysis.selection computes on the final model's features of the run's fixed
+  subsets of source train, source val and target TRAIN (not target test)."""
+  from jaxdapt import features
+  from jaxdapt.analysis import selection
+  config = tiny_config(data_dir, "dann", selection_points=40)
+  train.train_and_evaluate(config, str(tmp_path))
+  evals = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "eval"]
+  keys = {"sel_neg_entropy", "sel_info_max", "sel_snd", "sel_snd_features", "sel_neg_dev"}
+  assert all(keys <= set(r) and all(np.isfinite(r[k]) for k in keys) for r in evals)
+  assert "sel_source_val_acc" not in evals[-1]
+  exp = train.build(config)
+  state = exp.init(jax.random.key(config.seed))
+  from jaxdapt import checkpoint
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 2)
+  state, _ = ckpt.restore(checkpoint.abstract_like(state))
+  ckpt.close()
+  subsets = train.selection_sources(exp)
+  assert {len(subsets[s]) for s in ("source", "source_val", "target")} == {40}
+  assert set(subsets["target"].indices) <= set(range(len(exp.sources["target"])))
+  f = {s: features.extract(exp, features.forward_fn(exp), state, subsets[s]) for s in subsets}
+  want = selection.criteria(target_logits=f["target"]["logits"],
+                            target_features=f["target"]["features"],
+                            source_val_logits=f["source_val"]["logits"],
+                            source_val_labels=f["source_val"]["labels"],
+                            source_val_features=f["source_val"]["features"],
+                            source_train_features=f["source"]["features"], seed=config.seed)
+  for k in keys:
+    assert evals[-1][k] == pytest.approx(want[k[len("sel_"):]], rel=1e-5, abs=1e-6)
 
 
 def test_training_learns_something(data_dir, tmp_path):

@@ -171,7 +171,7 @@ def _finite(value: Any) -> bool:
   return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _score(row: dict[str, Any], criterion: str) -> float | None:
+def score(row: dict[str, Any], criterion: str) -> float | None:
   """row[criterion], or −row[key] for criterion '-key'; None when missing or not finite."""
   key, sign = (criterion[1:], -1.0) if criterion.startswith("-") else (criterion, 1.0)
   value = row.get(key)
@@ -188,11 +188,11 @@ def select(history: Sequence[dict[str, Any]], criterion: str) -> dict[str, Any]:
   with '-' to minimise it, e.g. '-target_test_entropy' or '-source_val_nll'
   for the trainer's logged metrics.
   """
-  rows = [r for r in history if _score(r, criterion) is not None]
+  rows = [r for r in history if score(r, criterion) is not None]
   if not rows:
     raise ValueError(f"criterion: no row of the history has a finite {criterion.lstrip('-')!r} "
                      f"(keys seen: {sorted({k for r in history for k in r})})")
-  return max(rows, key=lambda r: (_score(r, criterion), r.get("step", 0)))
+  return max(rows, key=lambda r: (score(r, criterion), r.get("step", 0)))
 
 
 def selection_report(history: Sequence[dict[str, Any]], criteria_names: Sequence[str],

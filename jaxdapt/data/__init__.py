@@ -1,13 +1,16 @@
 """Datasets for domain adaptation: offline digit domains, TFDS catalog access, grain pipelines.
 
 Public API (the trainer uses exactly these):
-  DOMAINS, domain_names()            project builders ('syn_digits', 'uci_digits', 'uci_digits_m')
+  DOMAINS, domain_names()            project builders ('syn_digits', 'uci_digits', 'uci_digits_m',
+                                     'fashion_mnist', 'fashion_mnist_m')
   get_source(name, split, data_dir)  random access {'image': uint8 HWC, 'label': int}
   num_classes(name), image_shape(name)
   train_iterator, PairedIterator, eval_batches   (jaxdapt.data.pipeline)
   default_data_dir()                 $JAXDAPT_DATA_DIR or ~/.cache/jaxdapt/tensorflow_datasets
 
 `syn_digits` resolves to its default config `syn_digits/grey`.
+`fashion_mnist` is the project builder `fashion_mnist_local` (source/target halves), not
+the TFDS catalog's; it reads $JAXDAPT_FASHION_MNIST_DIR (see fashion_mnist.py).
 """
 from jaxdapt.data.paths import default_data_dir
 from jaxdapt.data.pipeline import PairedIterator, eval_batches, train_iterator

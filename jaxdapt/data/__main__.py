@@ -1,17 +1,20 @@
 """`python -m jaxdapt.data [--data_dir D] [--grid out.png] [names...]`: prepare domains once.
 
-Generates the project domains (default: syn_digits, uci_digits, uci_digits_m),
-prints how long each took, and optionally saves a grid of samples to eyeball.
+Generates the project domains (default: syn_digits, uci_digits, uci_digits_m; name
+fashion_mnist fashion_mnist_m to prepare those), prints how long each took, and
+optionally saves a grid of samples to eyeball.
 """
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import numpy as np
 
 from jaxdapt.data.paths import resolve_data_dir
 from jaxdapt.data.sources import builder_for, ensure_prepared, get_source
+from jaxdapt.errors import JaxdaptError
 
 DEFAULT = ("syn_digits", "uci_digits", "uci_digits_m")
 
@@ -44,7 +47,10 @@ def main() -> None:
   for name in args.names:
     builder = builder_for(name, data_dir)
     start = time.perf_counter()
-    ensure_prepared(builder)
+    try:
+      ensure_prepared(builder)
+    except JaxdaptError as e:
+      sys.exit(f"error: {name}: {e}")
     print(f"{name}: ready at {builder.data_dir} ({time.perf_counter() - start:.1f} s)")
   if args.grid:
     from PIL import Image

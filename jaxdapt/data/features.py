@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+from typing import Sequence
 
 import numpy as np
 from etils import epath
@@ -11,11 +12,15 @@ IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
 
 
-def digit_features() -> tfds.features.FeaturesDict:
-  """Tensor (not Image) so writing needs no TF PNG encoder; ClassLabel is TF-free."""
+def digit_features(names: Sequence[str] | None = None) -> tfds.features.FeaturesDict:
+  """Tensor (not Image) so writing needs no TF PNG encoder; ClassLabel is TF-free.
+
+  `names`: the class names (default '0'..'9').
+  """
+  names = list(names) if names is not None else [str(d) for d in range(NUM_CLASSES)]
   return tfds.features.FeaturesDict({
       "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
-      "label": tfds.features.ClassLabel(names=[str(d) for d in range(NUM_CLASSES)]),
+      "label": tfds.features.ClassLabel(names=names),
   })
 
 
@@ -36,3 +41,10 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def split_names(self) -> tuple[str, ...]:
     return self.SPLITS
+
+  def check_inputs(self) -> None:
+    """Raises DatasetNotPreparedError if generating would fail for want of input files.
+
+    Called before generation starts, so a missing input stops with its message
+    instead of a half-written dataset. Builders that need nothing from disk keep this.
+    """

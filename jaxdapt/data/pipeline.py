@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxdapt.errors import ConfigError
 
-AUGMENTS = ("shift", "none")
+AUGMENTS = ("shift", "none", "imagenet")  # = config.AUGMENTS
 SHIFT_PX = 2
 
 Batch = dict[str, np.ndarray]
@@ -63,6 +63,9 @@ def train_iterator(source: Sequence[dict[str, Any]], *, global_batch_size: int, 
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
   if augment == "shift":
     ds = ds.random_map(_shift)  # before sharding: augmentation is independent of P
+  elif augment == "imagenet":  # random-resized crop + flip of the decoded original (224²)
+    from jaxdapt.data import imagenet_pipeline
+    ds = ds.random_map(imagenet_pipeline.train_augment)
   ds = ds[process_index::process_count]
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True, batch_fn=_stack)
   threads = max(0, int(prefetch))
@@ -71,24 +74,31 @@ def train_iterator(source: Sequence[dict[str, Any]], *, global_batch_size: int, 
 
 
 class PairedIterator:
-  """Zips a source-domain and a target-domain iterator; one checkpointable state."""
+  """Zips one iterator per domain (source, target and, with k target labels, the labeled
+  target `target_labeled`); one checkpointable state holding every domain's position."""
 
-  def __init__(self, source_it: Iterator[Batch], target_it: Iterator[Batch]):
+  def __init__(self, source_it: Iterator[Batch], target_it: Iterator[Batch],
+               **more: Iterator[Batch]):
     self.source_it = source_it
     self.target_it = target_it
+    self.iterators = {"source": source_it, "target": target_it, **more}
 
   def __iter__(self) -> "PairedIterator":
     return self
 
   def __next__(self) -> dict[str, Batch]:
-    return {"source": next(self.source_it), "target": next(self.target_it)}
+    return {d: next(it) for d, it in self.iterators.items()}
 
   def get_state(self) -> dict[str, Any]:
-    return {"source": self.source_it.get_state(), "target": self.target_it.get_state()}
+    return {d: it.get_state() for d, it in self.iterators.items()}
 
   def set_state(self, state: dict[str, Any]) -> None:
-    self.source_it.set_state(state["source"])
-    self.target_it.set_state(state["target"])
+    missing = sorted(set(self.iterators) - set(state))
+    if missing:
+      raise ValueError(f"PairedIterator.set_state: no saved position for {', '.join(missing)} "
+                       f"(saved: {', '.join(sorted(state))})")
+    for d, it in self.iterators.items():
+      it.set_state(state[d])
 
 
 def num_eval_batches(n: int, batch_size: int, process_count: int = 1) -> int:

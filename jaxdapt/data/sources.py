@@ -6,7 +6,11 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxdapt.data import catalog, views
+from jaxdapt.data.digits_real import MnistM, SynNumbers, Usps
+from jaxdapt.data.fashion_mnist import FashionMnistLocal, FashionMnistM
 from jaxdapt.data.features import OfflineBuilder
+from jaxdapt.data.office import Office31, OfficeHome, Pacs, VisDA2017
 from jaxdapt.data.paths import resolve_data_dir
 from jaxdapt.data.syn_digits import SynDigits
 from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
@@ -17,6 +21,13 @@ DOMAINS: Registry[type[OfflineBuilder]] = Registry("dataset", "dataset")
 DOMAINS.register("syn_digits")(SynDigits)
 DOMAINS.register("uci_digits")(UciDigits)
 DOMAINS.register("uci_digits_m")(UciDigitsM)
+# Shadows the catalog's name: the project builder has the source/target split and reads
+# the idx files, or the prepared catalog fashion_mnist when they are missing.
+DOMAINS.register("fashion_mnist")(FashionMnistLocal)
+DOMAINS.register("fashion_mnist_m")(FashionMnistM)
+# Real datasets read from a folder the user has (folder_builders.py); never downloaded.
+for _cls in (Usps, MnistM, SynNumbers, Office31, OfficeHome, VisDA2017, Pacs):
+  DOMAINS.register(_cls.name)(_cls)
 
 # No network: never let TFDS try GCS or a download, even by accident.
 _NO_DOWNLOAD = tfds.download.DownloadConfig(try_download_gcs=False)
@@ -92,8 +103,9 @@ def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
 
 
 def builder_for(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Builder for `name`, without preparing anything (cheap: reads no data)."""
+  """Builder for `name` (a view suffix `@HxWxC` ignored), without preparing anything."""
   data_dir = resolve_data_dir(data_dir)
+  name = views.split_name(name)[0]
   return _project_builder(name, data_dir) or _catalog_builder(name, data_dir)
 
 
@@ -101,6 +113,7 @@ def ensure_prepared(builder: OfflineBuilder) -> None:
   """Generates a project domain on first use; never downloads."""
   if builder.is_prepared():
     return
+  builder.check_inputs()
   print(f"jaxdapt: generating {builder.info.full_name} into {builder.data_dir} (first use)",
         flush=True)
   tfds.disable_progress_bar()
@@ -112,25 +125,35 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> DomainSour
 
   Project domains are generated on first use; TFDS catalog datasets must already
   be prepared as ArrayRecord under `data_dir` (raises DatasetNotPreparedError).
+  `name@HxWxC` reads it resized; variable-size images are read as 224² eval crops
+  (views.py).
   """
   data_dir = resolve_data_dir(data_dir)
-  builder = _project_builder(name, data_dir)
+  base, spec = views.split_name(name)
+  builder = _project_builder(base, data_dir)
   if builder is not None:
-    _check_split(name, split, builder.split_names())
+    _check_split(base, split, builder.split_names())
     ensure_prepared(builder)
+    source = DomainSource(builder.as_data_source(split=split), name, split)
   else:
-    builder = _catalog_builder(name, data_dir)
-    if not builder.is_prepared():
-      raise DatasetNotPreparedError(
-          f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
-          f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
-          f"  {prepare_command(name, data_dir)}")
-    fmt = builder.info.file_format
-    if fmt != tfds.core.FileFormat.ARRAY_RECORD:
-      raise DatasetNotPreparedError(
-          f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
-          f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}")
-    _check_split(name, split, list(builder.info.splits.keys()))
+    source = catalog_source(base, split, data_dir)
+  return views.apply(source, builder_for(base, data_dir).info.features["image"].shape, spec)
+
+
+def catalog_source(name: str, split: str, data_dir: str) -> DomainSource:
+  """One split of a TFDS catalog dataset already prepared as ArrayRecord under `data_dir`."""
+  builder = _catalog_builder(name, data_dir)
+  if not builder.is_prepared():
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
+        f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
+        f"  {prepare_command(name, data_dir)}{catalog.manual_download_note(builder, data_dir)}")
+  fmt = builder.info.file_format
+  if fmt != tfds.core.FileFormat.ARRAY_RECORD:
+    raise DatasetNotPreparedError(
+        f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
+        f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}")
+  _check_split(name, split, list(builder.info.splits.keys()))
   return DomainSource(builder.as_data_source(split=split), name, split)
 
 
@@ -143,5 +166,6 @@ def num_classes(name: str, data_dir: str | None = None) -> int:
 
 
 def image_shape(name: str, data_dir: str | None = None) -> tuple[int, ...]:
-  """(H, W, C) of the 'image' feature, from the feature spec (no data read)."""
-  return tuple(int(d) for d in builder_for(name, data_dir).info.features["image"].shape)
+  """(H, W, C) the trainer sees, from the feature spec and the view (no data read)."""
+  stored = builder_for(name, data_dir).info.features["image"].shape
+  return views.shown_shape(stored, views.split_name(name)[1])

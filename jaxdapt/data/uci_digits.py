@@ -14,10 +14,10 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from jaxdapt.data.features import IMAGE_SHAPE, OfflineBuilder, digit_features
+from jaxdapt.data.mnist_m import blend, to_uint8
 
 SPLIT_SEED = 0
 TEST_FRACTION = 0.4
-BLEND_SEED = 0
 
 
 @functools.lru_cache(maxsize=1)
@@ -42,32 +42,6 @@ def split_indices() -> dict[str, np.ndarray]:
       np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels,
       random_state=SPLIT_SEED)
   return {"train": np.sort(train), "test": np.sort(test)}
-
-
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-
-
-@functools.lru_cache(maxsize=1)
-def photos() -> tuple[np.ndarray, ...]:
-  """Colour photos shipped with scikit-learn and matplotlib, float32 RGB in [0, 1]."""
-  from matplotlib import cbook
-  from sklearn.datasets import load_sample_images
-  out = [np.asarray(im, np.float32) / 255.0 for im in load_sample_images().images]
-  with cbook.get_sample_data("grace_hopper.jpg") as f:
-    out.append(np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0)
-  return tuple(out)
-
-
-def blend(ink: np.ndarray, index: int, seed: int = BLEND_SEED) -> np.ndarray:
-  """|digit - patch| with a random 32x32 crop, chosen by (seed, index) only."""
-  rng = np.random.default_rng((seed, index))
-  pics = photos()
-  pic = pics[rng.integers(len(pics))]
-  h, w = IMAGE_SHAPE[:2]
-  y = rng.integers(pic.shape[0] - h + 1)
-  x = rng.integers(pic.shape[1] - w + 1)
-  return np.abs(ink[..., None] - pic[y:y + h, x:x + w])
 
 
 class _UciBase(OfflineBuilder, skip_registration=True):
@@ -99,7 +73,7 @@ class UciDigits(_UciBase):
   RELEASE_NOTES = {"1.0.0": "Initial release: stratified 60/40 split, random_state=0."}
 
   def _image(self, ink: np.ndarray, index: int) -> np.ndarray:
-    return np.repeat(_to_uint8(ink)[..., None], 3, axis=-1)
+    return np.repeat(to_uint8(ink)[..., None], 3, axis=-1)
 
 
 class UciDigitsM(_UciBase):
@@ -110,4 +84,4 @@ class UciDigitsM(_UciBase):
   RELEASE_NOTES = {"1.0.0": "Initial release: sklearn china/flower + matplotlib grace_hopper."}
 
   def _image(self, ink: np.ndarray, index: int) -> np.ndarray:
-    return _to_uint8(blend(ink, index))
+    return to_uint8(blend(ink, index))

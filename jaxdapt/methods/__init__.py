@@ -1,6 +1,24 @@
 """Adaptation methods, one module each, looked up by name (config.method.name)."""
 from jaxdapt.methods import dann, discrepancy, supervised  # noqa: F401  (register)
 from jaxdapt.methods import afn, cdan, entropy, jan, mcc, mcd, mdd  # noqa: F401  (register)
+from jaxdapt.methods import adda, shot, tent  # noqa: F401  (register)
+from jaxdapt.methods import adabn, fixmatch  # noqa: F401  (register)
+from jaxdapt.methods import fewshot, mme, regularizers  # noqa: F401  (register)
 from jaxdapt.methods.base import METHODS, Method, Outputs, get_method
 
-__all__ = ["METHODS", "Method", "Outputs", "get_method"]
+
+def for_experiment(config) -> Method:
+  """config.method's method with the experiment's add-ons: the labeled target batch
+  (data.target_labeled_per_class) and the regulariser (config.regularizer)."""
+  method = fewshot.with_labeled_target(get_method(config.method),
+                                       config.data.target_labeled_per_class)
+  return regularizers.attach(method, config)
+
+
+def check_config(config) -> None:
+  """The add-ons' fields against the method and model (called by config.validate)."""
+  for module in (fewshot, mme, regularizers):
+    module.check_config(config)
+
+
+__all__ = ["METHODS", "Method", "Outputs", "check_config", "for_experiment", "get_method"]

@@ -9,12 +9,24 @@ labels without a flag in the trainer.
 
 Methods whose step has a different shape (MCD, ADDA, SHOT, TENT) override
 `update_fn` and return their own pure update function; the trainer uses it
-instead of the shared one.
+instead of the shared one. Such a step that does not split its batch into
+micro-batches sets `accumulates_gradients = False`, so train.grad_accum_steps > 1
+is refused for it (config.validate) instead of silently ignored.
+
+Methods that need non-trainable inputs computed outside the step (SHOT's
+class centroids over the whole target set, ADDA's frozen source encoder)
+override `refresh`: the trainer calls it before the first step (also on
+resume) and then every method.refresh_every steps, and passes its result as
+a third argument to the update, `update(state, batch, extra)`. Methods that
+adapt a trained model (`adapts_trained_model`) must start from
+model.init_from with nothing left out (config.validate checks it). A method
+with `recomputes_target_bn` (AdaBN) has the trainer evaluate target splits with
+BatchNorm statistics recomputed on the target (jaxdapt/batchnorm.py).
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Any, Callable, ClassVar, Optional
 
 import jax
 import ml_collections
@@ -32,7 +44,13 @@ class Method:
 
   config: ml_collections.ConfigDict
   domains: tuple[str, ...] = ("source", "target")
-  supervised_domain: str = "source"
+  supervised_domain: str | tuple[str, ...] = "source"  # a tuple: CE over their concatenation
+  # Add-on term against forgetting (methods/regularizers.py), from config.regularizer.
+  regularizer: Any = None
+  adapts_trained_model: ClassVar[bool] = False
+  recomputes_target_bn: ClassVar[bool] = False
+  # The update takes `grad_accum_steps` (the shared train.train_step, or a step built on it).
+  accumulates_gradients: ClassVar[bool] = True
 
   def init(self, rng: jax.Array, feature_dim: int, num_classes: int) -> PyTree:
     """Method-owned trainable parameters ({} when none)."""
@@ -45,9 +63,29 @@ class Method:
     del params, outputs, progress, rng
     return 0.0, {}
 
+  def model_loss(self, model, params: PyTree, outputs: Outputs, batch: dict, extra: PyTree,
+                 progress: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Terms that need the model itself (`params`: the model's): the attached regulariser,
+    plus what a method that re-applies the head adds (MME). `extra`: `refresh`'s result."""
+    del progress
+    if self.regularizer is None:
+      return 0.0, {}
+    return self.regularizer.loss(model, params, outputs, batch, extra, rng)
+
   def update_fn(self) -> Optional[Callable]:
     """A replacement for the shared update step, or None to use it."""
     return None
+
+  def refresh(self, exp, state) -> Optional[PyTree]:
+    """The update's non-trainable third argument, from the experiment (`train.Experiment`:
+    model, data, config) and the current state; None: the update takes two arguments.
+    By default the regulariser's starting model (None without one)."""
+    return None if self.regularizer is None else self.regularizer.refresh(exp, state)
+
+  def summarize(self, train_rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Method-specific entries of summary.json, from the logged train rows."""
+    del train_rows
+    return {}
 
   def weight(self, progress: jax.Array) -> jax.Array:
     """Trade-off weight for the transfer loss at this point of training."""
@@ -56,6 +94,15 @@ class Method:
     if self.config.weight_schedule == "dann":
       return w * dann_schedule(progress)
     return w * 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceFreeMethod(Method):
+  """Adapts a trained source model (model.init_from) from target batches alone (SHOT, TENT)."""
+
+  domains: tuple[str, ...] = ("target",)
+  adapts_trained_model: ClassVar[bool] = True
+  accumulates_gradients: ClassVar[bool] = False  # subset.target_step: one batch
 
 
 def aux_head(config: ml_collections.ConfigDict, num_classes: int):

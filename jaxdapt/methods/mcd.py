@@ -17,26 +17,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxdapt import losses
-from jaxdapt.methods import checks
+from jaxdapt.methods import checks, subset
 from jaxdapt.methods import method_losses as ml
 from jaxdapt.methods.base import METHODS, Method, aux_head, init_aux_head
 from jaxdapt.models.classifier import MLPHead
-from jaxdapt.optim import path_name
 
 PyTree = Any
 SUBSTEPS = ("A", "B", "C")
 
 
-def is_generator(name: str) -> bool:
-  """'model/...' parameters outside the head ('model/head/...') form G."""
-  return name.startswith("model/") and not name.startswith("model/head/")
+is_generator = subset.is_feature_extractor  # G: 'model/...' outside 'model/head/...'
 
 
 def _trainable(kind: str) -> Callable[[str], bool]:
@@ -47,35 +44,11 @@ def _trainable(kind: str) -> Callable[[str], bool]:
   return is_generator
 
 
-def _param_name(path) -> str | None:
-  """The 'model/...' or 'method/...' name of a (params or optimizer-state) leaf
-  path, found from its dict keys; None for leaves that are not per-parameter
-  (step counts)."""
-  keys = [str(k.key) for k in path if isinstance(k, jax.tree_util.DictKey)]
-  for i, k in enumerate(keys):
-    if k in ("model", "method"):
-      return "/".join(keys[i:])
-  return None
-
-
-def _stop_untrained(params: PyTree, trainable: Callable[[str], bool]) -> PyTree:
-  return jax.tree_util.tree_map_with_path(
-      lambda p, x: x if trainable(path_name(p)) else jax.lax.stop_gradient(x), params)
-
-
-def _select(new: PyTree, old: PyTree, trainable: Callable[[str], bool],
-            advance_count: bool) -> PyTree:
-  def pick(path, n, o):
-    name = _param_name(path)
-    if name is None:
-      return n if advance_count else o
-    return n if trainable(name) else o
-  return jax.tree_util.tree_map_with_path(pick, new, old)
-
-
 @METHODS.register("mcd")
 @dataclasses.dataclass(frozen=True)
 class MCD(Method):
+
+  accumulates_gradients: ClassVar[bool] = False  # sub-steps A, B, C on the whole batch
 
   def __post_init__(self):
     checks.widths("aux_head_hidden", self.config.aux_head_hidden)
@@ -111,7 +84,7 @@ def mcd_substep(kind: str, params: PyTree, opt_state: PyTree, batch_stats: PyTre
   head2 = method.head(num_classes)
 
   def loss_fn(p):
-    p = _stop_untrained(p, trainable)
+    p = subset.stop_untrained(p, trainable)
     outputs, new_stats = forward_domains(model, p["model"], batch_stats, batch, domains, bn=bn,
                                          dtype=dtype, rng=rng, **norm_kw)
     logits2 = {d: head2.apply({"params": p["method"]["classifier2"]}, outputs[d]["features"],
@@ -132,10 +105,8 @@ def mcd_substep(kind: str, params: PyTree, opt_state: PyTree, batch_stats: PyTre
     return loss, (new_stats, metrics)
 
   (loss, (new_stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-  updates, new_opt_state = tx.update(grads, opt_state, params)
-  new_params = optax.apply_updates(params, updates)
-  params = _select(new_params, params, trainable, advance_count=True)
-  opt_state = _select(new_opt_state, opt_state, trainable, advance_count=kind == "A")
+  params, opt_state = subset.apply_update(params, opt_state, grads, tx, trainable,
+                                           advance_count=kind == "A")
   metrics["loss"] = loss
   metrics["grad_norm"] = optax.tree.norm(grads)
   return params, opt_state, new_stats, metrics

@@ -159,3 +159,51 @@ def classifier_discrepancy(logits1: jax.Array, logits2: jax.Array) -> jax.Array:
   p1 = jax.nn.softmax(logits1.astype(jnp.float32), -1)
   p2 = jax.nn.softmax(logits2.astype(jnp.float32), -1)
   return jnp.mean(jnp.abs(p1 - p2))
+
+
+# --- SHOT (Liang et al., ICML 2020) --------------------------------------------------------
+
+def information_maximization(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(L_ent + L_div, mean_i H(p_i), H(p̄)) on a batch of logits [B, C].
+
+  L_ent = mean_i H(p_i) makes each prediction confident; L_div = Σ_k p̄_k log p̄_k
+  = −H(p̄), p̄ = mean_i p_i, keeps the batch's predictions spread over the classes.
+  log p̄ is a logsumexp of the log-probabilities, finite for any logits.
+  """
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), -1)
+  mean_entropy = entropy(logits).mean()
+  log_mean = jax.nn.logsumexp(logp, axis=0) - jnp.log(logp.shape[0])
+  diversity = -jnp.sum(jnp.exp(log_mean) * log_mean)
+  return mean_entropy - diversity, mean_entropy, diversity
+
+
+def _unit(x: jax.Array) -> jax.Array:
+  x = x.astype(jnp.float32)
+  return x / jnp.sqrt(jnp.sum(x * x, -1, keepdims=True) + 1e-12)
+
+
+def nearest_centroid(features: jax.Array, centroids: jax.Array, valid: jax.Array) -> jax.Array:
+  """argmin_k cosine distance(f_i, c_k) over the valid centroids: [B, D], [C, D], [C] -> [B]."""
+  similarity = _unit(features) @ _unit(centroids).T
+  return jnp.argmax(jnp.where(valid[None, :], similarity, -jnp.inf), -1)
+
+
+def _class_means(features: jax.Array, weights: jax.Array) -> jax.Array:
+  return weights.T @ features / (weights.sum(0)[:, None] + 1e-8)
+
+
+def shot_centroids(features: jax.Array, logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """SHOT's self-supervised class centroids, one refinement round: (c¹ [C, D], valid [C]).
+
+  Features are L2-normalised (f̂). c⁰_k = Σ_i p_ik f̂_i / Σ_i p_ik (prediction-weighted);
+  ŷ⁰ = nearest c⁰ by cosine, over the classes that some argmax prediction picks;
+  c¹_k = mean of f̂_i over ŷ⁰_i = k, valid where that class is non-empty.
+  Pseudo-labels are then `nearest_centroid(f, c¹, valid)`.
+  """
+  unit = _unit(features)
+  probs = jax.nn.softmax(logits.astype(jnp.float32), -1)
+  num_classes = probs.shape[-1]
+  valid = jax.nn.one_hot(jnp.argmax(probs, -1), num_classes).sum(0) > 0
+  labels = nearest_centroid(unit, _class_means(unit, probs), valid)
+  members = jax.nn.one_hot(labels, num_classes)
+  return _class_means(unit, members), valid & (members.sum(0) > 0)

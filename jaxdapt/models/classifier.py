@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdapt.models.layers import batch_norm, dense
+from jaxdapt.models.layers import batch_norm, batch_norm_override, dense
 
 
 class FeatureBottleneck(nn.Module):
@@ -32,12 +32,33 @@ class FeatureBottleneck(nn.Module):
     return nn.relu(x)
 
 
+class CosineClassifier(nn.Module):
+  """logits = cos(f, w_c) / T: L2-normalised features and class weights, no bias, in
+  float32 (MME's classifier, Saito et al., ICCV 2019: T = 0.05)."""
+  num_classes: int
+  temperature: float
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (x.shape[-1], self.num_classes), jnp.float32)
+    x = x.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-24))
+    w = kernel * jax.lax.rsqrt(jnp.maximum(jnp.sum(kernel * kernel, 0, keepdims=True), 1e-24))
+    return x @ w / self.temperature
+
+
 class MLPHead(nn.Module):
-  """Dense+ReLU(+Dropout) per hidden width, then Dense to the classes (`out`)."""
+  """Dense+ReLU per hidden width, then the output layer `out` (Dense to the classes, or a
+  cosine classifier when cosine_temperature > 0). Dropout (`dropout` > 0, training only)
+  acts on the input of every layer after the first, and on the features of a linear head.
+  Hidden layers compute in `dtype`; the output layer always in float32 (mixed-precision
+  policy, train.compute_dtype: logits carry no bfloat16 rounding into the losses)."""
   num_classes: int
   hidden: Sequence[int] = ()
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  cosine_temperature: float = 0.0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -45,7 +66,11 @@ class MLPHead(nn.Module):
       x = nn.relu(dense(width, dtype=self.dtype, name=f"hidden_{i}")(x))
       if self.dropout > 0:
         x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return dense(self.num_classes, dtype=self.dtype, name="out")(x).astype(jnp.float32)
+    if not self.hidden and self.dropout > 0:
+      x = nn.Dropout(self.dropout, deterministic=not train)(x)
+    if self.cosine_temperature > 0:
+      return CosineClassifier(self.num_classes, self.cosine_temperature, name="out")(x)
+    return dense(self.num_classes, dtype=jnp.float32, name="out")(x)
 
 
 class Classifier(nn.Module):
@@ -55,6 +80,10 @@ class Classifier(nn.Module):
   `module.apply(variables, ..., method='classify')` by methods that perturb or
   re-classify features. Dropout (head or backbone) needs rngs={'dropout': key}
   when train=True.
+
+  frozen_backbone_bn: the backbone's BatchNorm layers normalise with their running
+  statistics in training too and never update them (config model.bn_mode); dropout
+  still follows `train`, and the bottleneck's BatchNorm (a new layer) still trains.
   """
   backbone: nn.Module
   num_classes: int
@@ -62,16 +91,19 @@ class Classifier(nn.Module):
   head_hidden: tuple[int, ...] = ()
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  frozen_backbone_bn: bool = False
+  cosine_temperature: float = 0.0     # > 0: a cosine-classifier output layer (MME)
 
   def setup(self) -> None:
     if self.bottleneck_dim is not None:
       self.bottleneck = FeatureBottleneck(self.bottleneck_dim, dtype=self.dtype)
     self.head = MLPHead(self.num_classes, tuple(self.head_hidden), self.dropout,
-                        dtype=self.dtype)
+                        dtype=self.dtype, cosine_temperature=self.cosine_temperature)
 
   def extract(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Images [B,H,W,C] -> features [B,D] in the computation dtype."""
-    f = self.backbone(x, train=train)
+    with batch_norm_override("running" if self.frozen_backbone_bn else None):
+      f = self.backbone(x, train=train)
     f = f.reshape(f.shape[0], -1)
     if self.bottleneck_dim is not None:
       f = self.bottleneck(f, train)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.models.layers import batch_norm, conv, max_pool, resolve_norm
+from jaxdapt.models.layers import batch_norm, conv, max_pool, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
 
 
@@ -21,20 +21,27 @@ class DANNDigits(nn.Module):
   conv5x5-32 -> (BN) -> ReLU -> pool2 -> conv5x5-48 -> (BN) -> ReLU -> pool2
   -> flatten (NHWC order); unpadded convs as in the paper, so 28 px inputs
   give 4*4*48 = 768 features and 32 px give 5*5*48 = 1200. `width` scales the
-  channel counts.
+  channel counts. remat: each conv block under nn.remat (same parameter paths).
   """
   use_bn: bool = False
   width: int = 1
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    block = maybe_remat(_dann_block, self.remat, static_argnums=(2, 3, 4))
     for i, ch in enumerate((32, 48), start=1):
-      x = conv(ch * self.width, 5, dtype=self.dtype, name=f"conv{i}")(x)
-      if self.use_bn:
-        x = batch_norm(train, dtype=self.dtype, name=f"bn{i}")(x)
-      x = nn.relu(max_pool(x, 2))
+      x = block(self, x, train, i, ch * self.width)
     return x.reshape(x.shape[0], -1)
+
+
+def _dann_block(net: DANNDigits, x: jnp.ndarray, train: bool, i: int, ch: int) -> jnp.ndarray:
+  """conv5x5 `conv{i}` -> (BN `bn{i}`) -> pool2 -> ReLU, built in `net`'s scope."""
+  x = conv(ch, 5, dtype=net.dtype, name=f"conv{i}")(x)
+  if net.use_bn:
+    x = batch_norm(train, dtype=net.dtype, name=f"bn{i}")(x)
+  return nn.relu(max_pool(x, 2))
 
 
 class LeNet(nn.Module):
@@ -66,11 +73,11 @@ class LeNet(nn.Module):
 
 @MODELS.register("dann_digits")
 def dann_digits(*, norm: str = "default", dtype: Any = jnp.float32,
-                width: int = 1) -> nn.Module:
+                width: int = 1, remat: bool = False) -> nn.Module:
   if not isinstance(width, int) or width < 1:
     raise ConfigError(f"model.width: must be a positive int, got {width!r}")
   norm = resolve_norm("dann_digits", norm, ("none", "batch"), "none")
-  return DANNDigits(use_bn=norm == "batch", width=width, dtype=dtype)
+  return DANNDigits(use_bn=norm == "batch", width=width, dtype=dtype, remat=remat)
 
 
 @MODELS.register("lenet")

@@ -6,9 +6,13 @@ while `dtype` sets the computation dtype.
 """
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import contextvars
+import dataclasses
+from typing import Any, Iterator
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -31,13 +35,69 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *,
                  name=name)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Override:
+  stats: str | None = None       # None: as `train` says; 'running' | 'batch'
+  mask: jax.Array | None = None  # [B] rows that count in batch statistics
+
+
+_OVERRIDE = contextvars.ContextVar("batch_norm_override", default=_Override())
+BN_STATS = ("running", "batch")
+
+
+@contextlib.contextmanager
+def batch_norm_override(stats: str | None = None, mask: jax.Array | None = None) -> Iterator[None]:
+  """Within: BatchNorm layers built by `batch_norm` normalise with `stats` whatever
+  `train` says ('running': the stored statistics, which then stay unchanged — frozen BN;
+  'batch': the batch's statistics, updating the stored ones — AdaBN's pass), and batch
+  statistics count only the rows where `mask` [B] is true (padding excluded).
+
+  Read while a model is traced (inside `apply`), so it is fixed at compile time. The
+  outermost setting of each field wins: AdaBN's recomputation ('batch') overrides a
+  model whose backbone BN is frozen (`Classifier.frozen_backbone_bn`).
+  """
+  if stats not in (None,) + BN_STATS:
+    raise ValueError(f"batch_norm_override: stats must be one of {BN_STATS}, got {stats!r}")
+  outer = _OVERRIDE.get()
+  token = _OVERRIDE.set(_Override(outer.stats or stats,
+                                  outer.mask if outer.mask is not None else mask))
+  try:
+    yield
+  finally:
+    _OVERRIDE.reset(token)
+
+
+class BatchNorm(nn.BatchNorm):
+  """nn.BatchNorm that honours `batch_norm_override`'s row mask."""
+
+  def __call__(self, x, use_running_average: bool | None = None, *, mask=None):
+    rows = _OVERRIDE.get().mask
+    if mask is None and rows is not None:
+      mask = jnp.broadcast_to(rows.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
+    return super().__call__(x, use_running_average, mask=mask)
+
+
 def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_init: bool = False,
                name: str | None = None) -> nn.BatchNorm:
-  """BatchNorm with torch's defaults; zero_init starts a residual branch at 0."""
-  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
-                      epsilon=BN_EPSILON, dtype=dtype, param_dtype=jnp.float32,
-                      scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
-                      name=name)
+  """BatchNorm with torch's defaults; zero_init starts a residual branch at 0.
+
+  Normalises by batch statistics iff `train`, unless `batch_norm_override` says otherwise.
+  """
+  stats = _OVERRIDE.get().stats
+  return BatchNorm(use_running_average=(stats == "running") if stats else not train,
+                   momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
+                   param_dtype=jnp.float32,
+                   scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+                   name=name)
+
+
+def maybe_remat(target: Any, enabled: bool, static_argnums: tuple[int, ...] = ()) -> Any:
+  """`target` under nn.remat when `enabled` (config model.remat): its activations are
+  recomputed in the backward pass instead of kept until it. `target` is a Module class
+  (the wrapped class keeps the name it is given) or a function `f(module, ...)` whose
+  layers are built in `module`'s own scope, so parameter paths are the same either way.
+  `static_argnums` count the module as 0 and name Python arguments (`train`)."""
+  return nn.remat(target, static_argnums=static_argnums) if enabled else target
 
 
 def dense(features: int, *, dtype: Dtype = jnp.float32, name: str | None = None) -> nn.Dense:

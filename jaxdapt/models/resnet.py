@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdapt.models.layers import batch_norm, conv, global_avg_pool, resolve_norm
+from jaxdapt.models.layers import batch_norm, conv, global_avg_pool, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
 
 
@@ -94,6 +94,7 @@ class ResNet(nn.Module):
   small_input: 3x3/1 stem conv and no max-pool, for 32 px images (the
   usual CIFAR variant); its conv1 does not take torchvision weights.
   groups / width_per_group: ResNeXt and Wide ResNet bottlenecks.
+  remat: each block under nn.remat (activations recomputed in the backward pass).
   """
   block: type
   layers: tuple[int, ...]
@@ -102,6 +103,7 @@ class ResNet(nn.Module):
   dtype: Any = jnp.float32
   groups: int = 1
   width_per_group: int = 64
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -116,23 +118,24 @@ class ResNet(nn.Module):
     in_planes = 64
     extra = ({} if (self.groups, self.width_per_group) == (1, 64)
              else {"groups": self.groups, "base_width": self.width_per_group})
+    block = maybe_remat(self.block, self.remat, static_argnums=(2,))  # (self, x, train)
     for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.layers), start=1):
       for j in range(blocks):
         stride = 2 if i > 1 and j == 0 else 1
         downsample = j == 0 and (stride != 1 or in_planes != planes * self.block.expansion)
-        x = self.block(planes, stride, downsample, self.zero_init_residual,
-                       dtype=self.dtype, name=f"layer{i}_{j}", **extra)(x, train)
+        x = block(planes, stride, downsample, self.zero_init_residual,
+                  dtype=self.dtype, name=f"layer{i}_{j}", **extra)(x, train)
         in_planes = planes * self.block.expansion
     return global_avg_pool(x)
 
 
 def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: Any,
-            small_input: bool, zero_init_residual: bool, groups: int = 1,
+            small_input: bool, zero_init_residual: bool, remat: bool, groups: int = 1,
             width_per_group: int = 64) -> ResNet:
   resolve_norm(name, norm, ("batch",), "batch")
   return ResNet(block, layers, small_input=small_input,
                 zero_init_residual=zero_init_residual, dtype=dtype, groups=groups,
-                width_per_group=width_per_group)
+                width_per_group=width_per_group, remat=remat)
 
 
 # name → (block, blocks per stage, grouped-conv options); torchvision's definitions.
@@ -149,8 +152,9 @@ RESNETS: dict[str, tuple[type, tuple[int, ...], dict[str, int]]] = {
 
 def _register(name: str, block: type, layers: tuple[int, ...], options: dict[str, int]) -> None:
   def builder(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
-              zero_init_residual: bool = False) -> nn.Module:
-    return _resnet(name, block, layers, norm, dtype, small_input, zero_init_residual, **options)
+              zero_init_residual: bool = False, remat: bool = False) -> nn.Module:
+    return _resnet(name, block, layers, norm, dtype, small_input, zero_init_residual, remat,
+                   **options)
   builder.__name__ = builder.__qualname__ = name
   MODELS.register(name)(builder)
 

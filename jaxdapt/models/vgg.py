@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.layers import (adaptive_avg_pool, batch_norm, conv, dense,
-                                   global_avg_pool, max_pool, resolve_norm)
+                                   global_avg_pool, max_pool, maybe_remat, resolve_norm)
 from jaxdapt.models.zoo import MODELS
 
 # "M" is a 2x2/2 max-pool, ints are 3x3 conv widths (torchvision cfgs "A".."E").
@@ -40,29 +40,52 @@ CONFIGS: dict[str, tuple[int | str, ...]] = {
 }
 
 
+def stages(config: tuple[int | str, ...]) -> list[tuple[int, ...]]:
+  """The conv widths of each stage: the convs before each "M" (every config ends with one)."""
+  out, widths = [], []
+  for v in config:
+    if v == "M":
+      out.append(tuple(widths))
+      widths = []
+    else:
+      widths.append(v)
+  return out
+
+
+def _stage(vgg: "VGG", x: jnp.ndarray, train: bool, widths: tuple[int, ...],
+           idx: int) -> jnp.ndarray:
+  """3x3 conv (+ BN) + ReLU per width, then the 2x2 max-pool; `idx`: the position of its
+  first layer in torchvision's `features` Sequential, which names the layers."""
+  for v in widths:
+    x = conv(v, 3, 1, 1, dtype=vgg.dtype, name=f"features_{idx}")(x)
+    idx += 1
+    if vgg.use_bn:
+      x = batch_norm(train, dtype=vgg.dtype, name=f"features_{idx}")(x)
+      idx += 1
+    x = nn.relu(x)
+    idx += 1
+  return max_pool(x, 2)
+
+
 class VGG(nn.Module):
-  """torchvision VGG minus its final Linear; outputs fc7 (4096) or GAP (512)."""
+  """torchvision VGG minus its final Linear; outputs fc7 (4096) or GAP (512).
+
+  remat: each conv stage (convs up to a max-pool) under nn.remat, activations recomputed
+  in the backward pass; the layers keep their `features_{n}` names."""
   config: tuple[int | str, ...]
   use_bn: bool = False
   small_input: bool = False
   fc_dropout: float = 0.5
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+    stage = maybe_remat(_stage, self.remat, static_argnums=(2, 3, 4))
     idx = 0  # position in torchvision's `features` Sequential
-    for v in self.config:
-      if v == "M":
-        x = max_pool(x, 2)
-        idx += 1
-        continue
-      x = conv(v, 3, 1, 1, dtype=self.dtype, name=f"features_{idx}")(x)
-      idx += 1
-      if self.use_bn:
-        x = batch_norm(train, dtype=self.dtype, name=f"features_{idx}")(x)
-        idx += 1
-      x = nn.relu(x)
-      idx += 1
+    for widths in stages(self.config):
+      x = stage(self, x, train, widths, idx)
+      idx += len(widths) * (3 if self.use_bn else 2) + 1
     if self.small_input:
       return global_avg_pool(x)
     x = adaptive_avg_pool(x, (7, 7))
@@ -75,19 +98,19 @@ class VGG(nn.Module):
 
 
 def _vgg(name: str, config: str, bn: bool, norm: str, dtype: Any, small_input: bool,
-         fc_dropout: float) -> VGG:
+         fc_dropout: float, remat: bool) -> VGG:
   # The name fixes the norm (vgg16 vs vgg16_bn) so it matches the weights it loads.
   resolve_norm(name, norm, ("batch",) if bn else ("none",), "batch" if bn else "none")
   if not 0.0 <= fc_dropout < 1.0:
     raise ConfigError(f"model.fc_dropout: must be in [0, 1), got {fc_dropout!r}")
   return VGG(CONFIGS[config], use_bn=bn, small_input=small_input, fc_dropout=fc_dropout,
-             dtype=dtype)
+             dtype=dtype, remat=remat)
 
 
 def _register(name: str, config: str, bn: bool) -> None:
   def build(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
-            fc_dropout: float = 0.5) -> nn.Module:
-    return _vgg(name, config, bn, norm, dtype, small_input, fc_dropout)
+            fc_dropout: float = 0.5, remat: bool = False) -> nn.Module:
+    return _vgg(name, config, bn, norm, dtype, small_input, fc_dropout, remat)
   build.__name__ = name
   build.__doc__ = f"torchvision {name} backbone (config {config}{', BatchNorm' if bn else ''})."
   MODELS.register(name)(build)

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.models.layers import dense, resolve_norm
+from jaxdapt.models.layers import dense, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
 
 LN_EPSILON = 1e-6
@@ -151,7 +151,8 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-  """timm VisionTransformer (class token, learned absolute position embedding)."""
+  """timm VisionTransformer (class token, learned absolute position embedding); remat: each
+  block under nn.remat (activations recomputed in the backward pass)."""
   patch_size: int = 16
   embed_dim: int = 768
   depth: int = 12
@@ -160,6 +161,7 @@ class ViT(nn.Module):
   img_size: int = 224
   pos_interpolation: str = "bilinear"
   dtype: Any = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -174,8 +176,9 @@ class ViT(nn.Module):
     pos = resample_pos_embed(pos, (gh, gw), self.pos_interpolation)
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
     x = x + pos.astype(x.dtype)
+    block = maybe_remat(Block, self.remat)
     for i in range(self.depth):
-      x = Block(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"blocks_{i}")(x)
+      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"blocks_{i}")(x)
     x = _layer_norm(self.dtype, "norm")(x)
     return x[:, 0]
 
@@ -189,14 +192,15 @@ TIMM_NAMES = {"vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_2
 
 def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
   def build(*, norm: str = "default", dtype: Any = jnp.float32, img_size: int = 224,
-            pos_interpolation: str = "bilinear") -> nn.Module:
+            pos_interpolation: str = "bilinear", remat: bool = False) -> nn.Module:
     resolve_norm(name, norm, ("layer",), "layer")
     if not isinstance(img_size, int) or img_size < 16 or img_size % 16:
       raise ConfigError(f"model.img_size: must be a positive multiple of 16, got {img_size!r}")
     if pos_interpolation not in INTERPOLATIONS:
       raise ConfigError(f"model.pos_interpolation: {pos_interpolation!r}; allowed: "
                         f"{', '.join(INTERPOLATIONS)}")
-    return ViT(16, embed_dim, depth, heads, 4.0, img_size, pos_interpolation, dtype=dtype)
+    return ViT(16, embed_dim, depth, heads, 4.0, img_size, pos_interpolation, dtype=dtype,
+               remat=remat)
   build.__name__ = name
   build.__doc__ = f"timm {TIMM_NAMES[name]} backbone; img_size sets the position-embedding grid."
   MODELS.register(name)(build)

@@ -21,15 +21,17 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model", "model.name")
 
 def get_model(name: str, *, num_classes: int, bottleneck_dim: int | None = None,
               head_hidden: tuple[int, ...] = (), dropout: float = 0.0,
-              norm: str = "default", dtype: Any = jnp.float32,
+              norm: str = "default", dtype: Any = jnp.float32, remat: bool = False,
               **backbone_kwargs: Any) -> Classifier:
   """Builds registered backbone `name` plus optional bottleneck and MLP head.
 
   Options the backbone does not take raise ConfigError naming the ones it does,
-  so config typos fail here instead of deep inside Flax.
+  so config typos fail here instead of deep inside Flax. `remat` (model.remat) reaches
+  backbones whose builder takes it (their blocks under nn.remat, layers.maybe_remat).
   """
   builder = MODELS.get(name)
-  accepted = [p for p in inspect.signature(builder).parameters if p not in ("norm", "dtype")]
+  params = inspect.signature(builder).parameters
+  accepted = [p for p in params if p not in ("norm", "dtype", "remat")]
   unknown = sorted(set(backbone_kwargs) - set(accepted))
   if unknown:
     raise ConfigError(f"model: {name} does not take option(s) {', '.join(unknown)}; "
@@ -47,6 +49,13 @@ def get_model(name: str, *, num_classes: int, bottleneck_dim: int | None = None,
     dtype = jnp.dtype(dtype)  # accepts 'bfloat16' from configs as well as jnp.bfloat16
   except TypeError:
     raise ConfigError(f"model.dtype: not a dtype: {dtype!r}") from None
+  if remat:
+    if "remat" not in params:
+      with_remat = [m for m in MODELS.names()
+                    if "remat" in inspect.signature(MODELS.get(m)).parameters]
+      raise ConfigError(f"model.remat: {name} has no blocks to rematerialise; models that "
+                        f"have: {', '.join(with_remat)}")
+    backbone_kwargs["remat"] = True
   backbone = builder(norm=norm, dtype=dtype, **backbone_kwargs)
   return Classifier(backbone=backbone, num_classes=num_classes,
                     bottleneck_dim=bottleneck_dim, head_hidden=head_hidden,

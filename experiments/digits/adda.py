@@ -1,0 +1,29 @@
+"""ADDA (Tzeng et al., CVPR 2017): adversarial adaptation of a target encoder, two stages.
+
+Stage 1 is source_only. Stage 2 initialises the target encoder from the
+source encoder, keeps the source encoder and the classifier fixed, and
+alternates a discriminator step (source features vs target features; MLP
+500-500-1 with ReLU, the paper's digits discriminator) with a target-encoder
+step on the inverted-label GAN loss. Evaluation: target encoder + source
+classifier. Adam, lr 2e-4, constant (the authors' code: Adam lr 2e-4 with
+β1 = 0.5; optim has no β1 field, so optax's default 0.9 is used).
+
+Run both stages (the same task for both):
+  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/so
+  python -m jaxdapt.main --config=experiments/digits/adda.py --workdir=runs/adda \
+      --config.model.init_from=runs/so
+Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths.
+"""
+from jaxdapt.config import digits_config
+
+
+def get_config(task: str = "syn2uci"):
+  config = digits_config(task)
+  config.method.name = "adda"
+  config.method.disc_hidden = (500, 500)
+  config.model.dont_load = ()
+  config.optim.name = "adam"
+  config.optim.lr = 2e-4
+  config.optim.schedule = "constant"
+  config.optim.rules = (("model/head/.*", None), (".*", 1.0))
+  return config

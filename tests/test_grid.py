@@ -1,0 +1,112 @@
+"""The grid runner: reuse of finished runs, a crash that loses nothing else, and its tables."""
+import json
+import os
+
+import pytest
+
+from jaxdapt import grid, train
+
+
+def _write_run(out, task, method, seed, evals, summary=True):
+  d = os.path.join(out, "runs", task, method, f"seed_{seed}")
+  os.makedirs(d, exist_ok=True)
+  with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+    for row in evals:
+      f.write(json.dumps({"kind": "eval", **row}) + "\n")
+  if summary:
+    last = evals[-1]
+    with open(os.path.join(d, "summary.json"), "w") as f:
+      json.dump({"method": method, "seed": seed, "target_acc_last": last["target_test_acc"],
+                 "target_acc_best_source_val": last["target_test_acc"],
+                 "target_acc_oracle": max(r["target_test_acc"] for r in evals)}, f)
+  return d
+
+
+def _fake_training(calls, fail=()):
+  def fake(config, workdir):
+    calls.append((config.method.name, config.seed))
+    if config.method.name in fail:
+      raise FloatingPointError("boom")
+    acc = 0.5 + 0.01 * config.seed
+    _write_run(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(workdir)))),
+               "uci2ucim", config.method.name, config.seed,
+               [{"step": 1, "target_test_acc": acc, "source_val_acc": 0.9,
+                 "target_test_im": 1.0}], summary=False)
+    return {"method": config.method.name, "seed": config.seed, "target_acc_last": acc,
+            "target_acc_best_source_val": acc, "target_acc_oracle": acc}
+  return fake
+
+
+def test_finished_runs_are_reused_and_a_crash_loses_nothing(tmp_path, monkeypatch, capsys):
+  out = str(tmp_path / "grid")
+  _write_run(out, "uci2ucim", "source_only", 0,
+             [{"step": 1, "target_test_acc": 0.25, "source_val_acc": 0.9}])
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls, fail=("dan",)))
+  grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dan,dann", "--seeds", "0,1",
+             "--out", out])
+  # source_only seed 0 had a summary: not retrained; dan crashed on both seeds, dann still ran.
+  assert calls == [("source_only", 1), ("dan", 0), ("dan", 1), ("dann", 0), ("dann", 1)]
+  results = json.load(open(os.path.join(out, "results.json")))["results"]
+  errors = [(r["method"], r["seed"]) for r in results if "error" in r]
+  assert errors == [("dan", 0), ("dan", 1)]
+  assert os.path.exists(os.path.join(out, "runs", "uci2ucim", "dan", "seed_0", "error.txt"))
+  md = open(os.path.join(out, "results.md")).read()
+  assert "| uci2ucim | dan | 0 (2 failed) |" in md
+  # source_only: seed 0 reused at 25 %, seed 1 trained at 51 % → 38.0 ± 13.0.
+  assert "| uci2ucim | source_only | 2 | 38.0 ± 13.0 |" in md
+
+
+def test_selection_table_reports_what_each_criterion_picks(tmp_path):
+  out = str(tmp_path)
+  evals = {0: [{"step": 10, "target_test_acc": 0.40, "source_val_acc": 0.95, "sel_snd": 1.0},
+               {"step": 20, "target_test_acc": 0.60, "source_val_acc": 0.90, "sel_snd": 3.0},
+               {"step": 30, "target_test_acc": 0.50, "source_val_acc": 0.92, "sel_snd": 2.0}],
+           1: [{"step": 10, "target_test_acc": 0.70, "source_val_acc": 0.80, "sel_snd": 5.0},
+               {"step": 20, "target_test_acc": 0.30, "source_val_acc": 0.99, "sel_snd": 4.0}]}
+  results = []
+  for seed, rows in evals.items():
+    _write_run(out, "t", "dann", seed, rows)
+    results.append({"task": "t", "method": "dann", "seed": seed})
+  md, data = grid.selection_table(out, results, ["t"], ["dann"])
+  picked = data["t/dann"]
+  assert picked["last"] == [0.50, 0.30]
+  assert picked["oracle"] == [0.60, 0.70]
+  assert picked["source_val_acc"] == [0.40, 0.30]
+  assert picked["sel_snd"] == [0.60, 0.70]
+  assert picked["sel_neg_dev"] == []          # not logged by these runs: left out, not zero
+  header = md.splitlines()[0]
+  assert header.startswith("| task | method | last |") and header.endswith("| oracle |")
+  row = md.splitlines()[2].split(" | ")
+  assert row[header.split(" | ").index("sel_snd")] == "65.0 ± 5.0"
+
+
+def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys):
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
+  for bad in (["--methods", "dann,nope"], ["--tasks", "uci2ucim,nope"],
+              ["--set", "train.stepz=5"]):
+    with pytest.raises(SystemExit) as e:
+      grid.main(["--tasks", "uci2ucim", "--methods", "dann", "--seeds", "0",
+                 "--out", str(tmp_path / "g"), *bad])
+    assert e.value.code == 2
+  assert calls == []
+  err = capsys.readouterr().err
+  assert "nope" in err and "stepz" in err
+
+
+def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
+  out = str(tmp_path)
+  accs = {"source_only": (0.40, 0.42, 0.41), "dann": (0.50, 0.52, 0.51), "dan": (0.42, 0.50)}
+  for method, values in accs.items():
+    for seed, acc in enumerate(values):
+      _write_run(out, "uci2ucim", method, seed, [{"step": 1, "target_test_acc": acc}])
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
+  grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dann,dan", "--seeds", "0,1,2",
+             "--out", out, "--table-only"])
+  assert calls == []
+  md = open(os.path.join(out, "results.md")).read()
+  # dann: +10.0 with stds of 0.8 → clear; dan: +5.0 but std 4.0 → not clear; seed 2 not run.
+  assert "| uci2ucim | dann | 3 | 51.0 ± 0.8 (+10.0, > 2 std) |" in md
+  assert "| uci2ucim | dan | 2 (1 not run) | 46.0 ± 4.0 (+5.0) |" in md
