@@ -15,9 +15,10 @@ from jaxdapt.models import MODELS, feature_dim, get_model
 from jaxdapt.models.layers import adaptive_avg_pool, max_pool
 from jaxdapt.models.vgg import VGG
 
-ALL = ["dann_digits", "lenet", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-       "wide_resnet50_2", "resnext50_32x4d", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn",
-       "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_s16", "vit_b16"]
+ALL = ["dann_digits", "dann_svhn", "dtn", "lenet", "lenet_tllib", "resnet18", "resnet34",
+       "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d", "vgg11",
+       "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_s16",
+       "vit_b16"]
 
 
 def _shapes(model, shape=(2, 32, 32, 3), train=False, **kw):

@@ -40,20 +40,23 @@ CONFIGS: dict[str, tuple[int | str, ...]] = {
 }
 
 
-def stages(config: tuple[int | str, ...]) -> list[tuple[int, ...]]:
-  """The conv widths of each stage: the convs before each "M" (every config ends with one)."""
+def stages(config: tuple[int | str, ...]) -> list[tuple[tuple[int, ...], bool]]:
+  """(conv widths, ends with a max-pool) per stage: the convs up to each "M", and any convs
+  after the last one (torchvision's configs end with "M"; shorter custom ones may not)."""
   out, widths = [], []
   for v in config:
     if v == "M":
-      out.append(tuple(widths))
+      out.append((tuple(widths), True))
       widths = []
     else:
       widths.append(v)
+  if widths:
+    out.append((tuple(widths), False))
   return out
 
 
 def _stage(vgg: "VGG", x: jnp.ndarray, train: bool, widths: tuple[int, ...],
-           idx: int) -> jnp.ndarray:
+           idx: int, pool: bool = True) -> jnp.ndarray:
   """3x3 conv (+ BN) + ReLU per width, then the 2x2 max-pool; `idx`: the position of its
   first layer in torchvision's `features` Sequential, which names the layers."""
   for v in widths:
@@ -64,7 +67,7 @@ def _stage(vgg: "VGG", x: jnp.ndarray, train: bool, widths: tuple[int, ...],
       idx += 1
     x = nn.relu(x)
     idx += 1
-  return max_pool(x, 2)
+  return max_pool(x, 2) if pool else x
 
 
 class VGG(nn.Module):
@@ -81,11 +84,11 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    stage = maybe_remat(_stage, self.remat, static_argnums=(2, 3, 4))
+    stage = maybe_remat(_stage, self.remat, static_argnums=(2, 3, 4, 5))
     idx = 0  # position in torchvision's `features` Sequential
-    for widths in stages(self.config):
-      x = stage(self, x, train, widths, idx)
-      idx += len(widths) * (3 if self.use_bn else 2) + 1
+    for widths, pool in stages(self.config):
+      x = stage(self, x, train, widths, idx, pool)
+      idx += len(widths) * (3 if self.use_bn else 2) + int(pool)
     if self.small_input:
       return global_avg_pool(x)
     x = adaptive_avg_pool(x, (7, 7))
