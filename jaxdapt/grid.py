@@ -222,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> None:
   import jax
   md = table(results, tasks, methods)
   run_wall = sum(r.get("wall_s", 0.0) for r in results)
-  footer = (f"\n\n{len(results)} runs, {run_wall / 60:.1f} min of training in all (sum of the "
+  trained = sum("missing" not in r for r in results)
+  footer = (f"\n\n{trained} runs, {run_wall / 60:.1f} min of training in all (sum of the "
             f"runs' wall times; this invocation {wall / 60:.1f} min) on "
             f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
             f"jax {jax.__version__}, {jax.devices()[0].platform}); overrides: "
