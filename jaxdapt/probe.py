@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
 from typing import Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -45,14 +49,14 @@ class LinearProbe:
 
 def _solve(x: np.ndarray, y: np.ndarray, num_classes: int, l2: float, max_iter: int):
   """argmin_W,b mean CE(xW + b, y) + l2/2·‖W‖² by L-BFGS (convex: one optimum)."""
-  import jax.numpy as jnp
-  return _lbfgs(jnp.asarray(x), jnp.asarray(y), jnp.float32(l2), num_classes, max_iter)
+  w, b = _lbfgs(jnp.asarray(x), jnp.asarray(y), jnp.float32(l2), num_classes, max_iter)
+  return np.asarray(w), np.asarray(b)
 
 
-def _lbfgs_impl(x, y, l2, num_classes: int, max_iter: int):
-  import jax
-  import jax.numpy as jnp
-  import optax
+@functools.partial(jax.jit, static_argnums=(3, 4))
+def _lbfgs(x, y, l2, num_classes: int, max_iter: int):
+  """Compiled once per (shapes, num_classes, max_iter); l2 is traced, so the whole grid
+  of regularisation strengths shares one compilation."""
 
   def objective(params):
     logits = x @ params["w"] + params["b"]
@@ -73,18 +77,6 @@ def _lbfgs_impl(x, y, l2, num_classes: int, max_iter: int):
 
   (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=max_iter)
   return params["w"], params["b"]
-
-
-_LBFGS_CACHE: dict = {}
-
-
-def _lbfgs(x, y, l2, num_classes: int, max_iter: int):
-  import jax
-  key = (num_classes, max_iter)
-  if key not in _LBFGS_CACHE:
-    _LBFGS_CACHE[key] = jax.jit(_lbfgs_impl, static_argnums=(3, 4))
-  w, b = _LBFGS_CACHE[key](x, y, l2, num_classes, max_iter)
-  return np.asarray(w), np.asarray(b)
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -140,8 +132,6 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, *
                 k: int, num_classes: int, chunk: int = 1024) -> np.ndarray:
   """Cosine kNN majority vote; a tie between classes goes to the class of the nearest
   of the tied neighbours (so k=1 is plain nearest neighbour)."""
-  import jax
-  import jax.numpy as jnp
   train_x = np.asarray(train_x, np.float32)
   k = min(k, len(train_x))
 
@@ -172,7 +162,6 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, *
 
 def _experiment_from_args(args):
   """(exp, state, store tag) for --workdir RUN or --weights DIR --model NAME."""
-  import jax
   from jaxdapt import checkpoint, config as config_lib, train
   from jaxdapt.analyze import check_run, load_run_config
   if args.workdir:
