@@ -1,7 +1,8 @@
 """Post-hoc analysis of a finished run: python -m jaxdapt.analyze --workdir RUN
 
 Rebuilds the experiment from RUN/config.json, restores the latest checkpoint,
-and compares it with the model at initialisation ("before") on the same rows:
+and compares it with the model at initialisation ("before"), or with another run's
+model (`--before RUN`, e.g. the source-only run: before/after adaptation), on the same rows:
   * domain shift (PAD, MMD² with a permutation test, CORAL; per class) between
     source-validation and target-test features, before and after;
   * label-free selection: the criteria of `analysis.selection` for the final
@@ -81,11 +82,26 @@ def check_run(run: str) -> None:
     raise RunError(f"--workdir {run}: no checkpoint in {ckpt_dir}")
 
 
-def _before_state(exp, config):
-  """The model the run started from: random init, or its init_from weights if still there."""
+def _before_state(exp, config, before_run: str = ""):
+  """The model to compare with: `before_run`'s (another workdir of the same architecture,
+  e.g. the source-only run, so before/after isolates the adaptation), else the model the
+  run started from: random init, or its init_from weights if still there."""
+  import dataclasses
+
   import jax
   from jaxdapt import train
   state = exp.init(jax.random.key(config.seed))
+  if before_run:
+    run, _ = train.split_run_step(before_run)
+    check_run(run)
+    other = config.copy_and_resolve_references()
+    with other.unlocked():
+      other.model.init_from, other.model.dont_load = before_run, ()
+    try:  # strict: every parameter of this run's model must come from before_run
+      return (train.load_init_from(dataclasses.replace(exp, config=other), state),
+              f"{before_run}")
+    except Exception as e:
+      raise RunError(f"--before {before_run}: not loadable into this run's model ({e})") from e
   if config.model.init_from:
     try:
       return train.load_init_from(exp, state), f"init_from {config.model.init_from}"
@@ -123,7 +139,7 @@ def load_eval_rows(run: str) -> list[dict[str, Any]]:
 
 def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
             shift_points: int = 2000, n_permutations: int = 200,
-            seed: int = 0) -> dict[str, Any]:
+            seed: int = 0, before_run: str = "") -> dict[str, Any]:
   """Everything the command computes; writes RUN/analysis/ and returns analysis.json's dict."""
   check_run(run)
   import jax
@@ -134,7 +150,7 @@ def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
   t0 = time.perf_counter()
   config = load_run_config(run)
   exp = train.build(config)
-  before, before_kind = _before_state(exp, config)
+  before, before_kind = _before_state(exp, config, before_run)
   ckpt = checkpoint.Checkpointer(run, config.train.keep_checkpoints)
   try:
     after, _ = ckpt.restore(checkpoint.abstract_like(before))
@@ -249,8 +265,8 @@ def write_report(out_dir: str, r: dict[str, Any], images: dict[str, str]) -> str
   sections = [
       {"heading": "Run", "table": {k: r[k] for k in ("run", "method", "source", "target", "seed",
                                                      "step", "before")}},
-      {"heading": "Accuracy", "text": "Before = the model at initialisation; after = the "
-                                      "latest checkpoint.", "table": acc_rows},
+      {"heading": "Accuracy", "text": f"Before = {r['before']}; after = the latest "
+                                      "checkpoint.", "table": acc_rows},
       {"heading": "Domain shift (source val vs target test features)",
        "text": "PAD ∈ [0, 2] (2 = linearly separable domains); MMD² with permutation p-value; "
                "CORAL = ‖C_s − C_t‖²/4d²; label_tv = label-marginal shift.",
@@ -299,13 +315,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="rows per domain for the shift measures (seeded subsample)")
   parser.add_argument("--permutations", type=int, default=200, help="MMD permutation-test size")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--before", default="", metavar="RUN[@STEP]",
+                      help="compare with this run's model (same architecture; e.g. the "
+                           "source-only run) instead of the initialisation")
   args = parser.parse_args(argv)
   from jaxdapt.errors import JaxdaptError
   try:
     result = analyze(args.workdir, max_train=args.max_train,
                      tsne_points=args.tsne_points, shift_points=args.shift_points,
                      n_permutations=args.permutations,
-                     seed=args.seed)
+                     seed=args.seed, before_run=args.before)
   except (RunError, JaxdaptError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -175,15 +175,19 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
         for name, row in selection.selection_report(history, logged).items():
           picked[name].append(row["target_test_acc"])
       data[f"{task}/{method}"] = picked
-      lines.append(f"| {task} | {method} | " + " | ".join(_cell(picked[n]) for n in names) + " |")
+      runs = len(picked["last"])
+      # A criterion logged by fewer of the runs than the row has says over how many.
+      lines.append(f"| {task} | {method} | " + " | ".join(
+          _cell(picked[n]) + (f" (n={len(picked[n])})" if 0 < len(picked[n]) < runs else "")
+          for n in names) + " |")
   return "\n".join(lines), data
 
 
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--tasks", default="syn2uci,uci2ucim")
+  parser.add_argument("--tasks", default="syn2uci,syn2ucim,uci2ucim,fashion2fashionm")
   parser.add_argument("--methods", default="source_only,dann,dan,deep_coral,target_oracle")
-  parser.add_argument("--seeds", default="0,1,2")
+  parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--out", default="results/digits")
   parser.add_argument("--experiments", default="experiments/digits")
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",

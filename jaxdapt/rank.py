@@ -126,6 +126,9 @@ def finetune_config(cand: Candidate, args, seed: int):
   config.seed = seed
   config.train.steps = args.finetune_steps
   config.train.selection_points = 0  # the ranking reads the last step's accuracy only
+  if args.labeled_per_class:  # the few-shot regime: k labeled rows per class, drawn from seed
+    config.method.name = "target_only"
+    config.data.target_labeled_per_class = args.labeled_per_class
   return grid.apply_overrides(config, args.set)
 
 
@@ -141,15 +144,21 @@ def score_config(cand: Candidate, args):
   return config
 
 
-def candidate_outputs(cand: Candidate, args) -> dict[str, np.ndarray]:
-  """Features, source-head logits and labels on the target train rows (stored, reused)."""
+def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
+                      ) -> dict[str, np.ndarray]:
+  """Features, source-head logits and labels on the target train rows (stored, reused):
+  at most --max-rows rows drawn with SUBSAMPLE_SEED, or with --labeled-per-class k the k
+  rows per class that fine-tuning seed `seed` trains on."""
   import jax
   from jaxdapt import features, train
+  from jaxdapt.data.labeled import labeled_subset
   config = score_config(cand, args)
+  k = args.labeled_per_class
   meta = {"candidate": cand.spec, "run": cand.run, "step": cand.step,
           "model": json.loads(config.model.to_json()), "dataset": args.dataset,
-          "split": "train", "max_rows": args.max_rows, "subsample_seed": SUBSAMPLE_SEED}
-  path = os.path.join(args.out, "features", cand.name)
+          "split": "train", "max_rows": args.max_rows, "subsample_seed": SUBSAMPLE_SEED,
+          **({"labeled_per_class": k, "seed": seed} if k else {})}
+  path = os.path.join(args.out, "features", cand.name, *([f"seed_{seed}"] if k else []))
   stored = features.load_store(path, meta)
   if stored is not None:
     return stored
@@ -158,8 +167,9 @@ def candidate_outputs(cand: Candidate, args) -> dict[str, np.ndarray]:
   if cand.run:
     state = train.load_init_from(exp, state)
   view = train.eval_states(exp, state)["target"]  # a DSBN run's target branch; AdaBN if set
-  rows = features.subset(exp.sources["target"], args.max_rows,
-                         np.random.default_rng(SUBSAMPLE_SEED))
+  rows = (labeled_subset(exp.sources["target"], k, seed) if k else
+          features.subset(exp.sources["target"], args.max_rows,
+                          np.random.default_rng(SUBSAMPLE_SEED)))
   arrays = features.extract(exp, features.forward_fn(exp), view, rows)
   features.save_store(path, arrays, meta)
   return arrays
@@ -189,6 +199,16 @@ def finetune(cand: Candidate, args, seed: int) -> dict[str, Any]:
                              f"rank {cand.name}/seed {seed}")
 
 
+def seed_scores(cand: Candidate, args, seeds: Sequence[int]) -> tuple[dict[str, float], int, int]:
+  """(scores, rows scored, feature dim): with --labeled-per-class, the mean over seeds of
+  each seed's scores on its own k-shot rows (what that seed fine-tunes on)."""
+  per_seed = [candidate_outputs(cand, args, s) for s in (seeds if args.labeled_per_class
+                                                          else [SUBSAMPLE_SEED])]
+  values = [scores(a) for a in per_seed]
+  mean = {key: float(np.mean([v[key] for v in values])) for key in values[0]}
+  return mean, int(len(per_seed[0]["labels"])), int(per_seed[0]["features"].shape[1])
+
+
 def ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
   """Per score: τ, weighted τ and top-1 regret against the mean fine-tuned accuracy."""
   from jaxdapt.analysis import transferability
@@ -210,9 +230,14 @@ def _num(v: Any, fmt: str = ".3f") -> str:
 
 def markdown(rows: list[dict[str, Any]], taus: dict[str, Any], args, seeds: Sequence[int]) -> str:
   from jaxdapt import grid
-  lines = [f"Transferability ranking on {args.dataset}: scores on {rows[0]['n_rows']} train rows "
-           f"(no fine-tuning); accuracy = {args.dataset} test accuracy after "
-           f"{args.finetune_steps} fine-tuning steps (last step; %, mean ± std over seeds "
+  k = args.labeled_per_class
+  rows_text = (f"{args.dataset} train rows" if not k else
+               f"rows, the {k} labeled {args.dataset} train rows per class that each seed "
+               f"fine-tunes on (score = mean over seeds)")
+  lines = [f"Transferability ranking on {args.dataset}: scores on {rows[0]['n_rows']} "
+           f"{rows_text} (no fine-tuning); accuracy = {args.dataset} test accuracy after "
+           f"{args.finetune_steps} fine-tuning steps on "
+           f"{'those rows' if k else 'the train split'} (last step; %, mean ± std over seeds "
            f"{', '.join(map(str, seeds))}).", "",
            "| candidate | init | " + " | ".join(label for _, label in SCORES)
            + " | fine-tuned acc |", "|" + "---|" * (3 + len(SCORES))]
@@ -257,6 +282,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   p.add_argument("--finetune-steps", type=int, default=300)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--max-rows", type=int, default=2000, help="target train rows scored")
+  p.add_argument("--labeled-per-class", type=int, default=0, metavar="K",
+                 help="few-shot transfer: score and fine-tune on K labeled train rows per "
+                      "class, drawn per seed (0: the whole train split, scored on --max-rows)")
   p.add_argument("--data-dir", default="", help="TFDS data dir for every config (default: each "
                  "config's own, else $JAXDAPT_DATA_DIR)")
   p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
@@ -265,8 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   from jaxdapt import compile_cache, config as config_lib
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.finetune_steps <= 0 or args.max_rows <= 0:
-      raise ConfigError("--finetune-steps and --max-rows must be positive")
+    if args.finetune_steps <= 0 or args.max_rows <= 0 or args.labeled_per_class < 0:
+      raise ConfigError("--finetune-steps and --max-rows must be positive, "
+                        "--labeled-per-class ≥ 0")
     cands = parse_candidates(args.candidates)
     for cand in cands:  # a bad --set or model fails now, before anything trains
       config = finetune_config(cand, args, seeds[0])
@@ -279,13 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   rows = []
   try:
     for cand in cands:
-      arrays = candidate_outputs(cand, args)
+      score, n_rows, dim = seed_scores(cand, args, seeds)
       runs = [finetune(cand, args, seed) for seed in seeds]
       ok = [r for r in runs if "error" not in r]
       accs = [r["target_acc_last"] for r in ok]
       rows.append({"name": cand.name, "init": cand.init_from or cand.spec, "spec": cand.spec,
-                   "step": cand.step, "n_rows": int(len(arrays["labels"])),
-                   "feature_dim": int(arrays["features"].shape[1]), "scores": scores(arrays),
+                   "step": cand.step, "n_rows": n_rows, "feature_dim": dim, "scores": score,
                    "accuracies": accs, "accuracy_mean": float(np.mean(accs)) if accs else None,
                    "accuracy_std": float(np.std(accs)) if accs else None,
                    "failed": len(runs) - len(ok), "runs": runs})
@@ -303,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     f.write(md)
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(_finite({"dataset": args.dataset, "finetune_steps": args.finetune_steps,
+                       "labeled_per_class": args.labeled_per_class,
                        "seeds": seeds, "max_rows": args.max_rows, "overrides": args.set,
                        "candidates": rows, "ranking": taus,
                        "wall_s": time.perf_counter() - start}), f, indent=2)

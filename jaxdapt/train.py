@@ -90,6 +90,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
   kwargs = {}
   if config.model.name.startswith(("resnet", "vgg")):
     kwargs["small_input"] = config.model.small_input
+  if config.model.width:  # only models with a base width take it (others: ConfigError)
+    kwargs["width"] = config.model.width
   try:
     return models.get_model(
         config.model.name, num_classes=num_classes,
@@ -491,6 +493,12 @@ def _check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
     raise ConfigError(f"train.steps: the run in this workdir was started with "
                       f"{saved['train']['steps']} steps (the schedules depend on it); now "
                       f"{current['train']['steps']}")
+  # Micro-batches change BatchNorm's batch statistics, hence the trajectory.
+  accum = saved["train"].get("grad_accum_steps", 1)
+  if accum != current["train"]["grad_accum_steps"]:
+    raise ConfigError(f"train.grad_accum_steps: the run in this workdir was started with "
+                      f"{accum} micro-batches per step; now "
+                      f"{current['train']['grad_accum_steps']}")
 
 
 class _Preemption:

@@ -60,6 +60,24 @@ def test_analyze_writes_json_report_and_plots(run_dir, capsys):
   assert "report: " + os.path.join(out_dir, "report.html") in printed
 
 
+def test_before_run_replaces_the_initialisation(run_dir, tmp_path, capsys):
+  """--before RUN compares with that run's model: with the run itself (latest step), before
+  and after are one model, so every accuracy and shift measure matches; random init
+  (the default) would not. A directory that is not a run is a one-line error."""
+  small = ["--max-train", "200", "--tsne-points", "200", "--permutations", "10",
+           "--shift-points", "150"]
+  assert analyze.main(["--workdir", run_dir, "--before", run_dir, *small]) == 0
+  result = json.load(open(os.path.join(run_dir, "analysis", "analysis.json")))
+  assert result["before"] == run_dir
+  assert result["accuracy"]["before"] == result["accuracy"]["after"]
+  for key in ("pad", "mmd2", "coral"):
+    assert result["shift"]["before"][key] == pytest.approx(result["shift"]["after"][key])
+  capsys.readouterr()
+  assert analyze.main(["--workdir", run_dir, "--before", str(tmp_path / "nope"), *small]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.startswith("error: ") and "no such directory" in err
+
+
 @pytest.mark.parametrize("what", ["dir", "checkpoints"])
 def test_missing_run_is_a_one_line_error(tmp_path, capsys, what):
   run = tmp_path / "run"

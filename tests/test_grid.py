@@ -79,6 +79,13 @@ def test_selection_table_reports_what_each_criterion_picks(tmp_path):
   assert header.startswith("| task | method | last |") and header.endswith("| oracle |")
   row = md.splitlines()[2].split(" | ")
   assert row[header.split(" | ").index("sel_snd")] == "65.0 ± 5.0"
+  # A criterion only one of the two runs logged says so.
+  del evals[1][0]["sel_snd"], evals[1][1]["sel_snd"]
+  _write_run(out, "t", "dann", 1, evals[1])
+  md, _ = grid.selection_table(out, results, ["t"], ["dann"])
+  row = md.splitlines()[2].split(" | ")
+  assert row[header.split(" | ").index("sel_snd")] == "60.0 ± 0.0 (n=1)"
+  assert row[header.split(" | ").index("source_val_acc")] == "35.0 ± 5.0"
 
 
 def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys):

@@ -285,3 +285,16 @@ def test_remat_gives_the_same_loss_gradients_and_statistics(build):
   _assert_trees_close(got_stats, want_stats)
   if build is _resnet and all(temp):
     assert temp[1] < temp[0], temp
+
+
+def test_resume_refuses_another_grad_accum_steps_and_accepts_runs_saved_before_the_field():
+  """Micro-batching changes BatchNorm statistics, so a workdir keeps its accumulation;
+  a run saved before the field existed counts as 1 micro-batch."""
+  import json
+  saved = json.loads(config_lib.base_config().to_json())
+  del saved["train"]["grad_accum_steps"]
+  train._check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
+  current = config_lib.base_config()
+  current.train.grad_accum_steps = 2
+  with pytest.raises(ConfigError, match="train.grad_accum_steps: .* with 1 micro-batches"):
+    train._check_same_run(saved, current)  # pylint: disable=protected-access

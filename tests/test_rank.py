@@ -85,6 +85,41 @@ def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_
   assert (tmp_path / "results.md").read_text() == md
 
 
+def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_dir, runs,
+                                                                          tmp_path, monkeypatch):
+  """--labeled-per-class k: seed s is scored on, and fine-tunes (target_only) on, the k rows
+  per class that seed s draws; the table's score is the mean over seeds."""
+  from jaxdapt.data.labeled import select_per_class
+  build = train.build
+  monkeypatch.setattr(train, "build", lambda config, devices=None: build(config, ONE_DEVICE))
+  argv = _argv(data_dir, tmp_path, f"early={runs[0]}@2,late={runs[1]}")
+  argv[argv.index("--seeds") + 1] = "0,1"
+  assert rank.main(argv + ["--labeled-per-class", "2"]) == 0
+  saved = json.loads((tmp_path / "results.json").read_text())
+  row = saved["candidates"][0]
+  assert row["n_rows"] == 20 and saved["labeled_per_class"] == 2
+  exp = build(rank.score_config(rank.parse_candidate(f"early={runs[0]}@2"),
+                                _args(data_dir, tmp_path)), ONE_DEVICE)
+  labels = np.array([exp.sources["target"][i]["label"] for i in range(len(exp.sources["target"]))])
+  per_seed = []
+  for seed in (0, 1):
+    config = json.loads((tmp_path / "runs" / "early" / f"seed_{seed}" / "config.json").read_text())
+    assert config["method"]["name"] == "target_only"
+    assert config["data"]["target_labeled_per_class"] == 2
+    arrays = features.load_store(str(tmp_path / "features" / "early" / f"seed_{seed}"))
+    assert np.array_equal(arrays["labels"], labels[select_per_class(labels, 2, seed)])
+    per_seed.append(rank.scores(arrays))
+  assert per_seed[0]["logme"] != per_seed[1]["logme"]  # two draws, two scores
+  assert row["scores"]["logme"] == pytest.approx((per_seed[0]["logme"] + per_seed[1]["logme"]) / 2)
+  assert "20 rows, the 2 labeled uci_digits train rows per class" in (tmp_path / "results.md").read_text()
+
+
+def _args(data_dir, out):
+  import argparse
+  return argparse.Namespace(dataset="uci_digits", data_dir=data_dir, out=str(out),
+                            labeled_per_class=2, max_rows=128, finetune_steps=2, set=[])
+
+
 def test_run_at_step_loads_that_checkpoint(data_dir, runs):
   run = runs[0]
   config = tiny_config(data_dir, "source_only", steps=4)

@@ -10,9 +10,9 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
+from jaxdapt.config import AUGMENTS  # one list: the schema validates it, this module applies it
 from jaxdapt.errors import ConfigError
 
-AUGMENTS = ("shift", "none", "imagenet")  # = config.AUGMENTS
 SHIFT_PX = 2
 
 Batch = dict[str, np.ndarray]
