@@ -98,8 +98,9 @@ def _before_state(exp, config, before_run: str = ""):
     with other.unlocked():
       other.model.init_from, other.model.dont_load = before_run, ()
     try:  # strict: every parameter of this run's model must come from before_run
+      short = os.path.join(*os.path.normpath(before_run).split(os.sep)[-2:])  # .../METHOD/seed_N
       return (train.load_init_from(dataclasses.replace(exp, config=other), state),
-              f"{before_run}")
+              f"run …/{short}")
     except Exception as e:
       raise RunError(f"--before {before_run}: not loadable into this run's model ({e})") from e
   if config.model.init_from:

@@ -18,7 +18,7 @@ EVAL_TARGET_BN = ("running", "target")
 LR_SCHEDULES = ("constant", "dann", "cosine", "inv")  # inv: lr·(1+0.001·i)^-0.75 (optim.py)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; train.compute_dtype resolves auto
-AUGMENTS = ("none", "shift", "imagenet")  # = data.pipeline.AUGMENTS
+AUGMENTS = ("none", "shift", "imagenet")  # host augmentations, applied in data/pipeline.py
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -49,6 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.dropout = 0.0                 # head dropout, before its output layer (classifier.py)
   c.model.cosine_temperature = 0.0      # > 0: cosine-classifier output layer (MME: 0.05)
   c.model.small_input = False           # ResNet/VGG: stem for 32×32 inputs
+  # ResNet: base width w (stem and stages w, 2w, 4w, 8w; same parameter names); 0: the
+  # model's own (64, torchvision's, which imported weights need).
+  c.model.width = 0
   # Mixed-precision policy (train.compute_dtype): the dtype of activations and of the
   # backbone/bottleneck/head matmuls. 'auto': bfloat16 on GPU/TPU, float32 on CPU (XLA:CPU's
   # bf16 convolutions are slow). Whatever it is, parameters, optimizer state, BatchNorm

@@ -85,15 +85,19 @@ def _all_processes(local: np.ndarray) -> np.ndarray:
 
 def save_store(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> str:
   """Writes PATH/features.npz and PATH/meta.json (written last: its presence marks a
-  complete store, so an interrupted write is recomputed, never half-read)."""
+  complete store, so an interrupted write is recomputed, never half-read). Each file is
+  renamed into place, so processes writing the same store at once never interleave."""
   os.makedirs(path, exist_ok=True)
   meta_path = os.path.join(path, "meta.json")
   if os.path.exists(meta_path):
     os.remove(meta_path)
-  np.savez(os.path.join(path, "features.npz"), **arrays)
-  with open(meta_path, "w") as f:
+  tmp = f".tmp{os.getpid()}"
+  np.savez(os.path.join(path, f"features{tmp}.npz"), **arrays)
+  os.replace(os.path.join(path, f"features{tmp}.npz"), os.path.join(path, "features.npz"))
+  with open(meta_path + tmp, "w") as f:
     json.dump({"version": STORE_VERSION, **meta, "n": {k: len(v) for k, v in arrays.items()}},
               f, indent=2)
+  os.replace(meta_path + tmp, meta_path)
   return path
 
 

@@ -84,13 +84,17 @@ def _stats(values: Sequence[float]) -> dict[str, Any]:
   return {"per_seed": v.tolist(), "mean": float(v.mean()), "std": float(v.std())}
 
 
+def within_noise(difference: dict[str, Any]) -> bool:
+  """|mean| ≤ std over more than one seed: the sign of the difference is not established."""
+  return len(difference["per_seed"]) > 1 and abs(difference["mean"]) <= difference["std"]
+
+
 def verdict(difference: dict[str, Any]) -> str:
   """The verdict line for the per-seed differences transfer − baseline (points)."""
   mean, std = difference["mean"], difference["std"]
   line = (f"NEGATIVE TRANSFER: transfer loses by {-mean:.1f} ± {std:.1f} points" if mean < 0
           else f"transfer helps by {mean:.1f} ± {std:.1f} points")
-  return line + (" (within seed noise)" if len(difference["per_seed"]) > 1
-                 and abs(mean) <= std else "")
+  return line + (" (within seed noise)" if within_noise(difference) else "")
 
 
 def report(results: list[dict[str, dict]], seeds: Sequence[int]) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def test_before_run_replaces_the_initialisation(run_dir, tmp_path, capsys):
            "--shift-points", "150"]
   assert analyze.main(["--workdir", run_dir, "--before", run_dir, *small]) == 0
   result = json.load(open(os.path.join(run_dir, "analysis", "analysis.json")))
-  assert result["before"] == run_dir
+  assert result["before"] == "run …/" + "/".join(run_dir.rstrip("/").split("/")[-2:])
   assert result["accuracy"]["before"] == result["accuracy"]["after"]
   for key in ("pad", "mmd2", "coral"):
     assert result["shift"]["before"][key] == pytest.approx(result["shift"]["after"][key])

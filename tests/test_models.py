@@ -145,6 +145,39 @@ def test_small_input_variants():
   assert set(v["batch_stats"]["backbone"]) == {k for k in names if "scale" in v["params"]["backbone"][k]}
 
 
+def test_resnet_width_thins_tensors_and_keeps_names():
+  """width 64 is torchvision's ResNet-18 (an explicit width must not change it); 16 has the
+  same parameter names with a 16x smaller count, and 16·8 = 128 features."""
+  total, fc = TORCHVISION_TOTALS["resnet18"]
+
+  def params(**kw):
+    return _shapes(get_model("resnet18", num_classes=10, **kw), (1, 32, 32, 3))[1]["params"]
+
+  def names(tree):
+    return sorted("/".join(str(k.key) for k in path)
+                  for path, _ in jax.tree_util.tree_leaves_with_path(tree))
+
+  default, wide, thin = params(), params(width=64), params(width=16, small_input=True)
+  assert _count(wide["backbone"]) == _count(default["backbone"]) == total - fc
+  assert names(thin) == names(wide)
+  assert _count(thin["backbone"]) < (total - fc) / 15
+  assert thin["head"]["out"]["kernel"].shape == (128, 10)
+  assert thin["backbone"]["layer4_1"]["conv2"]["kernel"].shape == (3, 3, 128, 128)
+  with pytest.raises(ConfigError, match="model.width"):
+    params(width=0)
+  with pytest.raises(ConfigError, match="width"):
+    get_model("vgg11", num_classes=10, width=16)
+
+
+def test_config_model_width_reaches_the_resnet():
+  from jaxdapt import config as config_lib, train
+  c = config_lib.base_config()
+  c.model.name, c.model.width, c.model.head_hidden = "resnet18", 16, ()
+  assert feature_dim(train.build_model(c, 10), (32, 32, 3)) == 128
+  c.model.width = 0  # the model's own: torchvision's 64
+  assert feature_dim(train.build_model(c, 10), (32, 32, 3)) == 512
+
+
 def test_vgg_names_and_channel_first_flatten():
   _, v = _shapes(get_model("vgg16", num_classes=10), (1, 32, 32, 3))
   bb = v["params"]["backbone"]

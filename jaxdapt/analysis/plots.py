@@ -176,21 +176,34 @@ def plot_training_curves(path: str, metrics: str | Sequence[Mapping[str, Any]], 
                 if any("train_acc" in r for r in train) else []))]
   if any("lr" in r for r in train):
     panels.append(("learning rate", [("lr", series(train, "lr"))]))
-  fig = Figure(figsize=(5 * len(panels), 4), layout="constrained")
+  fig = Figure(figsize=(5 * len(panels), 5.5), layout="constrained")
   axes = fig.subplots(1, len(panels), squeeze=False)[0]
+  # One line per marked step, naming every criterion that chose it (they often agree).
+  by_step: dict[int, list[str]] = {}
+  for name, step in (marks or {}).items():
+    by_step.setdefault(step, []).append(name)
   for ax, (ylabel, lines) in zip(axes, panels):
+    drawn: list[tuple[str, np.ndarray]] = []
     for name, pts in lines:
-      if len(pts):
-        ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3,
-                ls="--" if name == "train_acc" else "-", label=name)
-    for j, (name, step) in enumerate((marks or {}).items()):
-      ax.axvline(step, color=f"C{(j + 5) % 10}", ls=":", lw=1.2, label=f"{name} @ {step}")
+      if not len(pts):
+        continue
+      same = next((n for n, p in drawn if p.shape == pts.shape and np.array_equal(p, pts)), None)
+      if same is not None:  # e.g. DANN's transfer_loss is its domain_loss: say so, once
+        ax.lines[[n for n, _ in drawn].index(same)].set_label(
+            ax.lines[[n for n, _ in drawn].index(same)].get_label() + f" = {name}")
+        continue
+      drawn.append((name, pts))
+      ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3,
+              ls="--" if name == "train_acc" else "-", label=name)
+    for j, (step, names) in enumerate(sorted(by_step.items())):
+      ax.axvline(step, color=f"C{(j + 5) % 10}", ls=":", lw=1.2,
+                 label=f"{', '.join(names)} @ {step}")
     ax.set_xlabel("step")
     ax.set_ylabel(ylabel)
     ax.set_title(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # below the axes: never over the curves
+      ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1)
   fig.suptitle(title)
   return _save(fig, path)
 

@@ -4,8 +4,8 @@ layout (v1.5: stride on the 3x3 conv).
 All padding is explicit (7x7/2 pad 3, 3x3 pad 1, 1x1 pad 0, stem max-pool
 3x3/2 pad 1 with -inf fill) so torchvision weights give the same outputs;
 224 px inputs give maps 112 -> 56 -> 56 -> 28 -> 14 -> 7. The backbone
-returns globally average-pooled features (512 or 2048); torchvision's `fc`
-is not part of it.
+returns globally average-pooled features (512 or 2048; 8 or 32 × the base
+width `width` when it is not torchvision's 64); torchvision's `fc` is not part of it.
 
 Weight conversion (torch state_dict key -> Flax path under `backbone/`):
   conv1.weight                      -> params/conv1/kernel
@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdapt.errors import ConfigError
 from jaxdapt.models.layers import batch_norm, conv, global_avg_pool, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
 
@@ -93,6 +94,8 @@ class ResNet(nn.Module):
 
   small_input: 3x3/1 stem conv and no max-pool, for 32 px images (the
   usual CIFAR variant); its conv1 does not take torchvision weights.
+  width: channels of the stem and layer1; layer2..4 have 2x, 4x, 8x (64: torchvision;
+  smaller widths keep every parameter name and only thin the tensors, for CPU budgets).
   groups / width_per_group: ResNeXt and Wide ResNet bottlenecks.
   remat: each block under nn.remat (activations recomputed in the backward pass).
   """
@@ -104,22 +107,24 @@ class ResNet(nn.Module):
   groups: int = 1
   width_per_group: int = 64
   remat: bool = False
+  width: int = 64
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     if self.small_input:
-      x = conv(64, 3, 1, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
+      x = conv(self.width, 3, 1, 1, use_bias=False, dtype=self.dtype, name="conv1")(x)
     else:
-      x = conv(64, 7, 2, 3, use_bias=False, dtype=self.dtype, name="conv1")(x)
+      x = conv(self.width, 7, 2, 3, use_bias=False, dtype=self.dtype, name="conv1")(x)
     x = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(x))
     if not self.small_input:
       # Overlapping window: reshape-pooling does not apply; -inf padding as torch.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    in_planes = 64
+    in_planes = self.width
     extra = ({} if (self.groups, self.width_per_group) == (1, 64)
              else {"groups": self.groups, "base_width": self.width_per_group})
     block = maybe_remat(self.block, self.remat, static_argnums=(2,))  # (self, x, train)
-    for i, (planes, blocks) in enumerate(zip((64, 128, 256, 512), self.layers), start=1):
+    widths = (self.width, 2 * self.width, 4 * self.width, 8 * self.width)
+    for i, (planes, blocks) in enumerate(zip(widths, self.layers), start=1):
       for j in range(blocks):
         stride = 2 if i > 1 and j == 0 else 1
         downsample = j == 0 and (stride != 1 or in_planes != planes * self.block.expansion)
@@ -130,12 +135,15 @@ class ResNet(nn.Module):
 
 
 def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: Any,
-            small_input: bool, zero_init_residual: bool, remat: bool, groups: int = 1,
-            width_per_group: int = 64) -> ResNet:
+            small_input: bool, zero_init_residual: bool, remat: bool, width: int = 64,
+            groups: int = 1, width_per_group: int = 64) -> ResNet:
   resolve_norm(name, norm, ("batch",), "batch")
+  if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+    raise ConfigError(f"model.width: {name}'s base width must be a positive integer "
+                      f"(64: torchvision), got {width!r}")
   return ResNet(block, layers, small_input=small_input,
                 zero_init_residual=zero_init_residual, dtype=dtype, groups=groups,
-                width_per_group=width_per_group, remat=remat)
+                width_per_group=width_per_group, remat=remat, width=width)
 
 
 # name → (block, blocks per stage, grouped-conv options); torchvision's definitions.
@@ -152,9 +160,10 @@ RESNETS: dict[str, tuple[type, tuple[int, ...], dict[str, int]]] = {
 
 def _register(name: str, block: type, layers: tuple[int, ...], options: dict[str, int]) -> None:
   def builder(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
-              zero_init_residual: bool = False, remat: bool = False) -> nn.Module:
+              zero_init_residual: bool = False, remat: bool = False,
+              width: int = 64) -> nn.Module:
     return _resnet(name, block, layers, norm, dtype, small_input, zero_init_residual, remat,
-                   **options)
+                   width, **options)
   builder.__name__ = builder.__qualname__ = name
   MODELS.register(name)(builder)
 

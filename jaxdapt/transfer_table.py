@@ -1,0 +1,542 @@
+"""The transfer table (issue #4): uci_digits accuracy from k labels per class, per
+pretraining source and fine-tuning strategy, with negative transfer flagged.
+
+  python -m jaxdapt.transfer_table --out results/transfer --seeds 1,2,3 --k 1,5,10,all \\
+      --sources fashion,syn_digits --strategies all
+On two cores, one pinned single-threaded process per core, then render both halves:
+  for i in 0 1; do XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c $i \\
+    python -m jaxdapt.transfer_table --out results/transfer --shard $i/2 & done; wait
+  python -m jaxdapt.transfer_table --out results/transfer --table-only
+
+Each source is pretrained once (seed 0) with experiments/transfer/pretrain.py:SOURCE
+into OUT/pretrain/SOURCE (ResNet-18, 32×32 stem, 16 base channels for the CPU budget;
+--set model.width=64 for torchvision's width). With --shard I/N, shard (index of the
+source in --sources) % N pretrains it and the other shards wait for it. Every cell then
+uses the k labeled uci_digits training examples per class that its seed draws
+(jaxdapt/data/labeled.py; k = all: every one) and reports uci_digits test accuracy at
+the last step:
+  scratch       negative_transfer.BASELINE: the same model, data and schedule from a
+                random init, so one row serves every source
+  linear_probe  no network training: the JAX logistic regression of jaxdapt/probe.py on
+                the pretrained backbone's pooled features of the k examples, L2 chosen on
+                a stratified validation split of them (k = 1 leaves none to validate on:
+                l2 = 1/n, scikit-learn's default C = 1)
+  knn           the same features, cosine kNN with 20 neighbours (DINO's evaluation)
+  finetune      every parameter from the pretrained backbone, new linear head
+  freeze        conv1, bn1, layer1 and layer2 frozen (no gradient through them)
+  llrd          layer-wise lr decay 0.7 per residual block (the README's value)
+  lp_ft         a linear probe run (backbone frozen), then fine-tuning from it (two runs)
+  l2sp, bss     experiments/transfer/regularized.py at the papers' weights (L2-SP α 0.1,
+                β 0.01; BSS η 0.001 on the smallest singular value)
+The trained cells are the recipes of experiments/transfer (fewshot_finetune, lp_ft,
+regularized) pointed at uci_digits, on one schedule: SGD momentum 0.9, lr 0.01 with the
+DANN decay (the digits recipe), batch 32, STEPS = 100 steps, evaluated once at the end.
+No hyperparameter was chosen on target test accuracy (none was tuned at all): all are
+the recipes' or the papers' defaults, fixed before the table ran.
+
+Cost, measured single-threaded on one core (`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false
+taskset -c 0`): a step 0.19 s (freeze 0.10, the LP stage 0.08), so a run is 23 s once
+its program is in the persistent compilation cache (train.compilation_cache_dir; the
+first run of each strategy in a process compiles ~20 s more), freeze 14 s, LP-FT 34 s;
+a pretraining ~4.6 min. The full table (12 scratch + 2 × 84 runs, 48 probe cells) is
+~75 core-minutes: ~40 minutes as two shards.
+
+A cell loses to scratch when the paired per-seed difference (transfer − scratch) is
+negative beyond seed noise (negative_transfer.verdict); it is marked **NEG** (−x ± y
+points); a negative difference within noise is shown as (−x ± y, noise), unflagged.
+Finished runs are reused (one finished under another config is refused); a failed run is
+recorded and the table goes on. Writes OUT/transfer_table.md and OUT/transfer_table.json.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import platform
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from jaxdapt import grid, negative_transfer as nt
+from jaxdapt.errors import ConfigError
+
+# negative_transfer's paired statistics and reuse guard, shared rather than copied.
+stats = nt._stats  # pylint: disable=protected-access
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "experiments", "transfer")
+PRETRAIN_SEED = 0
+STEPS = 100
+TASK = "syn2uci"  # the recipes' task whose target is uci_digits; the source is replaced
+# One schedule for every trained cell; the target-only runs' "source" is a slice of the
+# target's train split, whose eval (source_val) is never used and only has to be cheap.
+FINETUNE = ("data.source=uci_digits", "data.source_split=train",
+            "data.source_val_split=train[:10%]", "data.target=uci_digits",
+            "data.target_split=train", "data.target_test_split=test", "data.batch_size=32",
+            f"train.steps={STEPS}", "train.log_every=50", f"train.eval_every={STEPS}",
+            f"train.checkpoint_every={STEPS}", "train.keep_checkpoints=1",
+            "train.selection_points=0")
+FREEZE = 'optim.rules=[["model/backbone/(conv1|bn1|layer[12]_[0-9]+)/.*", null], [".*", 1.0]]'
+KNN_NEIGHBOURS = 20
+ALL = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+  """One training run: experiments/transfer/RECIPE.py:ARG,TASK plus overrides."""
+  recipe: str
+  arg: str = ""
+  overrides: tuple[str, ...] = ()
+
+
+TRAINED: dict[str, tuple[Stage, ...]] = {
+    "scratch": (Stage("fewshot_finetune", "", nt.BASELINE),),
+    "finetune": (Stage("fewshot_finetune"),),
+    "freeze": (Stage("fewshot_finetune", "", (FREEZE,)),),
+    "llrd": (Stage("fewshot_finetune", "", ("optim.llrd=0.7",)),),
+    "lp_ft": (Stage("lp_ft", "probe", ("method.name=target_only",)),
+              Stage("lp_ft", "finetune", ("method.name=target_only",))),
+    "l2sp": (Stage("regularized", "l2sp"),),
+    "bss": (Stage("regularized", "bss"),),
+}
+PROBES = ("linear_probe", "knn")
+STRATEGIES = ("scratch", *PROBES, "finetune", "freeze", "llrd", "lp_ft", "l2sp", "bss")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+  """One seed of one table cell; source '' for scratch (it does not depend on one)."""
+  source: str
+  strategy: str
+  k: int
+  seed: int
+
+
+# ------------------------------------------------------------------------------ configs
+
+
+def pretrain_config(source: str, overrides: Sequence[str] = ()):
+  """experiments/transfer/pretrain.py:SOURCE (ValueError naming the allowed sources)."""
+  config = grid.load_config("pretrain", source, EXPERIMENTS, overrides)
+  config.seed = PRETRAIN_SEED
+  return config
+
+
+def stage_config(stage: Stage, k: int, seed: int, model, init_from: str,
+                 overrides: Sequence[str] = ()):
+  """A trained cell's run: the recipe, the pretraining's model (init and dont_load are the
+  recipe's), the shared schedule, k, the start, the stage's and the user's overrides."""
+  config = grid.load_config(stage.recipe, ",".join(filter(None, (stage.arg, TASK))),
+                            EXPERIMENTS)
+  for field, value in model.items():
+    if field not in ("init_from", "dont_load"):
+      config.model[field] = value
+  grid.apply_overrides(config, (*FINETUNE, f"data.target_labeled_per_class={k}",
+                                f"model.init_from={init_from}", *stage.overrides, *overrides))
+  config.seed = seed
+  return config
+
+
+# ------------------------------------------------------------------------------ layout
+
+
+def pretrain_dir(out: str, source: str) -> str:
+  return os.path.join(out, "pretrain", source)
+
+
+def k_name(k: int) -> str:
+  return "all" if k == ALL else str(k)
+
+
+def cell_dir(out: str, cell: Cell) -> str:
+  return os.path.join(out, "runs", cell.source or "none", cell.strategy, f"k_{k_name(cell.k)}",
+                      f"seed_{cell.seed}")
+
+
+def label(cell: Cell) -> str:
+  return f"{cell.source or 'none'}/{cell.strategy}/k={k_name(cell.k)}/seed {cell.seed}"
+
+
+def stage_dirs(out: str, cell: Cell) -> list[str]:
+  """A one-stage cell's run is its directory; a two-stage one has one per stage."""
+  stages, base = TRAINED[cell.strategy], cell_dir(out, cell)
+  return [base] if len(stages) == 1 else [os.path.join(base, s.arg) for s in stages]
+
+
+def cells(sources: Sequence[str], strategies: Sequence[str], ks: Sequence[int],
+          seeds: Sequence[int]) -> list[Cell]:
+  """Scratch first (it needs no pretraining), then source × strategy × k × seed."""
+  out = [Cell("", "scratch", k, s) for k in ks for s in seeds]
+  return out + [Cell(src, st, k, s) for src in sources for st in strategies if st != "scratch"
+                for k in ks for s in seeds]
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def check_reusable(workdir: str, config) -> None:
+  """negative_transfer's guard (a finished run is reused only under its own config),
+  naming the run: the fix is another --out or the original --set."""
+  try:
+    nt._check_reusable(workdir, config)  # pylint: disable=protected-access
+  except ConfigError as e:
+    raise ConfigError(f"{workdir}: {e}") from None
+
+
+def _read(path: str) -> dict[str, Any]:
+  with open(path) as f:
+    return json.load(f)
+
+
+def pretrain(out: str, source: str, overrides: Sequence[str], train_missing: bool
+             ) -> dict[str, Any]:
+  """The pretraining run of `source` (reused when finished under the same config)."""
+  workdir = pretrain_dir(out, source)
+  make = functools.partial(pretrain_config, source, overrides)
+  check_reusable(workdir, make())
+  stale = os.path.join(workdir, "error.txt")
+  if train_missing and os.path.exists(stale) and not os.path.exists(
+      os.path.join(workdir, "summary.json")):
+    os.remove(stale)  # a retry: shards waiting on it must not read the old failure
+  return grid.train_or_reuse(workdir, make, {"source": source, "stage": "pretrain"},
+                             f"pretrain/{source}", train_missing)
+
+
+def wait_for_pretrain(out: str, source: str, poll_s: float = 10.0) -> dict[str, Any]:
+  """The summary of a pretraining another shard runs (or its error)."""
+  workdir, printed = pretrain_dir(out, source), False
+  while True:
+    if os.path.exists(os.path.join(workdir, "summary.json")):
+      return {**_read(os.path.join(workdir, "summary.json")), "reused": True}
+    if os.path.exists(os.path.join(workdir, "error.txt")):
+      return {"source": source, "error": f"pretraining failed: see {workdir}/error.txt"}
+    if not printed:
+      print(f"[table] waiting for {workdir} (another shard pretrains it)", flush=True)
+      printed = True
+    time.sleep(poll_s)
+
+
+def run_trained(out: str, cell: Cell, model, overrides: Sequence[str],
+                train_missing: bool) -> dict[str, Any]:
+  """The cell's stages in order, each starting from the previous one (the first from the
+  pretrained source; scratch from nothing, by the BASELINE overrides)."""
+  init_from = pretrain_dir(out, cell.source) if cell.source else ""
+  result: dict[str, Any] = {}
+  walls: list[float] = []
+  for stage, workdir in zip(TRAINED[cell.strategy], stage_dirs(out, cell)):
+    make = functools.partial(stage_config, stage, cell.k, cell.seed, model, init_from,
+                             overrides)
+    check_reusable(workdir, make())
+    result = grid.train_or_reuse(workdir, make, dataclasses.asdict(cell), label(cell),
+                                 train_missing)
+    if "error" in result or "missing" in result:
+      return result
+    walls.append(result.get("wall_s", 0.0))
+    init_from = workdir
+  return {**result, "wall_s": sum(walls)}
+
+
+def backbone_features(out: str, source: str, model, overrides: Sequence[str]
+                      ) -> dict[str, dict[str, np.ndarray]]:
+  """Pooled features of the pretrained backbone on uci_digits train and test, stored in
+  OUT/features/SOURCE/{train,test} (extracted once; eval-mode BN, no training)."""
+  import jax
+  from jaxdapt import features, train
+  config = stage_config(TRAINED["finetune"][0], ALL, PRETRAIN_SEED, model,
+                        pretrain_dir(out, source), overrides)
+  summary = _read(os.path.join(pretrain_dir(out, source), "summary.json"))
+  meta = {"model": pretrain_dir(out, source), "steps": summary["steps"],
+          "source_val_acc": summary["source_val_acc_last"]}
+  arrays, exp, forward, state = {}, None, None, None
+  for split, key in (("train", "target"), ("test", "target_test")):
+    path = os.path.join(out, "features", source, split)
+    stored = features.load_store(path, {**meta, "split": split})
+    if stored is None:
+      if exp is None:
+        exp = train.build(config)
+        state = train.load_init_from(exp, exp.init(jax.random.key(PRETRAIN_SEED)))
+        state, forward = train.eval_states(exp, state)["target"], features.forward_fn(exp)
+      stored = features.extract(exp, forward, state, exp.sources[key])
+      features.save_store(path, stored, {**meta, "split": split})
+    arrays[split] = stored
+  return arrays
+
+
+def probe_accuracy(strategy: str, arrays: dict[str, dict[str, np.ndarray]], k: int,
+                   seed: int) -> dict[str, Any]:
+  """Linear probe or kNN on the features of the seed's k examples per class: the same
+  draw as the fine-tuning runs' labeled batch (labeled.select_per_class of the train split)."""
+  from jaxdapt import probe
+  from jaxdapt.data.labeled import select_per_class
+  train, test = arrays["train"], arrays["test"]
+  idx = select_per_class(train["labels"], k, seed)
+  x, y = train["features"][idx], train["labels"][idx]
+  num_classes = int(max(train["labels"].max(), test["labels"].max())) + 1
+  extra: dict[str, Any] = {}
+  if strategy == "linear_probe":
+    one_shot = np.bincount(y).max() < 2  # no example left per class to validate on
+    fitted = probe.fit_linear_probe(x, y, num_classes, seed=seed,
+                                    l2_grid=(1.0 / len(y),) if one_shot else probe.L2_GRID)
+    predicted, extra = fitted.predict(test["features"]), {"l2": fitted.l2}
+  else:
+    predicted = probe.knn_predict(x, y, test["features"], k=KNN_NEIGHBOURS,
+                                  num_classes=num_classes)
+  return {"target_acc_last": float((predicted == test["labels"]).mean()),
+          "labeled_indices": idx.tolist(), **extra}
+
+
+def run_probe(out: str, cell: Cell, model, overrides: Sequence[str], train_missing: bool
+              ) -> dict[str, Any]:
+  """A probe cell's summary.json, computed unless it exists (no network training)."""
+  path = os.path.join(cell_dir(out, cell), "summary.json")
+  if os.path.exists(path):
+    return {**_read(path), "reused": True}
+  if not train_missing:
+    return {**dataclasses.asdict(cell), "missing": True}
+  start = time.perf_counter()
+  arrays = backbone_features(out, cell.source, model, overrides)
+  summary = {**dataclasses.asdict(cell), **probe_accuracy(cell.strategy, arrays, cell.k,
+                                                           cell.seed)}
+  summary["wall_s"] = time.perf_counter() - start
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, "w") as f:
+    json.dump(summary, f, indent=2)
+  return summary
+
+
+# ------------------------------------------------------------------------------ table
+
+
+def negative(difference: dict[str, Any]) -> bool:
+  """Transfer loses to scratch beyond seed noise (the verdict without '(within seed noise)')."""
+  return difference["mean"] < 0 and not nt.within_noise(difference)
+
+
+def cell_report(accs: dict[int, float], scratch: dict[int, float] | None) -> dict[str, Any]:
+  """Mean ± std (points) of a cell's seeds and, against scratch's same seeds (None: the
+  scratch row itself), the paired difference and negative_transfer's verdict."""
+  if not accs:
+    return {}
+  report: dict[str, Any] = {**stats([100 * accs[s] for s in sorted(accs)]),
+                            "seeds": sorted(accs)}
+  paired = sorted(accs.keys() & (scratch or {}).keys())
+  if paired:
+    report["difference"] = stats([100 * (accs[s] - scratch[s]) for s in paired])
+    report["verdict"] = nt.verdict(report["difference"])
+    report["negative_transfer"] = negative(report["difference"])
+  return report
+
+
+def cell_text(report: dict[str, Any], n_seeds: int) -> str:
+  if not report:
+    return "–"
+  text = f"{report['mean']:.1f} ± {report['std']:.1f}"
+  if len(report["seeds"]) < n_seeds:
+    text += f" ({len(report['seeds'])}/{n_seeds} seeds)"
+  d = report.get("difference")
+  if d and d["mean"] < 0:
+    numbers = f"−{-d['mean']:.1f} ± {d['std']:.1f}"
+    text += f" **NEG** ({numbers})" if report["negative_transfer"] else f" ({numbers}, noise)"
+  return text
+
+
+def rows(sources: Sequence[str], strategies: Sequence[str]) -> list[tuple[str, str]]:
+  return [("", "scratch")] + [(src, st) for src in sources for st in strategies
+                              if st != "scratch"]
+
+
+def tabulate(results: dict[Cell, dict[str, Any]], sources: Sequence[str],
+             strategies: Sequence[str], ks: Sequence[int], n_seeds: int
+             ) -> tuple[str, dict[str, Any]]:
+  """Markdown (rows source × strategy, columns k) and the same numbers as data."""
+  def accs(source: str, strategy: str, k: int) -> dict[int, float]:
+    return {c.seed: r["target_acc_last"] for c, r in results.items()
+            if (c.source, c.strategy, c.k) == (source, strategy, k) and "target_acc_last" in r}
+
+  data: dict[str, Any] = {}
+  lines = ["| source | strategy | " + " | ".join(f"k={k_name(k)}" for k in ks) + " |",
+           "|" + "---|" * (2 + len(ks))]
+  for source, strategy in rows(sources, strategies):
+    texts = []
+    for k in ks:
+      report = (cell_report(accs("", "scratch", k), None) if strategy == "scratch"
+                else cell_report(accs(source, strategy, k), accs("", "scratch", k)))
+      data[f"{source or 'none'}/{strategy}/k={k_name(k)}"] = report
+      texts.append(cell_text(report, n_seeds))
+    lines.append(f"| {source or '–'} | {strategy} | " + " | ".join(texts) + " |")
+  return "\n".join(lines), data
+
+
+def backbone_line(model) -> str:
+  """What was pretrained, e.g. 'resnet18, 32×32 stem, 16 base channels'."""
+  parts = [model.name] + (["32×32 stem"] if model.small_input else [])
+  if model.width:
+    parts.append(f"{model.width} base channels (CPU budget; model.width=64: torchvision's)")
+  return ", ".join(parts)
+
+
+def pretrain_lines(pretrained: dict[str, dict[str, Any]]) -> str:
+  out = []
+  for source, s in pretrained.items():
+    if "target_acc_last" not in s:
+      out.append(f"- {source}: {s.get('error', 'not run')}")
+      continue
+    out.append(f"- {source}: {s['steps']} steps, source val "
+               f"{100 * s['source_val_acc_last']:.1f}%, uci_digits test without "
+               f"fine-tuning {100 * s['target_acc_last']:.1f}%")
+  return "\n".join(out)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def _names(text: str, allowed: Sequence[str], flag: str) -> list[str]:
+  names = list(allowed) if text == "all" else text.split(",")
+  bad = [n for n in names if n not in allowed]
+  if bad:
+    raise ConfigError(f"{flag}: unknown {', '.join(map(repr, bad))}; allowed: "
+                      f"{', '.join(allowed)} (or all)")
+  return names
+
+
+def _ks(text: str) -> list[int]:
+  ks = []
+  for item in text.split(","):
+    k = ALL if item == "all" else int(item) if item.isdigit() else 0
+    if k == 0:
+      raise ConfigError(f"--k: {item!r} is not a positive integer or 'all'")
+    ks.append(k)
+  return ks
+
+
+def _shard(text: str) -> tuple[int, int]:
+  i, _, n = text.partition("/")
+  if not (i.isdigit() and n.isdigit() and int(i) < int(n)):
+    raise ConfigError(f"--shard: {text!r} must be I/N with 0 <= I < N, e.g. 0/2")
+  return int(i), int(n)
+
+
+def check_configs(sources: Sequence[str], overrides: Sequence[str]):
+  """Every config loads (a typo in --sources or --set fails before any training) and the
+  sources share one backbone (scratch is one row for all); returns that model group."""
+  from jaxdapt import config as config_lib
+  models = {}
+  for source in sources:
+    try:
+      models[source] = pretrain_config(source, overrides).model
+    except ValueError as e:
+      raise ConfigError(f"--sources: {e}") from None
+  model = next(iter(models.values()))
+  if any(m.to_json() != model.to_json() for m in models.values()):
+    raise ConfigError("--sources: the pretraining configs build different models; the "
+                      "scratch row needs one")
+  for stages in TRAINED.values():
+    for stage in stages:
+      config_lib.validate(stage_config(stage, 1, 0, model, "x", overrides))
+  return model
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--out", default="results/transfer")
+  parser.add_argument("--seeds", default="1,2,3")
+  parser.add_argument("--k", default="1,5,10,all", help="labels per class; 'all': every one")
+  parser.add_argument("--sources", default="fashion,syn_digits")
+  parser.add_argument("--strategies", default="all",
+                      help=f"'all' or some of {','.join(STRATEGIES)} (scratch always runs)")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                      help="config override for every run, pretraining included")
+  parser.add_argument("--shard", default="0/1", help="I/N: run only cells with index % N == I")
+  parser.add_argument("--table-only", action="store_true",
+                      help="train nothing: tabulate the finished runs")
+  args = parser.parse_args(argv)
+  try:
+    sources = args.sources.split(",")  # check_configs names the allowed ones
+    strategies = _names(args.strategies, STRATEGIES, "--strategies")
+    ks, shard = _ks(args.k), _shard(args.shard)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    model = check_configs(sources, args.set)
+  except (ConfigError, KeyError, ValueError) as e:
+    parser.exit(2, f"error: {e}\n")
+  try:
+    return run_table(args, sources, strategies, ks, seeds, shard, model)
+  except ConfigError as e:  # a finished run in OUT under another config
+    parser.exit(2, f"error: {e}\n")
+
+
+def hardware() -> str:
+  import jax
+  return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} of "
+          f"{os.cpu_count()} cores usable, jax {jax.__version__} on {jax.devices()[0].platform}")
+
+
+def run_table(args: argparse.Namespace, sources: Sequence[str], strategies: Sequence[str],
+              ks: Sequence[int], seeds: Sequence[int], shard: tuple[int, int], model
+              ) -> dict[str, Any]:
+  """Pretrains this shard's sources, runs its cells, and (unsharded or --table-only)
+  writes and prints the table."""
+  from jaxdapt import compile_cache
+  start, train_missing = time.perf_counter(), not args.table_only
+  # Every seed, k and source of a strategy runs one program: compiled once, then loaded.
+  compile_cache.enable(pretrain_config(sources[0], args.set).train.compilation_cache_dir)
+  index, count = (0, 1) if args.table_only else shard
+  needed = any(st != "scratch" for st in strategies)
+  pretrained = {src: pretrain(args.out, src, args.set, train_missing)
+                for i, src in enumerate(sources) if needed and i % count == index}
+  results: dict[Cell, dict[str, Any]] = {}
+  for i, cell in enumerate(cells(sources, strategies, ks, seeds)):
+    if i % count != index:
+      continue
+    if cell.source and cell.source not in pretrained:
+      pretrained[cell.source] = wait_for_pretrain(args.out, cell.source)
+    pre = pretrained.get(cell.source, {})
+    if "error" in pre or "missing" in pre:
+      results[cell] = {**dataclasses.asdict(cell), **{k: pre[k] for k in ("error", "missing")
+                                                      if k in pre}}
+      continue
+    run = run_probe if cell.strategy in PROBES else run_trained
+    results[cell] = r = run(args.out, cell, model, args.set, train_missing)
+    if "target_acc_last" in r:
+      print(f"[table] {label(cell)}: {100 * r['target_acc_last']:.1f}%"
+            f"{' [reused]' if r.get('reused') else ''}", flush=True)
+  trained_now = sum(1 for r in (*pretrained.values(), *results.values())
+                    if not {"reused", "missing", "error"} & r.keys())
+  summary = {"sources": list(sources), "strategies": list(strategies),
+             "k": [k_name(k) for k in ks], "seeds": list(seeds), "overrides": list(args.set),
+             "pretrain": pretrained, "trained_now": trained_now,
+             "runs": [{**dataclasses.asdict(c), **r} for c, r in results.items()]}
+  if count > 1:
+    print(f"[table] shard {index}/{count} done ({trained_now} runs trained); render the whole "
+          f"table with --table-only", flush=True)
+    return summary
+  md, summary["table"] = tabulate(results, sources, strategies, ks, len(seeds))
+  wall = time.perf_counter() - start
+  run_wall = sum(r.get("wall_s", 0.0) for r in (*pretrained.values(), *results.values()))
+  failed = [f"{label(c)}: {r['error']}" for c, r in results.items() if "error" in r]
+  summary.update(wall_s=wall, run_wall_s=run_wall, hardware=hardware(), failed=failed)
+  text = (f"uci_digits test accuracy (%, last step), mean ± std over seeds "
+          f"{', '.join(map(str, seeds))}; k labeled training examples per class. **NEG** "
+          f"(−x ± y): transfer loses to scratch at that k by x ± y points (paired per-seed "
+          f"difference, beyond seed noise); (−x ± y, noise): a loss within seed noise.\n\n"
+          f"{md}\n\nPretrained backbones ({backbone_line(model)}; seed {PRETRAIN_SEED}):\n"
+          f"{pretrain_lines(pretrained)}"
+          f"\n\n{len(results)} cells + {len(pretrained)} pretrainings, {run_wall / 60:.1f} min "
+          f"of runs in all (sum of their wall times; {trained_now} trained by this invocation, "
+          f"{wall / 60:.1f} min) on {summary['hardware']}; overrides: "
+          f"{' '.join(args.set) or 'none'}."
+          + (f"\n\nFailed ({len(failed)}):\n" + "\n".join(f"- {f}" for f in failed)
+             if failed else "") + "\n")
+  os.makedirs(args.out, exist_ok=True)
+  with open(os.path.join(args.out, "transfer_table.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(args.out, "transfer_table.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+  print(text, flush=True)
+  return summary
+
+
+if __name__ == "__main__":
+  main()

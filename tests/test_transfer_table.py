@@ -1,0 +1,141 @@
+"""The transfer table (jaxdapt/transfer_table.py): a tiny end-to-end table, reuse, shards,
+the negative-transfer flag, name checks, and the probes' k examples."""
+import functools
+import json
+import os
+
+import jax
+import pytest
+from test_train import data_dir  # noqa: F401  (the session fixture)
+
+from jaxdapt import config as config_lib, grid, train, transfer_table as tt
+from jaxdapt.methods.fewshot import LABELED
+
+SOURCE = "tiny"
+
+
+def _tiny_pretrain_config(source, overrides=()):
+  """LeNet with BatchNorm pretrained 2 steps on uci_digits_m: the table's plumbing, not
+  its numbers (its conv1/bn1 are the frozen first stage, conv<i>/bn<i> LLRD's depths)."""
+  if source != SOURCE:
+    raise ValueError(f"tiny pretrain: source {source!r}; allowed: {SOURCE}")
+  c = config_lib.base_config()
+  c.data.source, c.data.source_val_split, c.data.target = "uci_digits_m", "test", "uci_digits"
+  c.model.name, c.model.norm, c.model.head_hidden = "lenet", "batch", ()
+  c.train.steps = c.train.log_every = c.train.eval_every = c.train.checkpoint_every = 2
+  c.train.selection_points = 0
+  c = grid.apply_overrides(c, overrides)
+  c.seed = tt.PRETRAIN_SEED
+  return c
+
+
+@pytest.fixture
+def xla_cache(tmp_path, monkeypatch):
+  """A fresh persistent compilation cache holding even the tiny programs (each strategy
+  compiles once, as in a real table), and the session's cache settings back afterwards."""
+  from jax.experimental.compilation_cache import compilation_cache
+  from jaxdapt import compile_cache
+  monkeypatch.setattr(compile_cache, "enable",
+                      functools.partial(compile_cache.enable, min_compile_time_s=0))
+  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+           "jax_persistent_cache_min_entry_size_bytes")
+  saved = {n: getattr(jax.config, n) for n in names}
+  compilation_cache.reset_cache()  # earlier tests compiled without one
+  yield str(tmp_path / "xla_cache")
+  for name, value in saved.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+@pytest.fixture
+def tiny(monkeypatch, data_dir, xla_cache):  # noqa: F811
+  """--set arguments of a tiny table, on one device (half the compile time); k examples
+  are drawn from the first 200 uci_digits train images, accuracy is on 64 test images."""
+  monkeypatch.setattr(tt, "pretrain_config", _tiny_pretrain_config)
+  build = train.build
+  monkeypatch.setattr(train, "build", lambda config, devices=None: build(config,
+                                                                         jax.devices()[:1]))
+  sets = [f"data.data_dir={data_dir}", "train.steps=2", "data.batch_size=8",
+          "data.eval_batch_size=64", "data.target_split=train[:200]",
+          "data.target_test_split=test[:64]", f"train.compilation_cache_dir={xla_cache}"]
+  return [a for s in sets for a in ("--set", s)]
+
+
+def test_tiny_table_shards_reuse_and_same_k_examples(tiny, tmp_path, monkeypatch, capsys):
+  out = str(tmp_path / "out")
+  args = ["--out", out, "--seeds", "1", "--k", "1,2", "--sources", SOURCE, *tiny]
+  shards = [tt.main(args + ["--shard", f"{i}/2"]) for i in range(2)]
+  assert not os.path.exists(os.path.join(out, "transfer_table.md"))  # shards only train
+  # 2 scratch + 8 strategies x 2 k cells + the pretraining, split between the shards
+  # (shard 1 waits for the pretraining that shard 0 owns: here it is already done).
+  assert sum(s["trained_now"] for s in shards) == 2 + 8 * 2 + 1
+  assert all(s["trained_now"] > 0 for s in shards)
+
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: calls.append(a))
+  monkeypatch.setattr(tt, "probe_accuracy", lambda *a, **k: calls.append(a))
+  summary = tt.main(args + ["--table-only"])  # renders both shards' runs
+  again = tt.main(args)  # a whole invocation over finished runs trains nothing
+  assert calls == [] and again["trained_now"] == 0 and not again["failed"]
+  assert summary["table"] == again["table"]
+
+  md = open(os.path.join(out, "transfer_table.md")).read()
+  assert md in capsys.readouterr().out
+  assert "| source | strategy | k=1 | k=2 |" in md
+  for strategy in tt.STRATEGIES:
+    source = "–" if strategy == "scratch" else SOURCE
+    row = next(line for line in md.splitlines() if line.startswith(f"| {source} | {strategy} |"))
+    assert row.count(" ± ") >= 2 and "–" not in row[len(f"| {source} |"):], row
+  saved = json.load(open(os.path.join(out, "transfer_table.json")))
+  assert set(saved["table"]) == {f"{'none' if s == 'scratch' else SOURCE}/{s}/k={k}"
+                                 for s in tt.STRATEGIES for k in ("1", "2")}
+  assert all("verdict" in v for k, v in saved["table"].items() if "/scratch/" not in k)
+
+  # The probes saw exactly the examples the fine-tuning runs trained on.
+  sets = tiny[1::2]
+  model = tt.check_configs([SOURCE], sets)
+  for k in (1, 2):
+    config = tt.stage_config(tt.TRAINED["finetune"][0], k, 1, model,
+                             tt.pretrain_dir(out, SOURCE), sets)
+    trained_on = train.build(config).sources[LABELED].indices.tolist()
+    assert len(trained_on) == 10 * k
+    for strategy in tt.PROBES:
+      run = json.load(open(os.path.join(tt.cell_dir(out, tt.Cell(SOURCE, strategy, k, 1)),
+                                        "summary.json")))
+      assert run["labeled_indices"] == trained_on
+
+
+def _results(accuracies):
+  """{Cell: summary} from {(source, strategy): per-seed accuracies} at k = 5."""
+  return {tt.Cell(src, st, 5, seed): {"target_acc_last": a}
+          for (src, st), accs in accuracies.items() for seed, a in enumerate(accs)}
+
+
+def test_negative_transfer_flag_exactly_when_losing_beyond_noise():
+  results = _results({("", "scratch"): [0.60, 0.62, 0.64],
+                      ("a", "finetune"): [0.50, 0.51, 0.55],    # −10 ± 0.8: flagged
+                      ("a", "knn"): [0.62, 0.60, 0.63],         # −0.3 ± 1.7: noise
+                      ("a", "l2sp"): [0.70, 0.72, 0.74]})       # +10: helps
+  md, data = tt.tabulate(results, ["a"], ["scratch", "finetune", "knn", "l2sp"], [5], 3)
+  lines = {line.split(" | ")[1]: line for line in md.splitlines()[2:]}
+  assert "**NEG** (−10.0 ± 0.8)" in lines["finetune"]
+  assert data["a/finetune/k=5"]["negative_transfer"] is True
+  assert data["a/finetune/k=5"]["verdict"] == (
+      "NEGATIVE TRANSFER: transfer loses by 10.0 ± 0.8 points")
+  assert "NEG" not in lines["knn"] and "(−0.3 ± 1.7, noise)" in lines["knn"]
+  assert data["a/knn/k=5"]["negative_transfer"] is False
+  assert "NEG" not in lines["l2sp"] and "−" not in lines["l2sp"]
+  assert "NEG" not in lines["scratch"] and "difference" not in data["none/scratch/k=5"]
+  assert "62.0 ± 1.6" in lines["scratch"]
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--strategies", "finetune,fintune", "allowed: scratch, linear_probe, knn, finetune"),
+    ("--sources", "fashion,fashon", "allowed: fashion, syn_digits"),
+])
+def test_a_typo_in_names_lists_the_allowed_ones(tmp_path, capsys, flag, value, allowed):
+  with pytest.raises(SystemExit) as e:
+    tt.main(["--out", str(tmp_path), flag, value])
+  err = capsys.readouterr().err
+  assert e.value.code == 2 and value.split(",")[1] in err and allowed in err, err
+  assert not os.listdir(tmp_path)
