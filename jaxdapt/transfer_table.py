@@ -453,6 +453,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   parser.add_argument("--table-only", action="store_true",
                       help="train nothing: tabulate the finished runs")
   args = parser.parse_args(argv)
+  # Runs record model.init_from under OUT: absolute, so a rerun from another directory
+  # (or with OUT spelt differently) reuses them instead of refusing them.
+  args.out = os.path.abspath(args.out)
   try:
     sources = args.sources.split(",")  # check_configs names the allowed ones
     strategies = _names(args.strategies, STRATEGIES, "--strategies")
