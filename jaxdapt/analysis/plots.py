@@ -183,18 +183,18 @@ def plot_training_curves(path: str, metrics: str | Sequence[Mapping[str, Any]], 
   for name, step in (marks or {}).items():
     by_step.setdefault(step, []).append(name)
   for ax, (ylabel, lines) in zip(axes, panels):
-    drawn: list[tuple[str, np.ndarray]] = []
+    drawn: list[tuple[np.ndarray, Any]] = []  # (points, their Line2D)
     for name, pts in lines:
       if not len(pts):
         continue
-      same = next((n for n, p in drawn if p.shape == pts.shape and np.array_equal(p, pts)), None)
+      same = next((line for p, line in drawn if p.shape == pts.shape and np.array_equal(p, pts)),
+                  None)
       if same is not None:  # e.g. DANN's transfer_loss is its domain_loss: say so, once
-        ax.lines[[n for n, _ in drawn].index(same)].set_label(
-            ax.lines[[n for n, _ in drawn].index(same)].get_label() + f" = {name}")
+        same.set_label(f"{same.get_label()} = {name}")
         continue
-      drawn.append((name, pts))
-      ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3,
-              ls="--" if name == "train_acc" else "-", label=name)
+      line, = ax.plot(pts[:, 0], pts[:, 1], marker="o" if len(pts) < 30 else None, ms=3,
+                      ls="--" if name == "train_acc" else "-", label=name)
+      drawn.append((pts, line))
     for j, (step, names) in enumerate(sorted(by_step.items())):
       ax.axvline(step, color=f"C{(j + 5) % 10}", ls=":", lw=1.2,
                  label=f"{', '.join(names)} @ {step}")
