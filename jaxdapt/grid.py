@@ -3,6 +3,10 @@
   python -m jaxdapt.grid --tasks syn2uci,uci2ucim \
       --methods source_only,dann,dan,deep_coral,target_oracle --seeds 0,1,2 --out results/digits
 
+Two-stage methods (ADDA, TENT, SHOT) name their stage 1 in their experiment file
+(STAGE1); the grid trains that run for the same task and seed first (or reuses it)
+and starts the method from it, so `--methods all` needs no manual chaining.
+
 Each run lives in OUT/runs/TASK/METHOD/seed_N. A run whose summary.json exists
 is reused, not redone; a half-finished run resumes from its checkpoint; a run
 that fails (NaN loss, bad config) is recorded with its error and the grid goes
@@ -26,12 +30,28 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+# Table order for `--methods all`: bounds, then the method families of issue #3; experiment
+# files not listed here follow alphabetically.
+METHOD_ORDER = ("source_only", "dann", "dan", "deep_coral", "cdan", "cdan_e", "dann_bsp", "mdd",
+                "jan", "mcd", "afn", "mcc", "entropy_min", "adabn", "dsbn", "fixmatch", "adda",
+                "shot_source", "shot", "tent", "target_oracle")
+NOT_METHODS = ("default",)  # experiment files that are not one method (default runs two)
+
 SELECTIONS = (("target_acc_last", "last step"),
               ("target_acc_best_source_val", "best source-val"),
               ("target_acc_oracle", "best target-test (oracle)"))
 
 
-def load_config(method: str, task: str, experiments_dir: str, overrides: Sequence[str] = ()):
+def all_methods(experiments_dir: str) -> list[str]:
+  """Every method with an experiment file in `experiments_dir`, in METHOD_ORDER."""
+  names = sorted(f[:-3] for f in os.listdir(experiments_dir)
+                 if f.endswith(".py") and not f.startswith("_") and f[:-3] not in NOT_METHODS)
+  rank = {m: i for i, m in enumerate(METHOD_ORDER)}
+  return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
+
+
+def experiment_module(method: str, experiments_dir: str):
+  """The experiment file METHOD.py, imported (its get_config and optional grid hints)."""
   path = os.path.join(experiments_dir, f"{method}.py")
   if not os.path.exists(path):
     from jaxdapt.errors import ConfigError
@@ -39,7 +59,23 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
   spec = importlib.util.spec_from_file_location(f"_jaxdapt_cfg_{method}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return apply_overrides(module.get_config(task), overrides)
+  return module
+
+
+def load_config(method: str, task: str, experiments_dir: str, overrides: Sequence[str] = ()):
+  """METHOD's config for TASK with the grid's overrides, except the fields the experiment
+  file pins (GRID_PINNED, e.g. TENT's one pass over the test stream: a grid-wide
+  train.steps=500 must not turn it into five passes)."""
+  module = experiment_module(method, experiments_dir)
+  pinned = set(getattr(module, "GRID_PINNED", ()))
+  return apply_overrides(module.get_config(task),
+                         [o for o in overrides if o.split("=", 1)[0] not in pinned])
+
+
+def stage1_of(method: str, experiments_dir: str) -> str | None:
+  """The method whose finished run a two-stage method starts from (the experiment
+  file's STAGE1: ADDA and TENT from source_only, SHOT from shot_source), else None."""
+  return getattr(experiment_module(method, experiments_dir), "STAGE1", None)
 
 
 def apply_overrides(config, overrides: Sequence[str] = ()):
@@ -56,14 +92,25 @@ def apply_overrides(config, overrides: Sequence[str] = ()):
 
 def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
             overrides: Sequence[str], train_missing: bool = True) -> dict[str, Any]:
+  ident = {"method": method, "task": task, "seed": seed}
+  stage1 = stage1_of(method, experiments_dir)
+  stage1_dir = os.path.join(out, "runs", task, stage1 or "", f"seed_{seed}")
+  if stage1:  # the same task, seed and overrides as this run; reused when finished
+    first = run_one(stage1, task, seed, out, experiments_dir, overrides, train_missing)
+    if "error" in first:
+      return {**ident, "error": f"stage 1 ({stage1}) failed: {first['error']}"}
+    if "missing" in first:
+      return {**ident, "missing": True}
+
   def make_config():
     config = load_config(method, task, experiments_dir, overrides)
     config.seed = seed
+    if stage1:
+      config.model.init_from = os.path.abspath(stage1_dir)
     return config
 
   return train_or_reuse(os.path.join(out, "runs", task, method, f"seed_{seed}"), make_config,
-                        {"method": method, "task": task, "seed": seed},
-                        f"{task}/{method}/seed {seed}", train_missing)
+                        ident, f"{task}/{method}/seed {seed}", train_missing)
 
 
 def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str, Any],
@@ -186,7 +233,9 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--tasks", default="syn2uci,syn2ucim,uci2ucim,fashion2fashionm")
-  parser.add_argument("--methods", default="source_only,dann,dan,deep_coral,target_oracle")
+  parser.add_argument("--methods", default="source_only,dann,dan,deep_coral,target_oracle",
+                      help="comma-separated experiment names, or 'all' (every file in "
+                      "--experiments but default.py)")
   parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--out", default="results/digits")
   parser.add_argument("--experiments", default="experiments/digits")
@@ -195,7 +244,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--table-only", action="store_true",
                       help="train nothing: tabulate the finished runs, list the others as not run")
   args = parser.parse_args(argv)
-  tasks, methods = args.tasks.split(","), args.methods.split(",")
+  tasks = args.tasks.split(",")
+  methods = (all_methods(args.experiments) if args.methods == "all"
+             else args.methods.split(","))
   seeds = [int(s) for s in args.seeds.split(",")]
   # A typo in --methods/--tasks/--set fails now, not hours into the grid.
   from jaxdapt.errors import ConfigError

@@ -28,8 +28,8 @@ def _fake_training(calls, fail=()):
     if config.method.name in fail:
       raise FloatingPointError("boom")
     acc = 0.5 + 0.01 * config.seed
-    _write_run(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(workdir)))),
-               "uci2ucim", config.method.name, config.seed,
+    runs, task, method, _ = workdir.rsplit(os.sep, 3)
+    _write_run(os.path.dirname(runs), task, method, config.seed,
                [{"step": 1, "target_test_acc": acc, "source_val_acc": 0.9,
                  "target_test_im": 1.0}], summary=False)
     return {"method": config.method.name, "seed": config.seed, "target_acc_last": acc,
@@ -117,3 +117,53 @@ def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
   # dann: +10.0 with stds of 0.8 → clear; dan: +5.0 but std 4.0 → not clear; seed 2 not run.
   assert "| uci2ucim | dann | 3 | 51.0 ± 0.8 (+10.0, > 2 std) |" in md
   assert "| uci2ucim | dan | 2 (1 not run) | 46.0 ± 4.0 (+5.0) |" in md
+
+
+def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
+  """ADDA/TENT/SHOT name their stage 1 (STAGE1): the grid trains it once per task and seed,
+  passes its workdir as model.init_from, and a grid-wide override skips GRID_PINNED fields."""
+  out = str(tmp_path / "grid")
+  seen = []
+  fake = _fake_training([])
+
+  def recording(config, workdir):
+    seen.append((config.method.name, config.seed, config.model.init_from, config.train.steps))
+    return fake(config, workdir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", recording)
+  grid.main(["--tasks", "uci2ucim", "--methods", "adda,tent", "--seeds", "0",
+             "--out", out, "--set", "train.steps=7"])
+  so_dir = os.path.abspath(os.path.join(out, "runs", "uci2ucim", "source_only", "seed_0"))
+  tent_steps = grid.load_config("tent", "uci2ucim", "experiments/digits").train.steps
+  assert tent_steps != 7
+  # source_only once (reused by tent), both stage-2 runs from its workdir; TENT keeps its
+  # one pass over the test stream.
+  assert seen == [("source_only", 0, "", 7), ("adda", 0, so_dir, 7),
+                  ("tent", 0, so_dir, tent_steps)]
+
+
+def test_a_failed_stage1_is_reported_on_the_stage2_run(tmp_path, monkeypatch):
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls, fail=("source_only",)))
+  out = str(tmp_path / "grid")
+  grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann", "--seeds", "0", "--out", out])
+  assert calls == [("source_only", 0), ("dann", 0)]  # adda not attempted; dann still ran
+  results = json.load(open(os.path.join(out, "results.json")))["results"]
+  assert results[0]["error"].startswith("stage 1 (source_only) failed: FloatingPointError")
+
+
+def test_methods_all_trains_every_experiment_once(tmp_path, monkeypatch):
+  trained = []
+  fake = _fake_training([])
+  monkeypatch.setattr(train, "train_and_evaluate",
+                      lambda config, workdir: (trained.append(workdir.split(os.sep)[-2]),
+                                               fake(config, workdir))[1])
+  out = str(tmp_path / "grid")
+  grid.main(["--tasks", "uci2ucim", "--methods", "all", "--seeds", "0", "--out", out])
+  files = sorted(f[:-3] for f in os.listdir("experiments/digits")
+                 if f.endswith(".py") and f != "default.py")
+  # Stage-1 runs (source_only, shot_source) are trained once although three methods need them.
+  assert sorted(trained) == files
+  rows = [line.split(" | ")[1] for line in open(os.path.join(out, "results.md"))
+          if line.startswith("| uci2ucim |")]
+  assert rows[0] == "source_only" and rows[-1] == "target_oracle" and len(rows) == 2 * len(files)

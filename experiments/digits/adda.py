@@ -16,6 +16,8 @@ Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config path
 """
 from jaxdapt.config import digits_config
 
+STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
+
 
 def get_config(task: str = "syn2uci"):
   config = digits_config(task)

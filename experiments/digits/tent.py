@@ -19,6 +19,9 @@ target other than uci_digits(_m) set --config.train.steps to ⌊test images / 64
 """
 from jaxdapt.config import digits_config
 
+STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
+GRID_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")  # the method's own schedule; grid-wide overrides skip these
+
 TEST_IMAGES = 719  # the uci_digits / uci_digits_m test split
 
 
