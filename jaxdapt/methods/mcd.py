@@ -124,14 +124,12 @@ def mcd_train_step(state, batch: dict, *, model, method: MCD, tx: optax.Gradient
   params, opt_state, stats, m_b = step("B", params, opt_state, stats, batch,
                                        jax.random.fold_in(rng, 1))
 
-  def generator_step(i, carry):
-    p, o, s, _ = carry
-    p, o, s, m = step("C", p, o, s, batch, jax.random.fold_in(rng, 2 + i))
-    return p, o, s, m["discrepancy"]
-
-  params, opt_state, stats, disc = jax.lax.fori_loop(
-      0, method.config.mcd_generator_steps, generator_step,
-      (params, opt_state, stats, jnp.zeros((), jnp.float32)))
+  # A Python loop (unrolled at trace time), not lax.fori_loop: XLA:CPU ran the convolutions
+  # inside the while-loop body about 150x slower (54 s vs 0.4 s per step on one core).
+  for i in range(method.config.mcd_generator_steps):
+    params, opt_state, stats, m_c = step("C", params, opt_state, stats, batch,
+                                         jax.random.fold_in(rng, 2 + i))
+  disc = m_c["discrepancy"]
   metrics = {"loss": m_a["loss"], "cls_loss": m_a["cls_loss"], "cls_loss2": m_a["cls_loss2"],
              "train_acc": m_a["train_acc"], "grad_norm": m_a["grad_norm"],
              "transfer_loss": disc, "discrepancy_step_b": m_b["discrepancy"]}
