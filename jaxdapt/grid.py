@@ -137,6 +137,10 @@ def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str
     with open(os.path.join(workdir, "error.txt"), "w") as f:
       f.write(traceback.format_exc())
     return {**ident, "error": error}
+  if "stopped_at" in summary:  # SIGTERM: the run checkpointed; the grid stops, unfinished
+    print(f"[grid] {label}: stopped at step {summary['stopped_at']} (SIGTERM); checkpoint "
+          f"saved in {workdir}. Rerun the same command to resume.", flush=True)
+    raise SystemExit(0)
   summary["wall_s"] = time.perf_counter() - start
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)

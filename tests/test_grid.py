@@ -167,3 +167,23 @@ def test_methods_all_trains_every_experiment_once(tmp_path, monkeypatch):
   rows = [line.split(" | ")[1] for line in open(os.path.join(out, "results.md"))
           if line.startswith("| uci2ucim |")]
   assert rows[0] == "source_only" and rows[-1] == "target_oracle" and len(rows) == 2 * len(files)
+
+
+def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, monkeypatch, capsys):
+  """The trainer answers SIGTERM with a checkpoint and {'stopped_at': step}; the grid must
+  stop there and not write that run's summary.json, or a rerun would reuse a partial run."""
+  out = str(tmp_path / "grid")
+  calls = []
+  fake = _fake_training(calls)
+  monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (
+      {"stopped_at": 3} if config.method.name == "dan" else fake(config, workdir)))
+  args = ["--tasks", "uci2ucim", "--methods", "dann,dan,deep_coral", "--seeds", "0",
+          "--out", out]
+  with pytest.raises(SystemExit) as e:
+    grid.main(args)
+  assert e.value.code == 0 and "stopped at step 3" in capsys.readouterr().out
+  assert calls == [("dann", 0)]  # deep_coral not started
+  assert not os.path.exists(os.path.join(out, "runs", "uci2ucim", "dan", "seed_0", "summary.json"))
+  monkeypatch.setattr(train, "train_and_evaluate", fake)
+  grid.main(args)  # the rerun trains dan and deep_coral, reuses dann
+  assert calls == [("dann", 0), ("dan", 0), ("deep_coral", 0)]
