@@ -268,7 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
       for seed in seeds:
         r = run_one(method, task, seed, args.out, args.experiments, args.set,
                     train_missing=not args.table_only)
-        r["task"] = task
+        # The table's row is the experiment (dann_bsp, dsbn, shot_source), not the trainer's
+        # method name (dann, dann, source_only) that the summary carries.
+        r["task"], r["method"] = task, method
         last = last_eval(os.path.join(args.out, "runs", task, method, f"seed_{seed}"))
         if "target_test_im" in last:
           r["target_im_last"] = last["target_test_im"]

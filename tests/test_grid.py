@@ -187,3 +187,16 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
   monkeypatch.setattr(train, "train_and_evaluate", fake)
   grid.main(args)  # the rerun trains dan and deep_coral, reuses dann
   assert calls == [("dann", 0), ("dan", 0), ("deep_coral", 0)]
+
+
+def test_rows_are_experiments_not_trainer_method_names(tmp_path, monkeypatch):
+  """dann_bsp and dsbn train method 'dann'; each keeps its own row."""
+  calls = []
+  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
+  out = str(tmp_path / "grid")
+  grid.main(["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0",
+             "--out", out])
+  assert [m for m, _ in calls] == ["dann", "dann", "dann"]
+  md = open(os.path.join(out, "results.md")).read()
+  for name in ("dann", "dann_bsp", "dsbn"):
+    assert f"| uci2ucim | {name} | 1 |" in md
