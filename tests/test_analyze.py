@@ -8,9 +8,8 @@ from jaxdapt import analyze, config as config_lib, train
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def run_dir(tmp_path_factory, data_dir):
   """A 6-step DANN run on uci → uci_m (as tests/test_train.py's tiny_config)."""
-  data_dir = str(tmp_path_factory.mktemp("tfds"))
   c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
   c.data.data_dir = data_dir
   c.data.batch_size = 16

@@ -17,7 +17,7 @@ from jaxdapt import batchnorm, checkpoint, config as config_lib, sharding, train
 from jaxdapt.errors import ConfigError
 from jaxdapt.models import layers
 from jaxdapt.optim import named_leaves
-from test_train import data_dir, tiny_config  # noqa: F401  (data_dir: a fixture)
+from test_train import tiny_config
 
 EPS = layers.BN_EPSILON
 

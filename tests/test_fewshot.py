@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import data_dir, tiny_config  # noqa: F401  (data_dir: the session fixture)
+from test_train import tiny_config
 
 from jaxdapt import checkpoint, config as config_lib, models, train
 from jaxdapt.data.labeled import select_per_class

@@ -196,11 +196,6 @@ def test_unfreeze_entries_must_apply():
 
 # --- LP-FT through the trainer ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def _lp_ft_config(stage: str, data_dir: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(
       "lp_ft", os.path.join(ROOT, "experiments", "transfer", "lp_ft.py"))

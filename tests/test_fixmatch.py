@@ -12,7 +12,7 @@ from PIL import Image, ImageOps
 from jaxdapt import train
 from jaxdapt.data import augment
 from jaxdapt.methods.fixmatch import fixmatch_loss
-from test_train import data_dir, tiny_config  # noqa: F401  (data_dir: a fixture)
+from test_train import tiny_config
 
 
 _apply_op = jax.jit(augment.apply_op)  # one compile for every op index and magnitude

@@ -8,7 +8,7 @@ from jaxdapt.errors import ConfigError
 from jaxdapt.methods import adda, subset, tent
 from jaxdapt.methods import method_losses as ml
 from test_methods import _entropy, _rng, _softmax
-from test_methods_train import _named, data_dir, tiny  # noqa: F401  (data_dir is a fixture)
+from test_methods_train import _named, tiny
 
 
 # --- pure losses ---------------------------------------------------------------------------

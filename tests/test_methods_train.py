@@ -4,6 +4,7 @@ Each experiments/digits config is loaded, shrunk, and trained end to end
 (train_and_evaluate: steps, eval, checkpoint) with BatchNorm, alternating the
 two-domain BN policies (joint / separate) across methods to keep CI short.
 """
+import functools
 import json
 
 import jax
@@ -13,11 +14,6 @@ import pytest
 from jaxdapt import grid, sharding, train
 
 NEW_METHODS = ["cdan", "cdan_e", "mcc", "entropy_min", "jan", "afn", "mdd", "dann_bsp", "mcd"]
-
-
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
 
 
 def tiny(data_dir, experiment, norm="none", bn="joint"):
@@ -35,6 +31,7 @@ def tiny(data_dir, experiment, norm="none", bn="joint"):
   c.train.eval_every = 4
   c.train.checkpoint_every = 4
   c.train.progress_bar = False
+  c.train.selection_points = 0  # SND/DEV cost seconds per eval; tests/test_train.py covers them
   return c
 
 
@@ -73,12 +70,14 @@ def test_mcd_substeps_update_only_their_parameters(data_dir, optimizer):
   its = train.train_iterators(exp)
   batch = sharding.global_batch(next(its), exp.mesh)
   kw = dict(model=exp.model, method=exp.method, tx=exp.tx, bn="joint", dtype=np.float32)
+  # Compiled, as the trainer runs them (op-by-op dispatch on 8 devices is far slower).
+  substep = lambda kind, *args: jax.jit(functools.partial(mcd.mcd_substep, kind, **kw))(*args)
   # One A step first, so momentum / Adam moments are non-zero for every parameter.
-  params, opt, stats, _ = mcd.mcd_substep("A", state.params, state.opt_state, state.batch_stats,
-                                          batch, jax.random.key(1), **kw)
+  params, opt, stats, _ = substep("A", state.params, state.opt_state, state.batch_stats,
+                                  batch, jax.random.key(1))
   before_p, before_o = _named(params), _named(opt)
   for kind in ("B", "C"):
-    p2, o2, _, m = mcd.mcd_substep(kind, params, opt, stats, batch, jax.random.key(2), **kw)
+    p2, o2, _, m = substep(kind, params, opt, stats, batch, jax.random.key(2))
     assert np.isfinite(m["loss"]) and np.isfinite(m["discrepancy"])
     after_p, after_o = _named(p2), _named(o2)
     for name, old in before_p.items():

@@ -5,7 +5,7 @@ import pytest
 
 from jaxdapt import checkpoint
 from jaxdapt.methods import shot, tent
-from test_methods_train import _named, data_dir, tiny, train_tiny  # noqa: F401  (a fixture)
+from test_methods_train import _named, tiny, train_tiny
 
 
 def _tiny(data_dir, experiment):

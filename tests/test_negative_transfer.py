@@ -5,7 +5,6 @@ import os
 
 import jax
 import pytest
-from test_train import data_dir  # noqa: F401  (the session fixture)
 
 from jaxdapt import grid, negative_transfer as nt, train
 from jaxdapt.errors import ConfigError

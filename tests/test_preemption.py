@@ -7,6 +7,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Long enough that SIGTERM, sent once the first log line is written, lands mid-run.
+STEPS = 200
 
 
 def _command(workdir, data_dir):
@@ -14,8 +16,8 @@ def _command(workdir, data_dir):
           "--config=experiments/digits/source_only.py:uci2ucim", f"--workdir={workdir}",
           f"--config.data.data_dir={data_dir}", "--config.data.batch_size=16",
           "--config.model.norm=none", "--config.model.head_hidden=(32,)",
-          "--config.train.steps=1000", "--config.train.log_every=5",
-          "--config.train.eval_every=1000", "--config.train.checkpoint_every=1000",
+          f"--config.train.steps={STEPS}", "--config.train.log_every=5",
+          f"--config.train.eval_every={STEPS}", f"--config.train.checkpoint_every={STEPS}",
           "--config.train.progress_bar=False"]
 
 
@@ -30,8 +32,7 @@ def _final_eval(workdir):
   return [r for r in rows if r["kind"] == "eval"]
 
 
-def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path):
-  data_dir = str(tmp_path / "data")
+def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path, data_dir):
   straight = subprocess.run(_command(tmp_path / "straight", data_dir), cwd=ROOT, env=_env(),
                             capture_output=True, text=True, timeout=900)
   assert straight.returncode == 0, straight.stderr[-2000:]
@@ -49,7 +50,7 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path):
   assert proc.returncode == 0, err[-2000:]
   assert "stopped at step" in out, out
   stopped_at = int(out.split("stopped at step ")[1].split()[0])
-  assert 0 < stopped_at < 1000
+  assert 0 < stopped_at < STEPS
   assert (workdir / "checkpoints" / str(stopped_at)).is_dir()
   resumed = subprocess.run(_command(workdir, data_dir), cwd=ROOT, env=_env(),
                            capture_output=True, text=True, timeout=900)

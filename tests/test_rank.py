@@ -5,7 +5,7 @@ import json
 import jax
 import numpy as np
 import pytest
-from test_train import data_dir, tiny_config  # noqa: F401  (data_dir: the session fixture)
+from test_train import tiny_config
 
 from jaxdapt import checkpoint, features, rank, train
 from jaxdapt.errors import CheckpointError

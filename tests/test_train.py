@@ -11,11 +11,6 @@ from jaxdapt import config as config_lib, sharding, train
 from jaxdapt.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 
-@pytest.fixture(scope="session")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
-
-
 def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.ConfigDict:
   c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
   c.data.data_dir = data_dir

@@ -6,7 +6,6 @@ import os
 
 import jax
 import pytest
-from test_train import data_dir  # noqa: F401  (the session fixture)
 
 from jaxdapt import config as config_lib, grid, train, transfer_table as tt
 from jaxdapt.methods.fewshot import LABELED

@@ -200,13 +200,13 @@ def test_cli_import_errors_are_clear(tmp_path, resnet18_sd, capsys):
 
 
 @pytest.fixture(scope="module")
-def digits_resnet18(tmp_path_factory):
+def digits_resnet18(data_dir):
   """(model, images, labels, init variables): a 10-class resnet18 and a uci_digits batch.
 
   Normalised with torchvision's ImageNet mean/std, as metadata.json records them.
   """
   from jaxdapt.data import get_source
-  src = get_source("uci_digits", "train", data_dir=str(tmp_path_factory.mktemp("data")))
+  src = get_source("uci_digits", "train", data_dir=data_dir)
   batch = [src[i] for i in range(16)]
   mean, std = np.asarray([0.485, 0.456, 0.406], np.float32), np.asarray([0.229, 0.224, 0.225], np.float32)
   x = (np.stack([b["image"] for b in batch]).astype(np.float32) / 255.0 - mean) / std
@@ -218,7 +218,8 @@ def digits_resnet18(tmp_path_factory):
 
 
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
-def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits_resnet18, fmt):
+def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits_resnet18, fmt,
+                                                    data_dir):
   path = tmp_path / f"resnet18.{fmt}"
   if fmt == "pth":
     torch.save({k: torch.from_numpy(v) for k, v in resnet18_sd.items()}, path)
@@ -249,7 +250,7 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   # The trainer's own path: config.model.init_from → strict merge → fine-tune with a new head.
   from jaxdapt import config as config_lib, train
   c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
-  c.data.data_dir = str(tmp_path / "tfds")
+  c.data.data_dir = data_dir
   c.data.batch_size = 16
   c.data.eval_batch_size = 256
   c.model.name = "resnet18"
@@ -262,6 +263,9 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   c.train.eval_every = 6
   c.train.checkpoint_every = 6
   c.train.progress_bar = False
+  c.train.selection_points = 0  # evaluation beyond accuracy is not under test here
+  c.data.source_val_split = f"{c.data.source_val_split}[:64]"
+  c.data.target_test_split = f"{c.data.target_test_split}[:64]"
   exp = train.build(c)
   state = train.load_init_from(exp, exp.init(jax.random.key(0)))
   np.testing.assert_array_equal(jax.device_get(state.params["model"]["backbone"]["conv1"]["kernel"]),
