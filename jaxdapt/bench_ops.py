@@ -1,0 +1,146 @@
+"""Where the CPU DANN step loses to PyTorch: its layers timed one by one, JAX vs PyTorch.
+
+  python -m jaxdapt.bench_ops [--batch 128] [--repeats 30]
+
+The digits DANN network (`dann_digits` on 32x32x3, batch = source + target) is
+two 5x5 convs, each followed by BatchNorm (batch statistics) -> 2x2 max-pool ->
+ReLU. Each conv is timed forward, input gradient (dgrad) and weight gradient
+(wgrad); each BN-pool-ReLU block forward and forward + backward. JAX runs each
+piece as its own jitted program (NHWC, as the model); PyTorch runs the same
+shapes channels-last with `torch.set_num_threads` = its default. The sum of a
+column is not the step time (the step fuses and overlaps), but the ratios say
+which kernels are the gap. Needs torch.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import time
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdapt.models.layers import max_pool
+
+CONVS = {"conv1": (32, 3, 32), "conv2": (14, 32, 48)}    # input size, in, out channels
+BLOCKS = {"block1": (28, 32), "block2": (10, 48)}        # conv output size, channels
+KERNEL = 5
+
+
+def best_ms(fn: Callable[[], object], repeats: int, sync: Callable[[object], object]) -> float:
+  """Best of 3 timings of `repeats` calls (after warm-up), in ms per call."""
+  for _ in range(3):
+    sync(fn())
+  best = float("inf")
+  for _ in range(3):
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+      out = fn()
+    sync(out)
+    best = min(best, 1000 * (time.perf_counter() - t0) / repeats)
+  return best
+
+
+def _conv(x, w):
+  return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def _bn_pool_relu(x, scale, bias):
+  mean = x.mean((0, 1, 2))
+  var = ((x - mean) ** 2).mean((0, 1, 2))
+  y = (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+  return jax.nn.relu(max_pool(y, 2))
+
+
+def pieces(batch: int, seed: int = 0) -> list[tuple[str, float | None, Callable, tuple, Callable]]:
+  """(name, GFLOP, JAX function, its arguments, PyTorch thunk) per timed piece; the JAX
+  function applied to its arguments and the thunk compute the same array (NHWC vs
+  channels-last NCHW; the blocks return the input gradient)."""
+  import torch
+  import torch.nn.functional as F
+  rng = np.random.default_rng(seed)
+  to_torch = lambda a: torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous(
+      memory_format=torch.channels_last)
+  out = []
+  for name, (size, cin, cout) in CONVS.items():
+    o = size - KERNEL + 1
+    x = jnp.asarray(rng.standard_normal((batch, size, size, cin), np.float32))
+    w = jnp.asarray(0.1 * rng.standard_normal((KERNEL, KERNEL, cin, cout), np.float32))
+    g = jnp.asarray(rng.standard_normal((batch, o, o, cout), np.float32))
+    xt, gt = to_torch(x), to_torch(g)
+    wt = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous(
+        memory_format=torch.channels_last)
+    gflop = 2 * batch * o * o * KERNEL * KERNEL * cin * cout / 1e9
+    out += [
+        (f"{name} forward", gflop, lambda x, w, g: _conv(x, w), (x, w, g),
+         lambda xt=xt, wt=wt: F.conv2d(xt, wt)),
+        (f"{name} dgrad", gflop, lambda x, w, g: jax.vjp(lambda x: _conv(x, w), x)[1](g)[0],
+         (x, w, g), lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_input(xt.shape, wt, gt)),
+        (f"{name} wgrad", gflop, lambda x, w, g: jax.vjp(lambda w: _conv(x, w), w)[1](g)[0],
+         (x, w, g), lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_weight(xt, wt.shape, gt)),
+    ]
+  for name, (size, ch) in BLOCKS.items():
+    x = jnp.asarray(rng.standard_normal((batch, size, size, ch), np.float32))
+    g = jnp.asarray(rng.standard_normal((batch, size // 2, size // 2, ch), np.float32))
+    scale, bias = jnp.ones((ch,)), jnp.zeros((ch,))
+    bn = torch.nn.BatchNorm2d(ch)
+    xt, gt = to_torch(x).requires_grad_(), to_torch(g)
+
+    def torch_forward(bn=bn, xt=xt):
+      with torch.no_grad():
+        return F.relu(F.max_pool2d(bn(xt), 2))
+
+    def torch_backward(bn=bn, xt=xt, gt=gt):
+      xt.grad = None
+      F.relu(F.max_pool2d(bn(xt), 2)).backward(gt)
+      return xt.grad
+
+    out += [
+        (f"{name} BN-pool-ReLU forward", None, _bn_pool_relu, (x, scale, bias), torch_forward),
+        (f"{name} BN-pool-ReLU fwd+bwd", None,
+         lambda x, s, b, g: jax.vjp(_bn_pool_relu, x, s, b)[1](g)[0], (x, scale, bias, g),
+         torch_backward),
+    ]
+  return out
+
+
+def measure(batch: int, repeats: int) -> list[dict]:
+  import torch
+  rows = []
+  for name, gflop, jax_fn, args, torch_fn in pieces(batch):
+    compiled = jax.jit(jax_fn)
+    with torch.no_grad() if "BN" not in name else contextlib.nullcontext():
+      torch_ms = best_ms(torch_fn, repeats, lambda out: out)
+    rows.append({"op": name, "gflop": gflop, "torch_ms": torch_ms,
+                 "jax_ms": best_ms(lambda: compiled(*args), repeats, jax.block_until_ready)})
+  return rows
+
+
+def table(rows: Sequence[dict]) -> str:
+  lines = ["| op | GFLOP | JAX ms | PyTorch ms | JAX / PyTorch time |", "|---|---|---|---|---|"]
+  for r in rows:
+    gflop = "" if r["gflop"] is None else f"{r['gflop']:.2f}"
+    lines.append(f"| {r['op']} | {gflop} | {r['jax_ms']:.1f} | {r['torch_ms']:.1f} | "
+                 f"{r['jax_ms'] / r['torch_ms']:.1f}× |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+  parser = argparse.ArgumentParser(prog="python -m jaxdapt.bench_ops",
+                                   description=__doc__.split("\n\n")[0])
+  parser.add_argument("--batch", type=int, default=128, help="source + target images")
+  parser.add_argument("--repeats", type=int, default=30)
+  args = parser.parse_args(argv)
+  import torch
+  rows = measure(args.batch, args.repeats)
+  print(f"batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].device_kind}, "
+        f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+  print(table(rows))
+  return rows
+
+
+if __name__ == "__main__":
+  main()
