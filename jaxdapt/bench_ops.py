@@ -14,7 +14,6 @@ which kernels are the gap. Needs torch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from typing import Callable, Sequence
 
@@ -58,7 +57,9 @@ def _bn_pool_relu(x, scale, bias):
 def pieces(batch: int, seed: int = 0) -> list[tuple[str, float | None, Callable, tuple, Callable]]:
   """(name, GFLOP, JAX function, its arguments, PyTorch thunk) per timed piece; the JAX
   function applied to its arguments and the thunk compute the same array (NHWC vs
-  channels-last NCHW; the blocks return the input gradient)."""
+  channels-last NCHW; the blocks return the input gradient). The conv tensors do not
+  require grad and the forward block runs under no_grad, so no thunk records a graph
+  it does not use."""
   import torch
   import torch.nn.functional as F
   rng = np.random.default_rng(seed)
@@ -108,13 +109,11 @@ def pieces(batch: int, seed: int = 0) -> list[tuple[str, float | None, Callable,
 
 
 def measure(batch: int, repeats: int) -> list[dict]:
-  import torch
   rows = []
   for name, gflop, jax_fn, args, torch_fn in pieces(batch):
     compiled = jax.jit(jax_fn)
-    with torch.no_grad() if "BN" not in name else contextlib.nullcontext():
-      torch_ms = best_ms(torch_fn, repeats, lambda out: out)
-    rows.append({"op": name, "gflop": gflop, "torch_ms": torch_ms,
+    rows.append({"op": name, "gflop": gflop,
+                 "torch_ms": best_ms(torch_fn, repeats, lambda out: out),
                  "jax_ms": best_ms(lambda: compiled(*args), repeats, jax.block_until_ready)})
   return rows
 

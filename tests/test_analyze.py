@@ -5,22 +5,15 @@ import os
 import pytest
 
 from jaxdapt import analyze, config as config_lib, train
+from test_train import tiny_config
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, data_dir):
-  """A 6-step DANN run on uci → uci_m (as tests/test_train.py's tiny_config)."""
-  c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
-  c.data.data_dir = data_dir
-  c.data.batch_size = 16
-  c.data.eval_batch_size = 256
-  c.model.head_hidden = (32,)
-  c.method.name = "dann"
-  c.train.steps = 6
-  c.train.log_every = 2
-  c.train.eval_every = 3
-  c.train.checkpoint_every = 2
-  c.train.progress_bar = False
+  """A 6-step DANN run on uci → uci_m, logging the label-free selection scores the report
+  reads (tiny_config turns them off)."""
+  c = tiny_config(data_dir, "dann",
+                  selection_points=config_lib.base_config().train.selection_points)
   workdir = str(tmp_path_factory.mktemp("run"))
   train.train_and_evaluate(c, workdir)
   return workdir
