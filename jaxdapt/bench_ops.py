@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdapt.models.layers import max_pool
+from jaxdapt.models.layers import BN_EPSILON, max_pool, normalize_by_batch
 
 CONVS = {"conv1": (32, 3, 32), "conv2": (14, 32, 48)}    # input size, in, out channels
 BLOCKS = {"block1": (28, 32), "block2": (10, 48)}        # conv output size, channels
@@ -48,9 +48,9 @@ def _conv(x, w):
 
 
 def _bn_pool_relu(x, scale, bias):
-  mean = x.mean((0, 1, 2))
-  var = ((x - mean) ** 2).mean((0, 1, 2))
-  y = (x - mean) * jax.lax.rsqrt(var + 1e-5) * scale + bias
+  """The model's own block code: BatchNorm by batch statistics (its custom VJP),
+  the strided-slice max-pool, ReLU."""
+  y = normalize_by_batch(x, scale, bias, BN_EPSILON)[0]
   return jax.nn.relu(max_pool(y, 2))
 
 

@@ -70,13 +70,14 @@ def test_backbone_param_count_matches_torchvision(name):
   assert _count(variables["params"]) == total  # head == torchvision's fc
 
 
-@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (3, 9, 11, 4)])
-def test_reshape_max_pool_matches_nn_max_pool(shape):
+@pytest.mark.parametrize("shape,window", [((2, 8, 8, 3), 2), ((3, 9, 11, 4), 2),
+                                          ((2, 10, 8, 3), 3)])
+def test_max_pool_matches_nn_max_pool(shape, window):
   x = jax.random.normal(jax.random.key(1), shape)
-  ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-  np.testing.assert_array_equal(max_pool(x, 2), ref(x))
+  ref = lambda x: nn.max_pool(x, (window, window), strides=(window, window), padding="VALID")
+  np.testing.assert_array_equal(max_pool(x, window), ref(x))
   w = jax.random.normal(jax.random.key(2), ref(x).shape)
-  g = jax.grad(lambda x: jnp.sum(max_pool(x, 2) * w))(x)
+  g = jax.grad(lambda x: jnp.sum(max_pool(x, window) * w))(x)
   g_ref = jax.grad(lambda x: jnp.sum(ref(x) * w))(x)
   np.testing.assert_array_equal(g, g_ref)
 

@@ -69,11 +69,23 @@ def _run(envs: list[dict[str, str]], data_dir: str, workdir: str, tmp_path) -> d
     return json.load(f)
 
 
+# DEV's density ratios come from an L-BFGS logistic regression that stops at sklearn's
+# tol=1e-4, so float32-level differences in the features (the 2-process reduction order)
+# can stop it one iterate apart: 2.5e-4 relative was seen in CI. Features gathered wrongly
+# across processes move it by far more.
+_EVAL_RTOL = {"sel_neg_dev": 2e-3}
+
+
 def _assert_trees_close(a: dict, b: dict) -> None:
   assert a.keys() == b.keys()
   for name in a:
     (sum_a, abs_a), (sum_b, abs_b) = a[name], b[name]
-    tol = 1e-5 * abs_a + 1e-7  # sums of many float32s: relative to the leaf's size
+    # Sums of many float32s: relative to the leaf's size, plus an absolute floor for
+    # leaves near zero whose updates are sums with heavy cancellation (the BatchNorm
+    # biases, ~1e-2 in all after 6 steps, differ by 2-3e-6 between the reduction orders
+    # of 1 and 2 processes); gradients from half the batch would move them by about
+    # their own size.
+    tol = 1e-5 * abs_a + 1e-5
     assert abs(sum_a - sum_b) <= tol and abs(abs_a - abs_b) <= tol, (name, a[name], b[name])
 
 
@@ -97,7 +109,8 @@ def test_two_processes_train_like_one(tmp_path):
     assert row1.keys() == row2.keys()
     for k, v in row1.items():
       if isinstance(v, float):  # accuracies, NLL, entropies, label-free selection scores
-        np.testing.assert_allclose(row2[k], v, rtol=1e-4, atol=1e-6, err_msg=k)
+        np.testing.assert_allclose(row2[k], v, rtol=_EVAL_RTOL.get(k, 1e-4), atol=1e-6,
+                                   err_msg=k)
       else:
         assert row2[k] == v, k
   assert len(one["eval"]) == len(two["eval"]) == 2
