@@ -37,6 +37,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.data.batch_size = 64                # global, per domain
   c.data.eval_batch_size = 512
   c.data.prefetch = 2
+  # Splits whose images fit in this many MB are read into RAM once when the run starts
+  # (data/in_memory.py: same rows, no per-row record reads); 0: always read from disk.
+  c.data.in_memory_mb = 256
   # k labeled target training examples per class (stratified, drawn from the seed) as a
   # third domain `target_labeled`: 0 off, -1 all; jaxdapt/methods/fewshot.py.
   c.data.target_labeled_per_class = 0

@@ -280,7 +280,8 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
   sources = {}
   for key, (name, split) in splits.items():
     try:
-      sources[key] = data.get_source(name, split, ddir)
+      sources[key] = data.in_memory.hold(data.get_source(name, split, ddir),
+                                         config.data.in_memory_mb << 20)
     except ConfigError as e:
       raise ConfigError(f"{fields[key]}: {e}") from None
   num_classes = data.num_classes(config.data.source, ddir)

@@ -278,3 +278,50 @@ def test_eval_batches_padding_and_mask(syn):
             for p in range(4)]
   assert len({len(s) for s in shards}) == 1  # same number of steps on every process
   assert sum(int(b["mask"].sum()) for s in shards for b in s) == 60
+
+
+# --- splits held in RAM (data/in_memory.py) and the shift augmentation --------------------
+
+def test_held_split_serves_the_same_rows_and_batches(syn):
+  from jaxdapt.data import in_memory
+  held = in_memory.hold(syn, max_bytes=1 << 30)
+  assert isinstance(held, in_memory.ArraySource) and len(held) == len(syn)
+  for i in (0, 17, len(syn) - 1, -1):
+    np.testing.assert_array_equal(held[i]["image"], syn[i]["image"])
+    assert held[i]["label"] == syn[i]["label"] and isinstance(held[i]["label"], int)
+  with pytest.raises(IndexError):
+    held[len(syn)]
+  kw = dict(global_batch_size=8, seed=5, augment="shift")
+  _assert_batches_equal(_take(D.train_iterator(held, **kw), 10),
+                        _take(D.train_iterator(syn, **kw), 10))
+  _assert_batches_equal(list(D.eval_batches(held, batch_size=16)),
+                        list(D.eval_batches(syn, batch_size=16)))
+
+
+def test_hold_leaves_large_and_lazy_sources_as_they_are(syn):
+  from jaxdapt.data import in_memory
+  nbytes = syn[0]["image"].nbytes * len(syn)
+  assert in_memory.hold(syn, max_bytes=nbytes - 1) is syn
+  assert in_memory.hold(syn, max_bytes=0) is syn
+  assert isinstance(in_memory.hold(syn, max_bytes=nbytes), in_memory.ArraySource)
+  # Rows that carry more than image + label (EvalView's decoded original) stay lazy.
+  extra = [{"image": np.zeros((4, 4, 3), np.uint8), "label": 0, "full": b""}] * 3
+  assert in_memory.hold(extra, 1 << 20) is extra
+  mixed = [{"image": np.zeros((4, 4, 3), np.uint8), "label": 0},
+           {"image": np.zeros((5, 4, 3), np.uint8), "label": 1}]
+  assert in_memory.hold(mixed, 1 << 20) is mixed
+
+
+def test_shift_is_edge_pad_then_crop():
+  from jaxdapt.data import pipeline
+  img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), np.uint8)
+  p = pipeline.SHIFT_PX
+  padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="edge")
+  seen = set()
+  for seed in range(60):
+    rng = np.random.default_rng(seed)
+    dy, dx = np.random.default_rng(seed).integers(-p, p + 1, size=2)
+    out = pipeline._shift({"image": img, "label": 3}, rng)["image"]
+    np.testing.assert_array_equal(out, padded[p + dy:p + dy + 9, p + dx:p + dx + 7])
+    seen.add((int(dy), int(dx)))
+  assert len(seen) > 15  # most of the 25 shifts were exercised

@@ -228,3 +228,12 @@ def test_cli_names_an_unknown_override():
   msg = main._unknown_override(["--workdir=x", "--config.optim.lr_decay=1"])
   assert msg.startswith("--config.optim.lr_decay: unknown config field; fields of optim:")
   assert "momentum" in msg
+
+
+def test_build_holds_small_splits_in_memory(data_dir):
+  from jaxdapt.data import in_memory
+  exp = train.build(tiny_config(data_dir))
+  assert all(isinstance(s, in_memory.ArraySource) for s in exp.sources.values())
+  c = tiny_config(data_dir)
+  c.data.in_memory_mb = 0
+  assert not any(isinstance(s, in_memory.ArraySource) for s in train.build(c).sources.values())

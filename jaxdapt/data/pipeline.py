@@ -4,6 +4,7 @@ Images stay uint8 on the host; normalisation happens on device.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Iterator, Sequence
 
@@ -18,14 +19,24 @@ SHIFT_PX = 2
 Batch = dict[str, np.ndarray]
 
 
+@functools.lru_cache(maxsize=None)
+def _clamped_indices(n: int, shift: int, axis: int) -> np.ndarray:
+  """arange(n) + shift clamped to [0, n): indexing with it == edge-pad then crop (much
+  cheaper than np.pad); shaped to broadcast as rows (axis 0) or columns (axis 1). Cached:
+  there are only (2·SHIFT_PX + 1) per image size and axis, and np.clip costs more per
+  image than the indexing itself."""
+  idx = np.clip(np.arange(n) + shift, 0, n - 1)
+  idx.flags.writeable = False
+  return idx[:, None] if axis == 0 else idx[None, :]
+
+
 def _shift(example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
   """Random translation by up to SHIFT_PX pixels: edge-pad then crop (keeps the background)."""
   img = example["image"]
   h, w = img.shape[:2]
   dy, dx = rng.integers(-SHIFT_PX, SHIFT_PX + 1, size=2)
-  rows = np.clip(np.arange(h) + dy, 0, h - 1)  # clamped indices == edge padding,
-  cols = np.clip(np.arange(w) + dx, 0, w - 1)  # but much cheaper than np.pad
-  return {"image": img[rows[:, None], cols[None, :]], "label": example["label"]}
+  rows, cols = _clamped_indices(h, int(dy), 0), _clamped_indices(w, int(dx), 1)
+  return {"image": img[rows, cols], "label": example["label"]}
 
 
 def _stack(examples: Sequence[dict[str, Any]]) -> Batch:
