@@ -277,13 +277,15 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
             "target_test": (config.data.target, config.data.target_test_split)}
   fields = {"source": "data.source", "source_val": "data.source_val_split",
             "target": "data.target", "target_test": "data.target_test_split"}
-  sources = {}
+  sources, opened = {}, {}
   for key, (name, split) in splits.items():
-    try:
-      sources[key] = data.in_memory.hold(data.get_source(name, split, ddir),
-                                         config.data.in_memory_mb << 20)
-    except ConfigError as e:
-      raise ConfigError(f"{fields[key]}: {e}") from None
+    if (name, split) not in opened:  # e.g. target_test_split == target_split: read once
+      try:
+        opened[name, split] = data.in_memory.hold(data.get_source(name, split, ddir),
+                                                  config.data.in_memory_mb << 20)
+      except ConfigError as e:
+        raise ConfigError(f"{fields[key]}: {e}") from None
+    sources[key] = opened[name, split]
   num_classes = data.num_classes(config.data.source, ddir)
   target_classes = data.num_classes(config.data.target, ddir)
   if target_classes != num_classes:

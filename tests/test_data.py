@@ -291,6 +291,8 @@ def test_held_split_serves_the_same_rows_and_batches(syn):
     assert held[i]["label"] == syn[i]["label"] and isinstance(held[i]["label"], int)
   with pytest.raises(IndexError):
     held[len(syn)]
+  with pytest.raises(ValueError, match="read-only"):
+    held[0]["image"][0, 0, 0] = 1  # rows are views of the held array
   kw = dict(global_batch_size=8, seed=5, augment="shift")
   _assert_batches_equal(_take(D.train_iterator(held, **kw), 10),
                         _take(D.train_iterator(syn, **kw), 10))

@@ -234,6 +234,11 @@ def test_build_holds_small_splits_in_memory(data_dir):
   from jaxdapt.data import in_memory
   exp = train.build(tiny_config(data_dir))
   assert all(isinstance(s, in_memory.ArraySource) for s in exp.sources.values())
+  assert exp.sources["target"] is not exp.sources["target_test"]
+  c = tiny_config(data_dir)
+  c.data.target_test_split = c.data.target_split  # one split in two roles: read once
+  exp = train.build(c)
+  assert exp.sources["target"] is exp.sources["target_test"]
   c = tiny_config(data_dir)
   c.data.in_memory_mb = 0
   assert not any(isinstance(s, in_memory.ArraySource) for s in train.build(c).sources.values())

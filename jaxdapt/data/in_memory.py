@@ -55,4 +55,5 @@ def hold(source: Sequence[Mapping[str, Any]], max_bytes: int) -> Sequence[Mappin
     if row["image"].shape != images.shape[1:]:  # a mixed-shape source: leave it lazy
       return source
     images[i], labels[i] = row["image"], row["label"]
+  images.flags.writeable = False  # rows are views: an in-place edit would change the split
   return ArraySource(images, labels, getattr(source, "name", "?"), getattr(source, "split", "?"))
