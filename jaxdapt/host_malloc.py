@@ -5,13 +5,13 @@ threshold with a fresh `mmap` and gives it back with `munmap` when freed, and
 trims the heap top above 128 KiB. XLA:CPU allocates each step's activations
 anew, so every step page-faults all of them in again: on the digits DANN step
 (2-core AMD EPYC VM) an elementwise op on a 41 MB array took 17 ms instead of
-3.4 ms, and the whole step 92 ms instead of 54 ms (README "Benchmark"). With a
+3.4 ms, and the whole step 62-70 ms instead of 43-52 ms (README "Benchmark"). With a
 1 GiB mmap threshold and no trimming below 1 GiB, freed buffers stay in the
 heap and the next step reuses them. The cost: the process keeps its peak heap
 instead of returning it to the system.
 
-The settings are global to the process (PyTorch in the same process gains from
-them too: `jaxdapt.bench` times both under the same settings). They are applied
+The settings are global to the process: PyTorch in the same process runs under
+them too, so `jaxdapt.bench` times both under the same settings. They are applied
 through `mallopt` at import, which is as good as the MALLOC_* variables but
 needs nothing set before Python starts. Left alone: a process whose environment
 already sets glibc's malloc variables (MALLOC_MMAP_THRESHOLD_,

@@ -2,7 +2,7 @@
 
 Reading a row of a prepared domain costs a record read and a TFDS deserialisation,
 about 0.1-0.2 ms; on the digits DANN step (batch 64 + 64, 2-core VM) that was 30 ms of
-host work per step, more than the 44 ms step itself (README "Benchmark"). A digit split is
+host work per step, against 43-52 ms for the step itself (README "Benchmark"). A digit split is
 a few tens of MB (syn_digits train: 20,000 x 32x32x3 = 61 MB), so it is read once when
 the experiment is built and then served from arrays. Rows, order and values are the
 same, so training is unchanged; only fixed-shape {'image', 'label'} sources are held
