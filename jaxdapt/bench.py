@@ -71,10 +71,14 @@ def measure(exp, state, first: Any, next_batch: Callable[[], Any], steps: int,
   config, device = exp.config, jax.devices()[0]
   from jaxdapt.train import compute_dtype
   images = config.data.batch_size * len(exp.method.domains) * steps
-  flops, peak = step_flops(compiled), peak_flops(device)
+  # XLA's cost analysis does not see into FFI calls: with jaxdapt's CPU conv kernels it
+  # would count the step without its convolutions, so FLOPs are not reported.
+  direct = getattr(exp.model, "conv_kernel", "xla") == "direct"
+  flops, peak = (None if direct else step_flops(compiled)), peak_flops(device)
   step_s = elapsed / steps
   return {"method": config.method.name, "model": config.model.name,
           "dtype": compute_dtype(config, exp.mesh).name,  # model.dtype, 'auto' resolved
+          "conv_kernel": "direct" if direct else "xla",   # model.conv_kernel, resolved
           "batch_per_domain": config.data.batch_size,
           "domains": len(exp.method.domains), "compile_s": compile_s,
           "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "images_per_s": images / elapsed,
@@ -200,7 +204,8 @@ def report(result: dict[str, Any]) -> str:
   mfu = "n/a" if result.get("mfu") is None else f"{100 * result['mfu']:.1f}%"
   flops = result.get("flops_per_device_step")
   lines = [
-      f"{result['method']} step, {result['model']} ({result['dtype']}), batch "
+      f"{result['method']} step, {result['model']} ({result['dtype']}, "
+      f"{result.get('conv_kernel', 'xla')} convs), batch "
       f"{result['batch_per_domain']}×{result['domains']} ({result['input']} input) on "
       f"{result['devices']} {result['platform']} device(s) [{result['device_kind']}]",
       f"jax:   {result['images_per_s']:.0f} img/s, {result['step_ms']:.2f} ms/step, "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ml_collections
 
 from jaxdapt.errors import ConfigError
+from jaxdapt.kernels import cpu_conv
 
 BN_POLICIES = ("joint", "separate", "dsbn")  # jaxdapt/batchnorm.py
 BN_MODES = ("train", "frozen_stats", "frozen")
@@ -18,7 +19,8 @@ EVAL_TARGET_BN = ("running", "target")
 LR_SCHEDULES = ("constant", "dann", "cosine", "inv")  # inv: lr·(1+0.001·i)^-0.75 (optim.py)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; train.compute_dtype resolves auto
-AUGMENTS = ("none", "shift", "imagenet")  # host augmentations, applied in data/pipeline.py
+AUGMENTS = ("none", "shift", "imagenet")
+CONV_KERNELS = cpu_conv.KERNELS  # model.conv_kernel  # host augmentations, applied in data/pipeline.py
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -65,6 +67,11 @@ def base_config() -> ml_collections.ConfigDict:
   # blocks, VGG stages, ViT blocks, dann_digits conv blocks): less memory, ~1/3 more compute.
   # Parameter paths are unchanged, so checkpoints and imported weights load either way.
   c.model.remat = False
+  # Convolution kernels: 'auto' runs the convs they cover (float32, stride 1, unpadded,
+  # 16-64 output channels: dann_digits') through jaxdapt's CPU kernels when the run has one
+  # CPU device and a C++ compiler builds them, else XLA's; 'xla' | 'direct' force one
+  # ('direct' fails where it cannot run); jaxdapt/kernels/cpu_conv.py.
+  c.model.conv_kernel = "auto"
   # Backbone BatchNorm in training: train | frozen_stats (running statistics, never
   # updated) | frozen (and scale/bias frozen through an optimizer rule); jaxdapt/batchnorm.py.
   c.model.bn_mode = "train"
@@ -267,6 +274,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
   _check_choice("optim.schedule", config.optim.schedule, LR_SCHEDULES)
   _check_choice("model.dtype", config.model.dtype, DTYPES)
   _check_choice("model.remat", config.model.remat, (False, True))
+  _check_choice("model.conv_kernel", config.model.conv_kernel, CONV_KERNELS)
   _check_choice("data.augment", config.data.augment, AUGMENTS)
   for field in ("data.batch_size", "data.eval_batch_size", "train.steps", "train.log_every",
                 "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",

@@ -27,6 +27,7 @@ from jaxdapt import batchnorm, checkpoint, config as config_lib, data, losses, m
 from jaxdapt import features, optim, sharding
 from jaxdapt.data.labeled import labeled_subset
 from jaxdapt.errors import ConfigError, NonFiniteLossError
+from jaxdapt.kernels import cpu_conv
 from jaxdapt.metrics import MetricWriter
 
 PyTree = Any
@@ -304,7 +305,8 @@ def build_functions(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   """Model, optimizer and jitted functions for `image_shape` inputs; reads no data, so
   the step benchmark (jaxdapt/bench.py) builds the same step for synthetic shapes."""
   dtype = compute_dtype(config, mesh)
-  model = build_model(config, num_classes, dtype)
+  model = build_model(config, num_classes, dtype).clone(conv_kernel=cpu_conv.resolve(
+      config.model.conv_kernel, mesh.devices.flat[0].platform, mesh.devices.size))
   total_steps = config.train.steps
 
   def init(rng):

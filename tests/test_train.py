@@ -1,6 +1,7 @@
 """Short CPU integration runs of the trainer on the small uci_digits → uci_digits_m task."""
 import json
 import os
+import shutil
 
 import jax
 import ml_collections
@@ -106,9 +107,10 @@ def test_eight_device_step_equals_one_device_step(data_dir):
   assert len(devices) == 8, "conftest forces 8 host devices"
   c = tiny_config(data_dir, "dann")
   c.model.norm = "batch"
-  results = []
+  results, kernels = [], []
   for devs in (devices[:1], devices):
     exp = train.build(c, devs)
+    kernels.append(exp.model.conv_kernel)
     state = exp.init(jax.random.key(0))
     its = train.train_iterators(exp)
     for _ in range(3):
@@ -116,6 +118,9 @@ def test_eight_device_step_equals_one_device_step(data_dir):
       state, metrics = exp.update(state, batch)
     results.append((jax.device_get(state.params), jax.device_get(state.batch_stats),
                     jax.device_get(metrics)))
+  # model.conv_kernel='auto': one CPU device runs jaxdapt's conv kernels, 8 run XLA's, so
+  # this also compares the two kernels through three training steps.
+  assert kernels == ["direct" if shutil.which(os.environ.get("CXX", "c++")) else "xla", "xla"]
   (p1, b1, m1), (p8, b8, m8) = results
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), p1, p8)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), b1, b8)

@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdapt.models.layers import batch_norm, batch_norm_override, dense
+from jaxdapt.models.layers import batch_norm, batch_norm_override, conv_kernel, dense
 
 
 class FeatureBottleneck(nn.Module):
@@ -84,6 +84,9 @@ class Classifier(nn.Module):
   frozen_backbone_bn: the backbone's BatchNorm layers normalise with their running
   statistics in training too and never update them (config model.bn_mode); dropout
   still follows `train`, and the bottleneck's BatchNorm (a new layer) still trains.
+
+  conv_kernel: 'xla' or 'direct', the backbone's convolution kernels (layers.conv_kernel;
+  config model.conv_kernel, resolved for the run's devices by kernels/cpu_conv.resolve).
   """
   backbone: nn.Module
   num_classes: int
@@ -93,6 +96,7 @@ class Classifier(nn.Module):
   dtype: Any = jnp.float32
   frozen_backbone_bn: bool = False
   cosine_temperature: float = 0.0     # > 0: a cosine-classifier output layer (MME)
+  conv_kernel: str = "xla"
 
   def setup(self) -> None:
     if self.bottleneck_dim is not None:
@@ -102,7 +106,8 @@ class Classifier(nn.Module):
 
   def extract(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Images [B,H,W,C] -> features [B,D] in the computation dtype."""
-    with batch_norm_override("running" if self.frozen_backbone_bn else None):
+    with batch_norm_override("running" if self.frozen_backbone_bn else None), \
+        conv_kernel(self.conv_kernel):
       f = self.backbone(x, train=train)
     f = f.reshape(f.shape[0], -1)
     if self.bottleneck_dim is not None:

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdapt.errors import ConfigError
+from jaxdapt.kernels import cpu_conv
 
 Dtype = Any
 
@@ -26,13 +27,32 @@ BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
 
 
+_CONV_KERNEL = contextvars.ContextVar("conv_kernel", default="xla")
+
+
+@contextlib.contextmanager
+def conv_kernel(name: str) -> Iterator[None]:
+  """Within: convs built by `conv` run through `name`'s kernel, 'xla' or 'direct' (the
+  CPU kernels of jaxdapt/kernels/cpu_conv.py where they apply; config model.conv_kernel
+  resolved by cpu_conv.resolve). Read while a model is traced, like batch_norm_override."""
+  if name not in ("xla", "direct"):
+    raise ValueError(f"conv_kernel: must be 'xla' or 'direct', got {name!r}")
+  token = _CONV_KERNEL.set(name)
+  try:
+    yield
+  finally:
+    _CONV_KERNEL.reset(token)
+
+
 def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *,
          use_bias: bool = True, dtype: Dtype = jnp.float32,
          name: str | None = None) -> nn.Conv:
   """A square conv with symmetric explicit padding, as torch.nn.Conv2d pads."""
+  direct = _CONV_KERNEL.get() == "direct"
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)),
                  use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
+                 conv_general_dilated=cpu_conv.conv_general_dilated if direct else None,
                  name=name)
 
 
