@@ -1,13 +1,11 @@
 """jaxdapt.bench_ops times JAX and PyTorch on the same computation, piece by piece."""
-import os
-import shutil
-
 import numpy as np
 
 from jaxdapt import bench_ops
+from jaxdapt.kernels import cpu_conv
 
 # Pieces with a jaxdapt-kernel version: the convs' forward and wgrad, conv2's dgrad.
-DIRECT = 5 if shutil.which(os.environ.get("CXX", "c++")) else 0
+DIRECT = 5 if cpu_conv.can_build() else 0
 
 
 def test_each_piece_computes_the_same_array_in_jax_and_torch():

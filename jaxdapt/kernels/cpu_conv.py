@@ -72,13 +72,23 @@ def _compile(compiler: str, source: Path, target: Path, march: bool) -> subproce
   return subprocess.run(cmd, capture_output=True, text=True)
 
 
+def compiler() -> str:
+  """The C++ compiler the kernels are built with: $CXX, else c++."""
+  return os.environ.get("CXX", "c++")
+
+
+def can_build() -> bool:
+  """Whether that compiler is on PATH (tests: the kernels must then build and run)."""
+  return shutil.which(compiler()) is not None
+
+
 def build(source: Path = SOURCE) -> Path:
   """The compiled shared library for this machine, compiled if not cached. Concurrent
   processes each compile to a temporary file and rename it into place."""
-  compiler = os.environ.get("CXX", "c++")
-  if shutil.which(compiler) is None:
-    raise KernelBuildError(f"no C++ compiler {compiler!r} on PATH (set $CXX)")
-  version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+  cxx = compiler()
+  if not can_build():
+    raise KernelBuildError(f"no C++ compiler {cxx!r} on PATH (set $CXX)")
+  version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
   key = hashlib.sha256("\0".join([
       source.read_text(), version, metadata.version("jaxlib"), _cpu_identity()]).encode()
   ).hexdigest()[:20]
@@ -90,11 +100,11 @@ def build(source: Path = SOURCE) -> Path:
   fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
   os.close(fd)
   try:
-    result = _compile(compiler, source, Path(tmp), march=True)
+    result = _compile(cxx, source, Path(tmp), march=True)
     if result.returncode != 0:  # e.g. a compiler without -march=native for this CPU
-      result = _compile(compiler, source, Path(tmp), march=False)
+      result = _compile(cxx, source, Path(tmp), march=False)
     if result.returncode != 0:
-      raise KernelBuildError(f"{compiler} failed on {source.name}:\n{result.stderr[-2000:]}")
+      raise KernelBuildError(f"{cxx} failed on {source.name}:\n{result.stderr[-2000:]}")
     os.replace(tmp, target)
   finally:
     if os.path.exists(tmp):
