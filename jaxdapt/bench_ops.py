@@ -45,11 +45,6 @@ def best_ms(fn: Callable[[], object], repeats: int, sync: Callable[[object], obj
   return best
 
 
-def _conv(x, w):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
 def _bn_pool_relu(x, scale, bias):
   """The model's own block code: BatchNorm by batch statistics (its custom VJP),
   the strided-slice max-pool, ReLU."""
@@ -102,7 +97,8 @@ def pieces(batch: int, seed: int = 0) -> list[Piece]:
       direct_fns = (direct_fns[0], None, direct_fns[2])
     out += [(f"{name} {part}", gflop, xla_fn, (x, w, g), torch_fn, direct_fn)
             for part, xla_fn, torch_fn, direct_fn in zip(
-                ("forward", "dgrad", "wgrad"), _conv_pieces(_conv), torch_fns, direct_fns)]
+                ("forward", "dgrad", "wgrad"), _conv_pieces(cpu_conv.xla_conv_valid), torch_fns,
+                direct_fns)]
   for name, (size, ch) in BLOCKS.items():
     x = jnp.asarray(rng.standard_normal((batch, size, size, ch), np.float32))
     g = jnp.asarray(rng.standard_normal((batch, size // 2, size // 2, ch), np.float32))

@@ -19,8 +19,8 @@ EVAL_TARGET_BN = ("running", "target")
 LR_SCHEDULES = ("constant", "dann", "cosine", "inv")  # inv: lr·(1+0.001·i)^-0.75 (optim.py)
 OPTIMIZERS = ("sgd", "adam", "adamw")
 DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; train.compute_dtype resolves auto
-AUGMENTS = ("none", "shift", "imagenet")
-CONV_KERNELS = cpu_conv.KERNELS  # model.conv_kernel  # host augmentations, applied in data/pipeline.py
+AUGMENTS = ("none", "shift", "imagenet")  # host augmentations, applied in data/pipeline.py
+CONV_KERNELS = cpu_conv.KERNELS  # model.conv_kernel; resolved by cpu_conv.resolve
 
 
 def base_config() -> ml_collections.ConfigDict:

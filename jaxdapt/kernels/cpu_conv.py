@@ -188,7 +188,8 @@ def _call(target: str, shape: tuple[int, ...], *args: jax.Array) -> jax.Array:
                           vmap_method="sequential")(*args)
 
 
-def _xla_conv(x: jax.Array, w: jax.Array) -> jax.Array:
+def xla_conv_valid(x: jax.Array, w: jax.Array) -> jax.Array:
+  """XLA's convolution of what `conv_valid` computes."""
   return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=_NHWC)
 
 
@@ -210,7 +211,7 @@ def _conv_bwd(residuals, g):
   if cin % _LANES == 0 and _LANES <= cin <= 4 * _LANES:
     dx = _call("input_grad", x.shape, g, jnp.transpose(w, (0, 1, 3, 2)))
   else:  # e.g. RGB input; unused (and removed by XLA) where x is the images
-    dx = jax.vjp(lambda x: _xla_conv(x, w), x)[1](g)[0]
+    dx = jax.vjp(lambda x: xla_conv_valid(x, w), x)[1](g)[0]
   dw = _call("weight_grad", w.shape, x, g)
   return dx, dw
 
