@@ -1,15 +1,19 @@
-"""Throughput of the training step: compile time, step time, images/s, MFU; vs PyTorch.
+"""Throughput of the training step and of feature extraction: compile time, step
+time, images/s, MFU; against the same network and step in PyTorch.
 
   python -m jaxdapt.bench --config experiments/digits/dann.py --steps 100
   python -m jaxdapt.bench --config experiments/digits/dann.py --pipeline --no-torch
   python -m jaxdapt.bench throughput --model resnet50 --method dann --batch 256 [--image-size 224]
+  python -m jaxdapt.bench features --model resnet50 --batch 1024
 
 Config mode builds an experiment's own step (its data sets the shapes). It feeds
 one fixed on-device batch (the step alone), or with --pipeline batches from the
-grain pipeline (step + host input). --torch (on when torch is importable) also
-times the same step written in plain PyTorch (jaxdapt/torch_ref.py; digits DANN
-configs) on the same batch and prints the ratio. Throughput mode needs no data:
-random images of the given size, generated on device.
+grain pipeline (step + host input). Throughput mode needs no data: random images
+of the given size, generated on device. Features mode times the eval-mode forward
+that feature extraction runs (features.forward_fn) on such images. --torch (on
+when torch is importable) also times the PyTorch twin (jaxdapt/torch_ref.py:
+digits and ResNet networks, source_only and DANN steps, channels-last, bf16
+autocast on CUDA when JAX computes in bf16) on the same batch and prints the ratio.
 
 Images/s counts every image the step forwards (source + target for adaptation
 methods). MFU = FLOPs of the compiled per-device program (XLA cost analysis) /
@@ -53,40 +57,69 @@ def step_flops(compiled: Any) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def measure(exp, state, first: Any, next_batch: Callable[[], Any], steps: int,
-            warmup: int, extra: tuple = ()) -> dict[str, Any]:
-  """Compiles `exp.update` for `first`, runs `warmup` then `steps` timed steps."""
+def timed(compile_fn: Callable[[], Any], run: Callable[[Any], Any], steps: int,
+          warmup: int) -> tuple[Any, float, float]:
+  """(compiled, compile s, s per call): `run(compiled)` `warmup` times, then `steps` timed
+  times; each run returns what to wait on, fetched only at the end of each phase."""
   t0 = time.perf_counter()
-  compiled = exp.update.lower(state, first, *extra).compile()
+  compiled = compile_fn()
   compile_s = time.perf_counter() - t0
-  metrics = None
+  out = None
   for _ in range(warmup):
-    state, metrics = compiled(state, next_batch(), *extra)
-  jax.block_until_ready((state, metrics))
+    out = run(compiled)
+  jax.block_until_ready(out)
   t0 = time.perf_counter()
   for _ in range(steps):
-    state, metrics = compiled(state, next_batch(), *extra)
-  jax.block_until_ready((state, metrics))
-  elapsed = time.perf_counter() - t0
+    out = run(compiled)
+  jax.block_until_ready(out)
+  return compiled, compile_s, (time.perf_counter() - t0) / steps
+
+
+def _result(exp, what: str, compiled: Any, compile_s: float, step_s: float,
+            domains: int) -> dict[str, Any]:
+  """The fields every mode reports, for `compiled` taking `step_s` per call."""
   config, device = exp.config, jax.devices()[0]
   from jaxdapt.train import compute_dtype
-  images = config.data.batch_size * len(exp.method.domains) * steps
-  # XLA's cost analysis does not see into FFI calls: with jaxdapt's CPU conv kernels it
-  # would count the step without its convolutions, so FLOPs are not reported.
-  direct = getattr(exp.model, "conv_kernel", "xla") == "direct"
+  # model.conv_kernel resolved to 'direct' and some convolution eligible for the kernels.
+  direct = getattr(exp.model, "conv_kernel", "xla") == "direct" and _calls_kernels(compiled)
+  # XLA's cost analysis does not see into FFI calls: where jaxdapt's CPU conv kernels
+  # run, it would count the step without those convolutions, so FLOPs are not reported.
   flops, peak = (None if direct else step_flops(compiled)), peak_flops(device)
-  step_s = elapsed / steps
-  return {"method": config.method.name, "model": config.model.name,
+  return {"method": what, "model": config.model.name,
           "dtype": compute_dtype(config, exp.mesh).name,  # model.dtype, 'auto' resolved
-          "conv_kernel": "direct" if direct else "xla",   # model.conv_kernel, resolved
+          "conv_kernel": "direct" if direct else "xla",   # the kernels that ran
           "batch_per_domain": config.data.batch_size,
-          "domains": len(exp.method.domains), "compile_s": compile_s,
-          "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s, "images_per_s": images / elapsed,
+          "domains": domains, "compile_s": compile_s,
+          "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s,
+          "images_per_s": config.data.batch_size * domains / step_s,
           "flops_per_device_step": flops,
           "mfu": flops / step_s / peak if flops and peak else None,
           "devices": jax.device_count(), "platform": device.platform,
           "device_kind": device.device_kind,
           "host": platform.processor() or platform.machine(), "jax": jax.__version__}
+
+
+def _calls_kernels(compiled: Any) -> bool:
+  """Whether the compiled program calls jaxdapt's CPU conv kernels (kernels/cpu_conv.py)."""
+  try:
+    return "jaxdapt_conv_" in compiled.as_text()
+  except Exception:  # no text: assume it does (FLOPs n/a rather than wrong)
+    return True
+
+
+def measure(exp, state, first: Any, next_batch: Callable[[], Any], steps: int,
+            warmup: int, extra: tuple = ()) -> dict[str, Any]:
+  """Compiles `exp.update` for `first`, runs `warmup` then `steps` timed steps."""
+  box = [state]
+
+  def run(compiled):
+    box[0], metrics = compiled(box[0], next_batch(), *extra)
+    return box[0], metrics
+
+  compiled, compile_s, step_s = timed(
+      lambda: exp.update.lower(state, first, *extra).compile(), run, steps, warmup)
+  return _result(exp, exp.config.method.name, compiled, compile_s, step_s,
+                 len(exp.method.domains))
 
 
 def _refresh_extra(exp, state) -> tuple:
@@ -120,6 +153,22 @@ def benchmark(config, steps: int, warmup: int, pipeline: bool,
   return result
 
 
+def _synthetic_experiment(config, image_size: int, num_classes: int):
+  """(experiment, state, on-device batch) for `config` on random images: no dataset."""
+  from jaxdapt import config as config_lib, methods, sharding, train
+  from jaxdapt.errors import ConfigError
+  mesh = sharding.make_mesh()
+  config_lib.validate(config, device_count=mesh.size)
+  method = methods.get_method(config.method)
+  if type(method).refresh is not methods.Method.refresh:
+    raise ConfigError(f"method.name: {config.method.name!r} precomputes inputs from its data "
+                      "(refresh); benchmark it in config mode (--config)")
+  image_shape = (image_size, image_size, 3)
+  exp = train.build_functions(config, mesh, method, image_shape, num_classes)
+  state = exp.init(jax.random.key(config.seed))
+  return exp, state, synthetic_batch(exp, image_shape, num_classes)
+
+
 def synthetic_batch(exp, image_shape: tuple[int, ...], num_classes: int, seed: int = 0):
   """Random uint8 images and labels for every domain, made on device and sharded."""
   batch = exp.config.data.batch_size
@@ -148,63 +197,108 @@ def throughput_config(model: str, method: str, batch: int, dtype: str = "float32
   return apply_overrides(config, overrides)
 
 
-def throughput(config, image_size: int, num_classes: int, steps: int,
-               warmup: int) -> dict[str, Any]:
+def throughput(config, image_size: int, num_classes: int, steps: int, warmup: int,
+               torch: bool = False) -> dict[str, Any]:
   """Throughput mode: the step for `config` on synthetic on-device data (no dataset)."""
-  from jaxdapt import config as config_lib, methods, sharding, train
-  from jaxdapt.errors import ConfigError
-  mesh = sharding.make_mesh()
-  config_lib.validate(config, device_count=mesh.size)
-  method = methods.get_method(config.method)
-  if type(method).refresh is not methods.Method.refresh:
-    raise ConfigError(f"method.name: {config.method.name!r} precomputes inputs from its data "
-                      "(refresh); benchmark it in config mode (--config)")
-  image_shape = (image_size, image_size, 3)
-  exp = train.build_functions(config, mesh, method, image_shape, num_classes)
-  state = exp.init(jax.random.key(config.seed))
-  batch = synthetic_batch(exp, image_shape, num_classes)
+  exp, state, batch = _synthetic_experiment(config, image_size, num_classes)
   result = measure(exp, state, batch, lambda: batch, steps, warmup)
-  return {**result, "input": "synthetic", "image_size": image_size, "num_classes": num_classes}
+  result.update(input="synthetic", image_size=image_size, num_classes=num_classes)
+  if torch:
+    result.update(torch_benchmark(config, jax.device_get(batch), (image_size, image_size, 3),
+                                  num_classes, steps, warmup))
+  return result
+
+
+def feature_throughput(config, image_size: int, steps: int, warmup: int,
+                       torch: bool = False) -> dict[str, Any]:
+  """Features mode: the eval-mode forward of feature extraction (features.forward_fn)
+  on a synthetic on-device batch of config.data.batch_size images."""
+  from jaxdapt import features
+  exp, state, batch = _synthetic_experiment(config, image_size, num_classes=10)
+  images = batch["source"]["image"]
+  forward = features.forward_fn(exp)
+  compiled, compile_s, step_s = timed(
+      lambda: forward.lower(state.params, state.batch_stats, images).compile(),
+      lambda compiled: compiled(state.params, state.batch_stats, images), steps, warmup)
+  result = _result(exp, "features", compiled, compile_s, step_s, domains=1)
+  result.update(input="synthetic", image_size=image_size)
+  if torch:
+    result.update(torch_features(config, jax.device_get(images), steps, warmup))
+  return result
+
+
+def _torch_device():
+  import torch
+  device = "cuda" if torch.cuda.is_available() else "cpu"
+  if device == "cuda":
+    torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = True  # XLA's default float32 precision on GPU
+    torch.backends.cudnn.allow_tf32 = True
+  return device
+
+
+def _torch_timed(call: Callable[[], Any], synchronize: Callable[[], None], steps: int,
+                 warmup: int) -> tuple[Any, float]:
+  """(last output, s per call) after max(warmup, 1) untimed calls (cuDNN autotuning)."""
+  for _ in range(max(warmup, 1)):
+    call()
+  synchronize()
+  t0 = time.perf_counter()
+  for _ in range(steps):
+    out = call()
+  synchronize()
+  return out, (time.perf_counter() - t0) / steps
+
+
+def _torch_fields(step_s: float, images: int, device: str, amp: bool) -> dict[str, Any]:
+  import torch
+  return {"torch": torch.__version__, "torch_device": device,
+          "torch_threads": torch.get_num_threads(), "torch_amp_bf16": amp,
+          "torch_step_ms": 1000 * step_s, "torch_images_per_s": images / step_s}
+
+
+def _torch_twin(config) -> tuple[Any, str | None]:
+  """(jaxdapt.torch_ref, torch device), or (None, why the twin is skipped)."""
+  try:
+    from jaxdapt import torch_ref
+  except ImportError:
+    return None, "torch is not installed"
+  reason = torch_ref.unsupported(config)
+  return (None, reason) if reason else (torch_ref, _torch_device())
 
 
 def torch_benchmark(config, local_batch: dict, image_shape: tuple[int, ...], num_classes: int,
                     steps: int, warmup: int) -> dict[str, Any]:
   """Times jaxdapt.torch_ref's twin of the step on the same (host) batch."""
-  try:
-    import torch
-    from jaxdapt import torch_ref
-  except ImportError:
-    return {"torch_skipped": "torch is not installed"}
-  reason = torch_ref.unsupported(config)
-  if reason:
-    return {"torch_skipped": reason}
-  device = "cuda" if torch.cuda.is_available() else "cpu"
-  if device == "cuda":
-    torch.backends.cudnn.benchmark = True
-    torch.backends.cuda.matmul.allow_tf32 = True  # XLA's default float32 precision on GPU
+  torch_ref, device = _torch_twin(config)
+  if torch_ref is None:
+    return {"torch_skipped": device}
   step = torch_ref.TorchStep(config, image_shape, num_classes, device)
-  batch = step.to_device({d: local_batch[d] for d in ("source", "target")})
-  for _ in range(max(warmup, 1)):
-    step(batch)
-  step.synchronize()
-  t0 = time.perf_counter()
-  for _ in range(steps):
-    loss = step(batch)
-  step.synchronize()
-  elapsed = time.perf_counter() - t0
-  images = 2 * local_batch["source"]["image"].shape[0] * steps
-  return {"torch": torch.__version__, "torch_device": device,
-          "torch_threads": torch.get_num_threads(), "torch_amp_bf16": step.amp,
-          "torch_step_ms": 1000 * elapsed / steps, "torch_images_per_s": images / elapsed,
-          "torch_final_loss": float(loss)}
+  batch = step.to_device(local_batch)
+  loss, step_s = _torch_timed(lambda: step(batch), step.synchronize, steps, warmup)
+  images = len(step.domains) * local_batch["source"]["image"].shape[0]
+  return {**_torch_fields(step_s, images, device, step.amp), "torch_final_loss": float(loss)}
+
+
+def torch_features(config, images, steps: int, warmup: int) -> dict[str, Any]:
+  """Times jaxdapt.torch_ref's twin of the feature extractor on the same (host) images."""
+  torch_ref, device = _torch_twin(config)
+  if torch_ref is None:
+    return {"torch_skipped": device}
+  extract = torch_ref.TorchFeatures(config, tuple(images.shape[1:]), device)
+  x = torch_ref.to_device(images, extract.device)
+  _, step_s = _torch_timed(lambda: extract(x), extract.synchronize, steps, warmup)
+  return _torch_fields(step_s, images.shape[0], device, extract.amp)
 
 
 def report(result: dict[str, Any]) -> str:
   """The human-readable lines (the JSON follows them)."""
   mfu = "n/a" if result.get("mfu") is None else f"{100 * result['mfu']:.1f}%"
   flops = result.get("flops_per_device_step")
+  what = ("feature extraction (eval forward)" if result["method"] == "features"
+          else f"{result['method']} step")
   lines = [
-      f"{result['method']} step, {result['model']} ({result['dtype']}, "
+      f"{what}, {result['model']} ({result['dtype']}, "
       f"{result.get('conv_kernel', 'xla')} convs), batch "
       f"{result['batch_per_domain']}×{result['domains']} ({result['input']} input) on "
       f"{result['devices']} {result['platform']} device(s) [{result['device_kind']}]",
@@ -227,27 +321,33 @@ def _torch_available() -> bool:
   return importlib.util.find_spec("torch") is not None
 
 
-def _parser(throughput_mode: bool) -> argparse.ArgumentParser:
+MODES = ("config", "throughput", "features")
+
+
+def _parser(mode: str) -> argparse.ArgumentParser:
   from jaxdapt import config as config_lib
   parser = argparse.ArgumentParser(prog="python -m jaxdapt.bench" + (
-      " throughput" if throughput_mode else ""), description=__doc__.split("\n\n")[0])
-  if throughput_mode:
-    parser.add_argument("--model", default="resnet50")
-    parser.add_argument("--method", default="dann")
-    parser.add_argument("--batch", type=int, default=256, help="per domain, global")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="default: 32 for digit models, else 224")
-    parser.add_argument("--num-classes", type=int, default=None,
-                        help="default: 10 for digit models, else 31")
-    parser.add_argument("--dtype", default="float32", choices=config_lib.DTYPES,
-                        help="model.dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")
-  else:
+      "" if mode == "config" else f" {mode}"), description=__doc__.split("\n\n")[0])
+  if mode == "config":
     parser.add_argument("--config", default="experiments/digits/dann.py")
     parser.add_argument("--task", default="syn2uci")
     parser.add_argument("--pipeline", action="store_true", help="feed the real grain pipeline")
-    parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
-                        default=_torch_available(),
-                        help="also time the PyTorch twin of the step (default: if installed)")
+  else:
+    parser.add_argument("--model", default="resnet50")
+    if mode == "throughput":
+      parser.add_argument("--method", default="dann")
+    parser.add_argument("--batch", type=int, default=256 if mode == "throughput" else 1024,
+                        help="images per domain, global")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="default: 32 for digit models, else 224")
+    if mode == "throughput":
+      parser.add_argument("--num-classes", type=int, default=None,
+                          help="default: 10 for digit models, else 31")
+    parser.add_argument("--dtype", default="auto", choices=config_lib.DTYPES,
+                        help="model.dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")
+  parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
+                      default=_torch_available(),
+                      help="also time the PyTorch twin (default: if torch is installed)")
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--warmup", type=int, default=10)
   parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
@@ -256,19 +356,24 @@ def _parser(throughput_mode: bool) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   argv = sys.argv[1:] if argv is None else list(argv)
-  throughput_mode = argv[:1] == ["throughput"]
-  args = _parser(throughput_mode).parse_args(argv[1:] if throughput_mode else argv)
-  if throughput_mode:
-    digits = args.model in DIGITS_MODELS
-    config = throughput_config(args.model, args.method, args.batch, args.dtype, args.set)
-    result = throughput(config, args.image_size or (32 if digits else 224),
-                        args.num_classes or (10 if digits else 31), args.steps, args.warmup)
-  else:
+  mode = argv[0] if argv[:1] and argv[0] in MODES[1:] else "config"
+  args = _parser(mode).parse_args(argv if mode == "config" else argv[1:])
+  if mode == "config":
     from jaxdapt.grid import load_config
     method = os.path.splitext(os.path.basename(args.config))[0]
     config = load_config(method, args.task, os.path.dirname(args.config), args.set)
     config.train.progress_bar = False
     result = benchmark(config, args.steps, args.warmup, args.pipeline, torch=args.torch)
+  else:
+    digits = args.model in DIGITS_MODELS
+    image_size = args.image_size or (32 if digits else 224)
+    method = args.method if mode == "throughput" else "source_only"
+    config = throughput_config(args.model, method, args.batch, args.dtype, args.set)
+    if mode == "throughput":
+      result = throughput(config, image_size, args.num_classes or (10 if digits else 31),
+                          args.steps, args.warmup, torch=args.torch)
+    else:
+      result = feature_throughput(config, image_size, args.steps, args.warmup, torch=args.torch)
   print(report(result))
   print(json.dumps(result))
   return result

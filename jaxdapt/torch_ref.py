@@ -1,12 +1,16 @@
-"""The digits DANN training step in plain PyTorch: the baseline of `jaxdapt.bench --torch`.
+"""The training step and the feature extractor in plain PyTorch: the baseline of
+`jaxdapt.bench --torch`.
 
-Same network as `dann_digits` + MLP head (conv5x5-32, BN, pool, ReLU, conv5x5-48,
-BN, pool, ReLU, features flattened in NHWC order, FC hidden..., FC classes), same
-domain classifier behind gradient reversal, same loss (CE on source + BCE on
-domains), same SGD-momentum update and schedules as the JAX step built from the
-same config, so the images/s ratio compares frameworks rather than models.
-`load_jax_params` copies Flax parameters in; tests/test_bench.py checks that both
-steps then give the same losses. Needs torch (imported with this module).
+Networks: `dann_digits` (conv5x5-32, BN, pool, ReLU, conv5x5-48, BN, pool, ReLU,
+features flattened in NHWC order) and the torchvision ResNets (jaxdapt/torch_models.py,
+with model.width / model.small_input), each with the same MLP head (FC hidden...,
+FC classes) and, for DANN, the same domain classifier behind gradient reversal.
+Steps: `source_only` (CE on source) and `dann` (CE on source + BCE on domains), with
+the same SGD-momentum update and schedules as the JAX step built from the same
+config, so the images/s ratio compares frameworks rather than models. Attribute
+names follow the Flax module names, so `load_jax_params` copies a Flax state in
+(torch_models.load_flax); tests/test_bench.py checks that both steps then give the
+same losses. Needs torch (imported with this module).
 """
 from __future__ import annotations
 
@@ -20,23 +24,33 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jaxdapt import torch_models
+
+METHODS = ("dann", "source_only")
+
 
 def unsupported(config: ml_collections.ConfigDict) -> str | None:
   """Why this config's step has no PyTorch twin here (None: it has one)."""
+  resnet = config.model.name in torch_models.RESNETS
   checks = [
-      (config.model.name == "dann_digits", f"model.name {config.model.name!r}"),
-      (config.method.name == "dann", f"method.name {config.method.name!r}"),
-      (config.model.norm in ("batch", "none", "default"), f"model.norm {config.model.norm!r}"),
-      (config.method.bn == "joint", f"method.bn {config.method.bn!r}"),
+      (config.model.name == "dann_digits" or resnet, f"model.name {config.model.name!r}"),
+      (config.method.name in METHODS, f"method.name {config.method.name!r}"),
+      (config.model.norm in ("batch", "default") or (config.model.norm == "none" and not resnet),
+       f"model.norm {config.model.norm!r}"),
+      (config.method.bn == "joint" or config.method.name == "source_only",
+       f"method.bn {config.method.bn!r}"),
       (config.optim.name == "sgd", f"optim.name {config.optim.name!r}"),
       (config.optim.schedule in ("dann", "constant"), f"optim.schedule {config.optim.schedule!r}"),
       (tuple(map(tuple, config.optim.rules)) == ((".*", 1.0),), "optim.rules"),
       (not config.optim.weight_decay, "optim.weight_decay"),
       (not config.model.bottleneck_dim, "model.bottleneck_dim"),
       (not config.model.dropout, "model.dropout"),
+      (not config.model.remat, "model.remat"),
+      (not config.model.cosine_temperature, "model.cosine_temperature"),
       (not config.method.bsp_weight, "method.bsp_weight"),
       (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
       (config.model.get("bn_mode", "train") == "train", "model.bn_mode"),
+      (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
   ]
   bad = [what for ok, what in checks if not ok]
   return f"no PyTorch reference for {', '.join(bad)}" if bad else None
@@ -54,88 +68,156 @@ class _GradientReversal(torch.autograd.Function):
     return -ctx.coeff * grad, None
 
 
-class DANNDigits(nn.Module):
-  """Classifier and domain discriminator; forward returns (features, class logits)."""
+class DigitsBackbone(nn.Module):
+  """dann_digits' two conv blocks; forward returns features flattened in NHWC order."""
 
-  def __init__(self, image_shape: tuple[int, int, int], num_classes: int, *, use_bn: bool,
-               head_hidden: tuple[int, ...], disc_hidden: tuple[int, ...]):
+  def __init__(self, image_shape: tuple[int, int, int], use_bn: bool):
     super().__init__()
     h, w, c = image_shape
-    norm = (lambda ch: nn.BatchNorm2d(ch, eps=1e-5, momentum=0.1)) if use_bn else (
-        lambda ch: nn.Identity())
-    self.conv1, self.bn1 = nn.Conv2d(c, 32, 5), norm(32)
-    self.conv2, self.bn2 = nn.Conv2d(32, 48, 5), norm(48)
+    self.conv1, self.conv2 = nn.Conv2d(c, 32, 5), nn.Conv2d(32, 48, 5)
+    if use_bn:
+      self.bn1, self.bn2 = nn.BatchNorm2d(32), nn.BatchNorm2d(48)
     for _ in range(2):
       h, w = (h - 4) // 2, (w - 4) // 2
-    widths = (48 * h * w, *head_hidden)
+    self.feature_dim = 48 * h * w
+
+  def forward(self, x: torch.Tensor) -> torch.Tensor:
+    for i in (1, 2):
+      x = getattr(self, f"conv{i}")(x)
+      if hasattr(self, f"bn{i}"):
+        x = getattr(self, f"bn{i}")(x)
+      x = F.relu(F.max_pool2d(x, 2))
+    return x.permute(0, 2, 3, 1).flatten(1)  # NHWC order, as Flax flattens
+
+
+class Head(nn.Module):
+  """models.classifier.MLPHead: Linear+ReLU per hidden width, then `out` (float32)."""
+
+  def __init__(self, in_dim: int, hidden: tuple[int, ...], num_classes: int):
+    super().__init__()
+    widths = (in_dim, *hidden)
     self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
     self.out = nn.Linear(widths[-1], num_classes)
-    widths = (48 * h * w, *disc_hidden, 1)
-    self.disc = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
 
-  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x = F.relu(F.max_pool2d(self.bn1(self.conv1(x)), 2))
-    x = F.relu(F.max_pool2d(self.bn2(self.conv2(x)), 2))
-    features = x.permute(0, 2, 3, 1).flatten(1)  # NHWC order, as Flax flattens
-    h = features
+  def forward(self, h: torch.Tensor) -> torch.Tensor:
     for layer in self.hidden:
       h = F.relu(layer(h))
-    return features, self.out(h)
+    with _autocast_off(h):
+      return self.out(h.float())  # the Flax output layer computes in float32 too
 
-  def discriminate(self, features: torch.Tensor, coeff: float) -> torch.Tensor:
-    h = _GradientReversal.apply(features.float(), coeff)
-    for i, layer in enumerate(self.disc):
-      h = layer(h) if i == len(self.disc) - 1 else F.relu(layer(h))
+
+class Discriminator(nn.Module):
+  """methods.dann.DomainDiscriminator in float32; `Dense` is the Flax Dense_{i} naming."""
+
+  def __init__(self, in_dim: int, hidden: tuple[int, ...]):
+    super().__init__()
+    widths = (in_dim, *hidden, 1)
+    self.Dense = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+
+  def forward(self, features: torch.Tensor, coeff: float) -> torch.Tensor:
+    with _autocast_off(features):
+      h = _GradientReversal.apply(features.float(), coeff)
+      for i, layer in enumerate(self.Dense):
+        h = layer(h) if i == len(self.Dense) - 1 else F.relu(layer(h))
     return h[:, 0]
 
 
+def _autocast_off(x: torch.Tensor):
+  return torch.autocast(x.device.type, enabled=False)
+
+
+class Network(nn.Module):
+  """backbone -> head (+ the domain discriminator for DANN); forward: (features, logits)."""
+
+  def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
+               head_hidden: tuple[int, ...], disc_hidden: tuple[int, ...] | None):
+    super().__init__()
+    self.backbone = backbone
+    self.head = Head(feature_dim, head_hidden, num_classes)
+    if disc_hidden is not None:
+      self.discriminator = Discriminator(feature_dim, disc_hidden)
+
+  def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    features = self.backbone(x)
+    return features, self.head(features)
+
+  def discriminate(self, features: torch.Tensor, coeff: float) -> torch.Tensor:
+    return self.discriminator(features, coeff)
+
+
+def build_backbone(config: ml_collections.ConfigDict,
+                   image_shape: tuple[int, int, int]) -> nn.Module:
+  """The torch twin of config.model's backbone; `.feature_dim` is its output width."""
+  name = config.model.name
+  if name in torch_models.RESNETS:
+    return torch_models.torchvision_resnet(name, None, width=config.model.width or 64,
+                                           small_input=config.model.small_input)
+  return DigitsBackbone(image_shape, use_bn=config.model.norm in ("batch", "default"))
+
+
 def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-                  num_classes: int) -> DANNDigits:
-  return DANNDigits(image_shape, num_classes, use_bn=config.model.norm == "batch",
-                    head_hidden=tuple(config.model.head_hidden),
-                    disc_hidden=tuple(config.method.disc_hidden))
+                  num_classes: int) -> Network:
+  backbone = build_backbone(config, image_shape)
+  disc = tuple(config.method.disc_hidden) if config.method.name == "dann" else None
+  return Network(backbone, backbone.feature_dim, num_classes, tuple(config.model.head_hidden),
+                 disc)
 
 
-def load_jax_params(net: DANNDigits, params: dict) -> None:
-  """Copies `{'model': ..., 'method': ...}` Flax parameters (numpy) into `net`, in place."""
-  t = lambda a: torch.from_numpy(np.asarray(a, np.float32).copy())
-  backbone, head = params["model"]["backbone"], params["model"]["head"]
-  pairs = []
-  for i in (1, 2):
-    conv = backbone[f"conv{i}"]
-    pairs += [(getattr(net, f"conv{i}").weight, t(conv["kernel"]).permute(3, 2, 0, 1)),
-              (getattr(net, f"conv{i}").bias, t(conv["bias"]))]
-    if f"bn{i}" in backbone:
-      bn = backbone[f"bn{i}"]
-      pairs += [(getattr(net, f"bn{i}").weight, t(bn["scale"])),
-                (getattr(net, f"bn{i}").bias, t(bn["bias"]))]
-  dense = [head[f"hidden_{i}"] for i in range(len(net.hidden))] + [head["out"]]
-  dense += [params["method"]["discriminator"][f"Dense_{i}"] for i in range(len(net.disc))]
-  for layer, p in zip([*net.hidden, net.out, *net.disc], dense):
-    pairs += [(layer.weight, t(p["kernel"]).T), (layer.bias, t(p["bias"]))]
-  with torch.no_grad():
-    for dst, src in pairs:
-      if dst.shape != src.shape:
-        raise ValueError(f"shape {tuple(src.shape)} does not fit {tuple(dst.shape)}")
-      dst.copy_(src)
+def load_jax_params(net: Network, params: dict, batch_stats: dict) -> None:
+  """Copies a Flax train state's `params` ({'model': ..., 'method': ...}) and
+  `batch_stats` (numpy) into `net`, in place."""
+  tree = {"backbone": params["model"]["backbone"], "head": params["model"]["head"]}
+  if "discriminator" in params.get("method", {}):
+    tree["discriminator"] = params["method"]["discriminator"]
+  torch_models.load_flax(net, tree, batch_stats)
+
+
+def _input(images: torch.Tensor, mean_std) -> torch.Tensor:
+  """NHWC uint8 -> normalised NCHW float32 in channels-last memory, as train.normalize:
+  x · 1/(255·std) − mean/std per channel."""
+  mean, std = (np.asarray(v, np.float64) for v in mean_std)
+  scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32, device=images.device)
+  shift = torch.tensor(mean / std, dtype=torch.float32, device=images.device)
+  x = images.permute(0, 3, 1, 2).float() * scale[:, None, None] - shift[:, None, None]
+  return x.contiguous(memory_format=torch.channels_last)
+
+
+def _amp(config: ml_collections.ConfigDict, device: torch.device) -> bool:
+  """bfloat16 autocast on CUDA when the JAX step computes in bfloat16 (model.dtype)."""
+  from jaxdapt.train import compute_dtype  # model.dtype with 'auto' resolved
+  return device.type == "cuda" and compute_dtype(config).name == "bfloat16"
+
+
+def _autocast(amp: bool):
+  return torch.autocast("cuda", dtype=torch.bfloat16) if amp else contextlib.nullcontext()
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+  """Nested dicts of numpy arrays -> the same of torch tensors on `device`."""
+  if isinstance(batch, dict):
+    return {k: to_device(v, device) for k, v in batch.items()}
+  return torch.from_numpy(np.array(batch)).to(device)  # a writable copy
 
 
 class TorchStep:
-  """`step(batch) -> loss`: one DANN update on a {'source','target'} batch of NHWC uint8 images.
+  """`step(batch) -> loss`: one update of config.method (METHODS) on a {'source'[,
+  'target']} batch of NHWC uint8 images (torch tensors: `to_device`).
 
   Channels-last convolutions; on CUDA, bfloat16 autocast when the JAX step computes in
-  bfloat16 (model.dtype), so both frameworks run at the same precision.
+  bfloat16 (model.dtype), so both frameworks run at the same precision. DANN forwards
+  source and target as one batch (method.bn 'joint', BatchNorm statistics over both).
   """
 
   def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
                num_classes: int, device: str = "cpu"):
+    from jaxdapt.train import input_mean_std
     self.config, self.device = config, torch.device(device)
     self.net = build_network(config, image_shape, num_classes).to(
         self.device, memory_format=torch.channels_last)
     self.opt = torch.optim.SGD(self.net.parameters(), lr=config.optim.lr,
                                momentum=config.optim.momentum, nesterov=config.optim.nesterov)
-    from jaxdapt.train import compute_dtype  # model.dtype with 'auto' resolved
-    self.amp = self.device.type == "cuda" and compute_dtype(config).name == "bfloat16"
+    self.amp, self.mean_std = _amp(config, self.device), input_mean_std(config)
+    self.domains = ("source", "target") if config.method.name == "dann" else ("source",)
     self.step_count = 0
 
   def _progress_scaled(self) -> tuple[float, float]:
@@ -147,23 +229,20 @@ class TorchStep:
     return lr, coeff
 
   def to_device(self, batch: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
-    return {d: {k: torch.from_numpy(np.asarray(v)).to(self.device) for k, v in b.items()}
-            for d, b in batch.items()}
+    return to_device({d: batch[d] for d in self.domains}, self.device)
 
   def __call__(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
-    src, tgt = batch["source"], batch["target"]
+    src = batch["source"]
     n = src["image"].shape[0]
-    x = torch.cat([src["image"], tgt["image"]]).permute(0, 3, 1, 2).float()
-    x = (x / 127.5 - 1.0).contiguous(memory_format=torch.channels_last)
+    x = _input(torch.cat([batch[d]["image"] for d in self.domains]), self.mean_std)
     lr, coeff = self._progress_scaled()
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if self.amp
-           else contextlib.nullcontext())
-    with amp:
+    with _autocast(self.amp):
       features, logits = self.net(x)
-    cls_loss = F.cross_entropy(logits[:n].float(), src["label"].long())
-    domain_logits = self.net.discriminate(features, coeff)  # float32, as in JAX
-    domain = torch.cat([torch.ones(n), torch.zeros(x.shape[0] - n)]).to(self.device)
-    loss = cls_loss + F.binary_cross_entropy_with_logits(domain_logits.float(), domain)
+    loss = F.cross_entropy(logits[:n].float(), src["label"].long())
+    if "target" in self.domains:
+      domain_logits = self.net.discriminate(features, coeff)  # float32, as in JAX
+      domain = torch.cat([torch.ones(n), torch.zeros(x.shape[0] - n)]).to(self.device)
+      loss = loss + F.binary_cross_entropy_with_logits(domain_logits, domain)
     for group in self.opt.param_groups:
       group["lr"] = lr
     self.opt.zero_grad(set_to_none=True)
@@ -173,5 +252,30 @@ class TorchStep:
     return loss.detach()
 
   def synchronize(self) -> None:
-    if self.device.type == "cuda":
-      torch.cuda.synchronize()
+    _synchronize(self.device)
+
+
+class TorchFeatures:
+  """`extract(images) -> features`: the backbone in eval mode under inference_mode, the
+  twin of features.forward_fn's features (bfloat16 autocast on CUDA as TorchStep)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+               device: str = "cpu"):
+    from jaxdapt.train import input_mean_std
+    self.device = torch.device(device)
+    self.backbone = build_backbone(config, image_shape).to(
+        self.device, memory_format=torch.channels_last).eval()
+    self.amp, self.mean_std = _amp(config, self.device), input_mean_std(config)
+
+  @torch.inference_mode()
+  def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    with _autocast(self.amp):
+      return self.backbone(_input(images, self.mean_std)).float()
+
+  def synchronize(self) -> None:
+    _synchronize(self.device)
+
+
+def _synchronize(device: torch.device) -> None:
+  if device.type == "cuda":
+    torch.cuda.synchronize()

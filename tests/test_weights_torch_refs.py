@@ -4,7 +4,8 @@ torchvision and timm are not installed in CI (torchvision pulls a CUDA
 torch), so the parity tests use these plain torch.nn re-implementations. The
 tests in this file pin them to the real libraries: parameter totals as
 torchvision/timm report them and the key names of their state_dicts.
-torch is required: a missing torch is a collection error, never a skip.
+torch is required: a missing torch is a collection error, never a skip. The
+torchvision ResNets are jaxdapt/torch_models.py's (pinned here like the rest).
 """
 from __future__ import annotations
 
@@ -20,92 +21,8 @@ except ImportError as e:  # fail loudly: parity tests must not silently vanish
 
 import pytest
 
-
-# ---------------------------------------------------------------- ResNet (torchvision)
-def _conv(i: int, o: int, k: int, s: int = 1, groups: int = 1) -> nn.Conv2d:
-  return nn.Conv2d(i, o, k, s, k // 2, groups=groups, bias=False)
-
-
-class BasicBlock(nn.Module):
-  expansion = 1
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
-    super().__init__()
-    self.conv1, self.bn1 = _conv(inplanes, planes, 3, stride), nn.BatchNorm2d(planes)
-    self.relu = nn.ReLU(inplace=True)
-    self.conv2, self.bn2 = _conv(planes, planes, 3), nn.BatchNorm2d(planes)
-    self.downsample = downsample
-
-  def forward(self, x):
-    idt = x if self.downsample is None else self.downsample(x)
-    y = self.relu(self.bn1(self.conv1(x)))
-    return self.relu(self.bn2(self.conv2(y)) + idt)
-
-
-class Bottleneck(nn.Module):
-  expansion = 4
-
-  def __init__(self, inplanes, planes, stride=1, downsample=None, groups=1, base_width=64):
-    super().__init__()
-    width = int(planes * (base_width / 64.0)) * groups
-    self.conv1, self.bn1 = _conv(inplanes, width, 1), nn.BatchNorm2d(width)
-    self.conv2, self.bn2 = _conv(width, width, 3, stride, groups), nn.BatchNorm2d(width)
-    self.conv3, self.bn3 = _conv(width, planes * 4, 1), nn.BatchNorm2d(planes * 4)
-    self.relu = nn.ReLU(inplace=True)
-    self.downsample = downsample
-
-  def forward(self, x):
-    idt = x if self.downsample is None else self.downsample(x)
-    y = self.relu(self.bn1(self.conv1(x)))
-    y = self.relu(self.bn2(self.conv2(y)))
-    return self.relu(self.bn3(self.conv3(y)) + idt)
-
-
-class ResNet(nn.Module):
-  """torchvision.models.ResNet: attribute names are the state_dict names."""
-
-  def __init__(self, block, layers, num_classes=1000, groups=1, width_per_group=64):
-    super().__init__()
-    self.inplanes = 64
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
-    self.relu = nn.ReLU(inplace=True)
-    self.maxpool = nn.MaxPool2d(3, 2, 1)
-    for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers), start=1):
-      stride = 1 if i == 1 else 2
-      blocks = []
-      for j in range(n):
-        down = None
-        if j == 0 and (stride != 1 or self.inplanes != planes * block.expansion):
-          down = nn.Sequential(_conv(self.inplanes, planes * block.expansion, 1, stride),
-                               nn.BatchNorm2d(planes * block.expansion))
-        blocks.append(block(self.inplanes, planes, stride if j == 0 else 1, down, groups,
-                            width_per_group))
-        self.inplanes = planes * block.expansion
-      setattr(self, f"layer{i}", nn.Sequential(*blocks))
-    self.avgpool = nn.AdaptiveAvgPool2d(1)
-    self.fc = nn.Linear(512 * block.expansion, num_classes)
-
-  def forward(self, x):
-    x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-    x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-    return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-RESNETS = {  # name -> (block, layers, groups, width_per_group)
-    "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
-    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
-    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
-}
-
-
-def torchvision_resnet(name: str) -> ResNet:
-  block, layers, groups, wpg = RESNETS[name]
-  return ResNet(block, layers, groups=groups, width_per_group=wpg)
+# The torchvision ResNets live in the package: the benchmark's PyTorch twin uses them too.
+from jaxdapt.torch_models import RESNETS, conv as _conv, torchvision_resnet
 
 
 # ---------------------------------------------------------------- ResNet-50 (timm)
