@@ -96,7 +96,19 @@ def _result(exp, what: str, compiled: Any, compile_s: float, step_s: float,
           "mfu": flops / step_s / peak if flops and peak else None,
           "devices": jax.device_count(), "platform": device.platform,
           "device_kind": device.device_kind,
-          "host": platform.processor() or platform.machine(), "jax": jax.__version__}
+          "host": host_cpu(), "jax": jax.__version__}
+
+
+def host_cpu() -> str:
+  """The host CPU's model name (Linux /proc/cpuinfo), else what `platform` knows."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return f"{line.split(':', 1)[1].strip()} ×{os.cpu_count()}"
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
 
 
 def _calls_kernels(compiled: Any) -> bool:

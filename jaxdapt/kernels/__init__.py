@@ -1,1 +1,2 @@
-"""Hand-written kernels XLA calls through its FFI where its own are slow (cpu_conv)."""
+"""Hand-written kernels XLA calls through its FFI where its own are slow (cpu_conv), and
+rewrites of the calls XLA:CPU handles pathologically (xla_conv)."""

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdapt.errors import ConfigError
+from jaxdapt.kernels import xla_conv
 
 SOURCE = Path(__file__).with_name("cpu_conv.cc")
 KERNELS = ("auto", "xla", "direct")     # config model.conv_kernel
@@ -164,20 +165,14 @@ def eligible(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
              rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
              feature_group_count: int = 1, batch_group_count: int = 1) -> bool:
   """Whether the direct kernel computes this `lax.conv_general_dilated` call."""
-  if lhs.ndim != 4 or rhs.ndim != 4 or lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
-    return False
-  try:
-    dims = lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-  except (TypeError, ValueError):
-    return False
-  if dims != lax.conv_dimension_numbers(lhs.shape, rhs.shape, _NHWC):
+  if not (xla_conv.plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
+                             feature_group_count, batch_group_count)
+          and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32):
     return False
   valid = padding == "VALID" or (not isinstance(padding, str)
                                  and all(tuple(p) == (0, 0) for p in padding))
   kh, kw, _, cout = rhs.shape
   return (valid and tuple(window_strides) == (1, 1)
-          and tuple(lhs_dilation or (1, 1)) == (1, 1) and tuple(rhs_dilation or (1, 1)) == (1, 1)
-          and feature_group_count == 1 and batch_group_count == 1
           and kh == kw and kh <= min(lhs.shape[1], lhs.shape[2])
           and cout % _LANES == 0 and _LANES <= cout <= 4 * _LANES)
 
@@ -227,11 +222,11 @@ def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequenc
                          preferred_element_type: Any = None) -> jax.Array:
   """`lax.conv_general_dilated` that runs `eligible` calls through the direct kernel
   (flax nn.Conv's `conv_general_dilated` hook; float32 convs are exact on CPU whatever
-  `precision` says)."""
+  `precision` says); the rest through xla_conv (XLA's, minus one CPU pathology)."""
   if eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
               dimension_numbers, feature_group_count, batch_group_count) and (
                   preferred_element_type in (None, jnp.float32)):
     return conv_valid(lhs, rhs)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                  rhs_dilation, dimension_numbers, feature_group_count,
-                                  batch_group_count, precision, preferred_element_type)
+  return xla_conv.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
+                                       rhs_dilation, dimension_numbers, feature_group_count,
+                                       batch_group_count, precision, preferred_element_type)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.kernels import cpu_conv
+from jaxdapt.kernels import cpu_conv, xla_conv
 
 Dtype = Any
 
@@ -48,12 +48,18 @@ def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *,
          use_bias: bool = True, dtype: Dtype = jnp.float32,
          name: str | None = None) -> nn.Conv:
   """A square conv with symmetric explicit padding, as torch.nn.Conv2d pads."""
-  direct = _CONV_KERNEL.get() == "direct"
   return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
                  padding=((padding, padding), (padding, padding)),
                  use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-                 conv_general_dilated=cpu_conv.conv_general_dilated if direct else None,
-                 name=name)
+                 conv_general_dilated=conv_hook(), name=name)
+
+
+def conv_hook():
+  """nn.Conv's `conv_general_dilated` under the current `conv_kernel`: jaxdapt's direct
+  CPU kernels where they apply, else XLA's (kernels/xla_conv.py)."""
+  if _CONV_KERNEL.get() == "direct":
+    return cpu_conv.conv_general_dilated
+  return xla_conv.conv_general_dilated
 
 
 @dataclasses.dataclass(frozen=True)

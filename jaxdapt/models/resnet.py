@@ -32,7 +32,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.models.layers import batch_norm, conv, global_avg_pool, maybe_remat, resolve_norm
+from jaxdapt.models.layers import (batch_norm, conv, conv_hook, global_avg_pool, maybe_remat,
+                                   resolve_norm)
 from jaxdapt.models.zoo import MODELS
 
 
@@ -70,10 +71,10 @@ class BottleneckBlock(nn.Module):
     width = int(self.planes * (self.base_width / 64.0)) * self.groups
     y = conv(width, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
-    # Explicit torch padding, like layers.conv, plus the group count.
+    # Explicit torch padding and the kernels, like layers.conv, plus the group count.
     y = nn.Conv(width, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
                 feature_group_count=self.groups, use_bias=False, dtype=self.dtype,
-                param_dtype=jnp.float32, name="conv2")(y)
+                param_dtype=jnp.float32, conv_general_dilated=conv_hook(), name="conv2")(y)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
     y = conv(self.planes * 4, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv3")(y)
     y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn3")(y)
