@@ -110,6 +110,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.lr = 0.01
   c.optim.momentum = 0.9
   c.optim.nesterov = False
+  c.optim.b1 = 0.9                      # adam/adamw: first-moment decay β1 (ADDA's code: 0.5)
   # On conv/dense kernels only (not biases, norms, ViT tokens): L2 added to the gradient
   # for sgd/adam (torch's weight_decay), decoupled for adamw.
   c.optim.weight_decay = 0.0
@@ -302,6 +303,9 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
                         f"(head included); must be (), got {tuple(config.model.dont_load)}")
   if config.optim.lr <= 0:
     raise ConfigError(f"optim.lr: must be > 0, got {config.optim.lr}")
+  if not _is_number(config.optim.b1) or not 0 <= config.optim.b1 < 1:
+    raise ConfigError(f"optim.b1: Adam's first-moment decay must be in [0, 1), "
+                      f"got {config.optim.b1!r}")
   _validate_finetune(config.optim)
   methods.check_config(config)  # k-shot target labels, regularisers, MME's cosine head
   for i, rule in enumerate(config.optim.rules):
@@ -380,6 +384,9 @@ def tllib_config(*, source: str, target: str, model: str, lr: float, batch_size:
   c.model.init_from = init_from
   c.method.name = method
   c.method.disc_hidden = (1024, 1024)
+  if method == "mdd":  # TLlib's MDD reverses the gradient with a warm start up to 0.1
+    from jaxdapt.methods.mdd import GRL_MAX
+    c.method.weight = GRL_MAX
   c.optim.lr = lr
   c.optim.nesterov = True
   c.optim.weight_decay = 1e-3

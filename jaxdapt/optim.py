@@ -172,9 +172,10 @@ def _base_optimizer(config: ml_collections.ConfigDict,
   if config.name == "sgd":
     return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
   if config.name == "adam":
-    return optax.adam(learning_rate)
+    return optax.adam(learning_rate, b1=config.b1)
   if config.name == "adamw":
-    return optax.adamw(learning_rate, weight_decay=config.weight_decay, mask=weight_decay_mask)
+    return optax.adamw(learning_rate, b1=config.b1, weight_decay=config.weight_decay,
+                       mask=weight_decay_mask)
   raise ConfigError(f"optim.name: unknown {config.name!r}")
 
 

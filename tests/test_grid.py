@@ -120,7 +120,7 @@ def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
 
 
 def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
-  """ADDA/TENT/SHOT name their stage 1 (STAGE1): the grid trains it once per task and seed,
+  """ADDA/DANN+BSP/TENT/SHOT name their stage 1 (STAGE1): the grid trains it once per task and seed,
   passes its workdir as model.init_from, and a grid-wide override skips GRID_PINNED fields."""
   out = str(tmp_path / "grid")
   seen = []
@@ -131,14 +131,14 @@ def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
     return fake(config, workdir)
 
   monkeypatch.setattr(train, "train_and_evaluate", recording)
-  grid.main(["--tasks", "uci2ucim", "--methods", "adda,tent", "--seeds", "0",
+  grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann_bsp,tent", "--seeds", "0",
              "--out", out, "--set", "train.steps=7"])
   so_dir = os.path.abspath(os.path.join(out, "runs", "uci2ucim", "source_only", "seed_0"))
   tent_steps = grid.load_config("tent", "uci2ucim", "experiments/digits").train.steps
   assert tent_steps != 7
   # source_only once (reused by tent), both stage-2 runs from its workdir; TENT keeps its
   # one pass over the test stream.
-  assert seen == [("source_only", 0, "", 7), ("adda", 0, so_dir, 7),
+  assert seen == [("source_only", 0, "", 7), ("adda", 0, so_dir, 7), ("dann", 0, so_dir, 7),
                   ("tent", 0, so_dir, tent_steps)]
 
 
@@ -190,13 +190,14 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
 
 
 def test_rows_are_experiments_not_trainer_method_names(tmp_path, monkeypatch):
-  """dann_bsp and dsbn train method 'dann'; each keeps its own row."""
+  """dann_bsp and dsbn train method 'dann'; each keeps its own row (dann_bsp after its
+  stage 1, source_only)."""
   calls = []
   monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
   out = str(tmp_path / "grid")
   grid.main(["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0",
              "--out", out])
-  assert [m for m, _ in calls] == ["dann", "dann", "dann"]
+  assert [m for m, _ in calls] == ["dann", "source_only", "dann", "dann"]
   md = open(os.path.join(out, "results.md")).read()
   for name in ("dann", "dann_bsp", "dsbn"):
     assert f"| uci2ucim | {name} | 1 |" in md

@@ -73,6 +73,21 @@ def test_weight_decay_skips_vectors():
   np.testing.assert_allclose(updates["model"]["head"]["bias"], 0.0)
 
 
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_adam_b1_is_the_first_moment_decay(name):
+  """optim.b1 reaches Adam: two updates against Adam written out (Kingma & Ba, Alg. 1)."""
+  b1, b2, eps, lr = 0.5, 0.999, 1e-8, 0.1
+  params = {"model": {"head": {"bias": jnp.zeros(2)}}}
+  tx = optim.build_optimizer(_optim_config(((".*", 1.0),), name=name, b1=b1, lr=lr), 10, params)
+  state = tx.init(params)
+  m = v = np.zeros(2)
+  for t, g in enumerate((np.array([1.0, -2.0]), np.array([0.5, 3.0])), start=1):
+    updates, state = tx.update({"model": {"head": {"bias": jnp.asarray(g)}}}, state, params)
+    m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+    expected = -lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    np.testing.assert_allclose(updates["model"]["head"]["bias"], expected, rtol=1e-5)
+
+
 def test_dann_lr_schedule():
   c = _optim_config(((".*", 1.0),), schedule="dann", lr=0.01)
   sched = optim.lr_schedule(c, 100)

@@ -186,6 +186,7 @@ def test_corrupt_checkpoint_raises_and_is_left_on_disk(data_dir, tmp_path):
     ("optim.rules", ((r"model/.*", 1.0),), "optim.rules: .* match no rule: method/"),
     ("train.checkpoint_every", 3, "train.checkpoint_every: 3 must be a multiple"),
     ("optim.schedule", "linear", "optim.schedule: 'linear' is not allowed"),
+    ("optim.b1", 1.0, r"optim.b1: .*in \[0, 1\), got 1.0"),
 ])
 def test_bad_config_raises_named_error(data_dir, tmp_path, field, value, match):
   c = tiny_config(data_dir, "dann")

@@ -5,8 +5,7 @@ source encoder, keeps the source encoder and the classifier fixed, and
 alternates a discriminator step (source features vs target features; MLP
 500-500-1 with ReLU, the paper's digits discriminator) with a target-encoder
 step on the inverted-label GAN loss. Evaluation: target encoder + source
-classifier. Adam, lr 2e-4, constant (the authors' code: Adam lr 2e-4 with
-β1 = 0.5; optim has no β1 field, so optax's default 0.9 is used).
+classifier. Adam, lr 2e-4, β1 = 0.5, constant (the authors' code).
 
 Run both stages (the same task for both):
   python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/so
@@ -26,6 +25,7 @@ def get_config(task: str = "syn2uci"):
   config.model.dont_load = ()
   config.optim.name = "adam"
   config.optim.lr = 2e-4
+  config.optim.b1 = 0.5
   config.optim.schedule = "constant"
   config.optim.rules = (("model/head/.*", None), (".*", 1.0))
   return config

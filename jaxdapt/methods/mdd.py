@@ -10,7 +10,9 @@ gradient and minimise the disparity. The main head gets no gradient from it.
 Hyperparameters (method.*):
   mdd_margin        γ (paper: 2-4; here 4)
   aux_head_hidden   f' hidden widths (set equal to model.head_hidden)
-  weight, weight_schedule  GRL coefficient (the trade-off η; paper: η=1, ramped)
+  weight, weight_schedule  GRL coefficient on the features, ramped (the auxiliary head
+                    always takes the full loss, trade-off η = 1); the authors' code
+                    (thuml/MDD) and Transfer-Learning-Library ramp it to GRL_MAX = 0.1
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from jaxdapt.methods import checks
 from jaxdapt.methods import method_losses as ml
 from jaxdapt.methods.base import METHODS, Method, aux_head, init_aux_head
 from jaxdapt.models.classifier import MLPHead
+
+GRL_MAX = 0.1  # thuml/MDD GradientReverseLayer, TLlib WarmStartGradientReverseLayer: hi=0.1
 
 
 @METHODS.register("mdd")
