@@ -2,6 +2,8 @@
 convolution, which they replace: values, both gradients, fallbacks, and how
 config model.conv_kernel resolves."""
 import logging
+import os
+import stat
 
 import jax
 import jax.numpy as jnp
@@ -194,6 +196,32 @@ def test_build_caches_by_source_and_reports_compiler_errors(monkeypatch, tmp_pat
   assert cpu_conv.build(tiny) == built and built.stat().st_mtime_ns == mtime  # cached
   tiny.write_text("extern \"C\" int jaxdapt_tiny() { return 8; }\n")
   assert cpu_conv.build(tiny) != built
+
+
+@needs_compiler
+def test_a_cache_others_can_write_is_refused(monkeypatch, tmp_path):
+  """Loading a library runs it: a cache folder or file writable by group/others (or, as
+  root, owned by someone else) is refused, and nothing is loaded or compiled there."""
+  monkeypatch.setenv("JAXDAPT_KERNEL_CACHE", str(tmp_path / "cache"))
+  tiny = tmp_path / "tiny.cc"
+  tiny.write_text("extern \"C\" int jaxdapt_tiny() { return 7; }\n")
+  built = cpu_conv.build(tiny)
+  assert stat.S_IMODE(built.parent.stat().st_mode) == 0o700  # made private
+  built.chmod(0o666)
+  with pytest.raises(cpu_conv.KernelBuildError, match=r"cpu_conv-\w+\.so is writable by group or others \(mode 666\)"):
+    cpu_conv.build(tiny)
+  built.chmod(0o755)
+  assert cpu_conv.build(tiny) == built
+  built.parent.chmod(0o777)
+  built.unlink()
+  with pytest.raises(cpu_conv.KernelBuildError, match=r"cache is writable by group or others"):
+    cpu_conv.build(tiny)
+  assert list(built.parent.iterdir()) == []  # not compiled there either
+  if os.getuid() == 0:
+    built.parent.chmod(0o700)
+    os.chown(built.parent, 12345, -1)
+    with pytest.raises(cpu_conv.KernelBuildError, match=r"belongs to uid 12345"):
+      cpu_conv.build(tiny)
 
 
 def test_config_field_is_checked():

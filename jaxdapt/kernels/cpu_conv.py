@@ -10,8 +10,8 @@ is XLA's). Every other convolution, and every call off CPU, is XLA's.
 
 The C++ source is compiled on first use with the host's C++ compiler ($CXX, else c++)
 for the host CPU (-march=native) into $JAXDAPT_KERNEL_CACHE (default
-~/.cache/jaxdapt/kernels), keyed by source, compiler, jaxlib and CPU, and loaded through
-the XLA FFI. Results are deterministic (fixed work split, partial sums added in order)
+~/.cache/jaxdapt/kernels; it must be the user's own and not group- or world-writable),
+keyed by source, compiler, jaxlib and CPU, and loaded through the XLA FFI. Results are deterministic (fixed work split, partial sums added in order)
 and equal XLA's up to float32 summation order.
 """
 from __future__ import annotations
@@ -22,6 +22,7 @@ import logging
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -54,6 +55,19 @@ def cache_dir() -> Path:
     return Path(os.environ["JAXDAPT_KERNEL_CACHE"])
   base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
   return Path(base) / "jaxdapt" / "kernels"
+
+
+def _not_private(path: Path) -> str | None:
+  """Why another user could have written `path` (the cache folder or a library in it), or
+  None: loading a library runs its code, so it must be this user's and not group- or
+  world-writable (the rule ssh applies to its keys)."""
+  st = path.stat()
+  uid = os.getuid() if hasattr(os, "getuid") else st.st_uid
+  if st.st_uid != uid:
+    return f"{path} belongs to uid {st.st_uid}, not to this user (uid {uid})"
+  if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    return f"{path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):o})"
+  return None
 
 
 def _cpu_identity() -> str:
@@ -94,9 +108,13 @@ def build(source: Path = SOURCE) -> Path:
       source.read_text(), version, metadata.version("jaxlib"), _cpu_identity()]).encode()
   ).hexdigest()[:20]
   target = cache_dir() / f"cpu_conv-{key}.so"
+  target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+  for path in (target.parent, target) if target.exists() else (target.parent,):
+    if why := _not_private(path):
+      raise KernelBuildError(f"not loading kernels from {target.parent}: {why}; make it "
+                             f"yours and private (chmod go-w) or set $JAXDAPT_KERNEL_CACHE")
   if target.exists():
     return target
-  target.parent.mkdir(parents=True, exist_ok=True)
   _log.info("compiling jaxdapt's CPU convolution kernels into %s (once per machine)", target)
   fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".so.tmp")
   os.close(fd)
