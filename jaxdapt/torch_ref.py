@@ -241,7 +241,8 @@ class TorchStep:
     loss = F.cross_entropy(logits[:n].float(), src["label"].long())
     if "target" in self.domains:
       domain_logits = self.net.discriminate(features, coeff)  # float32, as in JAX
-      domain = torch.cat([torch.ones(n), torch.zeros(x.shape[0] - n)]).to(self.device)
+      domain = torch.cat([torch.ones(n, device=self.device),
+                          torch.zeros(x.shape[0] - n, device=self.device)])
       loss = loss + F.binary_cross_entropy_with_logits(domain_logits, domain)
     for group in self.opt.param_groups:
       group["lr"] = lr

@@ -1,5 +1,6 @@
 """The benchmark: the PyTorch twins are the same networks, steps and feature extractor
 (so the ratio is honest), and every CLI mode runs and prints its fields."""
+import os
 import jax
 import numpy as np
 import pytest
@@ -170,7 +171,9 @@ def test_throughput_mode_prints_its_fields(capsys):
   assert result["images_per_s"] > 0 and result["conv_kernel"] == "xla"
 
 
-def test_throughput_mode_times_the_torch_resnet_twin(capsys):
+def test_throughput_mode_times_the_torch_resnet_twin(capsys, monkeypatch):
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "")  # restored after the test
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
   result = bench.main(["throughput", "--model", "resnet18", "--method", "dann", "--batch", "8",
                        "--image-size", "32", "--set", "model.width=8", "--steps", "2",
                        "--warmup", "1", "--torch"])
@@ -179,6 +182,8 @@ def test_throughput_mode_times_the_torch_resnet_twin(capsys):
   assert "torch:" in out and "jax/torch images/s:" in out
   assert result["num_classes"] == 31 and result["torch_images_per_s"] > 0
   assert np.isfinite(result["torch_final_loss"]) and result["torch_amp_bf16"] is False
+  # the twin shares the device: JAX's GPU allocator would otherwise take 75% of it
+  assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == bench.TORCH_TWIN_JAX_MEM_FRACTION
 
 
 def test_features_mode_times_the_eval_forward_and_its_twin(capsys):
@@ -204,6 +209,13 @@ def test_config_mode_times_jax_and_torch(capsys, tmp_path):
                        "--set", f"data.data_dir={tmp_path}", "--set", "data.batch_size=16",
                        "--steps", "2", "--warmup", "0", "--pipeline", "--no-torch"])
   assert result["input"] == "pipeline" and "torch_images_per_s" not in result
+
+
+def test_an_explicit_jax_memory_fraction_is_kept(capsys, monkeypatch):
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
+  bench.main(["throughput", "--model", "dann_digits", "--method", "source_only", "--batch", "8",
+              "--steps", "1", "--warmup", "0", "--torch"])
+  assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.3"
 
 
 def test_mfu_peak_table():
