@@ -11,8 +11,9 @@ is XLA's). Every other convolution, and every call off CPU, is XLA's.
 The C++ source is compiled on first use with the host's C++ compiler ($CXX, else c++)
 for the host CPU (-march=native) into $JAXDAPT_KERNEL_CACHE (default
 ~/.cache/jaxdapt/kernels; it must be the user's own and not group- or world-writable),
-keyed by source, compiler, jaxlib and CPU, and loaded through the XLA FFI. Results are deterministic (fixed work split, partial sums added in order)
-and equal XLA's up to float32 summation order.
+keyed by source, compiler, jaxlib and CPU, and loaded through the XLA FFI. Results are
+deterministic (fixed work split, partial sums added in order) and equal XLA's up to
+float32 summation order.
 """
 from __future__ import annotations
 
