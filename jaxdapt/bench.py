@@ -400,5 +400,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   return result
 
 
+def cli() -> None:
+  """`python -m jaxdapt.bench`: bad input (a config typo, an unknown model) is one line."""
+  from jaxdapt.errors import JaxdaptError
+  try:
+    main()
+  except JaxdaptError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == "__main__":
-  main()
+  cli()

@@ -8,6 +8,8 @@ allowed values.
 """
 from __future__ import annotations
 
+import difflib
+
 import ml_collections
 
 from jaxdapt.errors import ConfigError
@@ -201,6 +203,22 @@ def digits_config(task: str = "syn2uci") -> ml_collections.ConfigDict:
   # fashion → fashion_m: the length its prototype was measured at (shared/notes).
   config.train.steps = {"uci2ucim": 2000, "fashion2fashionm": 3000}.get(task, 1000)
   return config
+
+
+def find_field(config, dotted: str, label: str):
+  """(group, key) of the field at the dotted path `dotted`, for reading or setting it. A
+  path that leaves the config raises a ConfigError that starts with `label` and lists the
+  fields of the group where it left (with the nearest name, for a typo)."""
+  node, path = config, dotted.split(".")
+  for i, key in enumerate(path):
+    if not hasattr(node, "keys") or key not in node:
+      keys = sorted(node.keys()) if hasattr(node, "keys") else []
+      near = difflib.get_close_matches(key, keys, n=1)
+      raise ConfigError(f"{label}: unknown config field; fields of "
+                        f"{'.'.join(path[:i]) or 'config'}: {', '.join(keys) or 'none'}"
+                        + (f"; did you mean {near[0]!r}?" if near else ""))
+    group, node = node, node[key]
+  return group, path[-1]
 
 
 def _check_choice(field: str, value, allowed) -> None:

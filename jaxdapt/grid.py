@@ -30,6 +30,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from jaxdapt.errors import ConfigError
+
 # Table order for `--methods all`: bounds, then the method families of issue #3; experiment
 # files not listed here follow alphabetically.
 METHOD_ORDER = ("source_only", "dann", "dan", "deep_coral", "cdan", "cdan_e", "dann_bsp", "mdd",
@@ -78,15 +80,37 @@ def stage1_of(method: str, experiments_dir: str) -> str | None:
   return getattr(experiment_module(method, experiments_dir), "STAGE1", None)
 
 
+def _override_value(item: str, old: Any, value: str) -> Any:
+  """`value` (JSON; verbatim for a string field) as the type of the field's `old` value.
+  Refuses what a cast would silently change: 2.5 for an int field, 1 for a bool one."""
+  if isinstance(old, str):
+    return value
+  try:
+    new = json.loads(value)
+  except json.JSONDecodeError:
+    raise ConfigError(f"--set {item}: {value!r} is not JSON (the field holds "
+                      f"{type(old).__name__} {old!r})") from None
+  if old is None or new is None:
+    return new
+  kinds = {bool: (bool,), int: (int,), float: (int, float), tuple: (list,), list: (list,)}
+  allowed = kinds.get(type(old))
+  if allowed is None:  # a nested ConfigDict and the like: its constructor checks
+    return type(old)(new)
+  if not isinstance(new, allowed) or (isinstance(new, bool) and bool not in allowed):
+    raise ConfigError(f"--set {item}: the field holds {type(old).__name__} {old!r}; "
+                      f"got {type(new).__name__} {new!r}")
+  return type(old)(new)
+
+
 def apply_overrides(config, overrides: Sequence[str] = ()):
   """Sets each FIELD=JSON (strings verbatim) in place; returns `config`."""
   for item in overrides:
-    key, value = item.split("=", 1)
-    node = config
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = type(node[leaf])(json.loads(value)) if not isinstance(node[leaf], str) else value
+    key, sep, value = item.partition("=")
+    if not sep:
+      raise ConfigError(f"--set {item}: expected FIELD=VALUE, e.g. train.steps=500")
+    from jaxdapt.config import find_field
+    group, leaf = find_field(config, key, f"--set {item}")
+    group[leaf] = _override_value(item, group[leaf], value)
   return config
 
 
@@ -253,7 +277,6 @@ def main(argv: Sequence[str] | None = None) -> None:
              else args.methods.split(","))
   seeds = [int(s) for s in args.seeds.split(",")]
   # A typo in --methods/--tasks/--set fails now, not hours into the grid.
-  from jaxdapt.errors import ConfigError
   try:
     for task in tasks:
       for method in methods:

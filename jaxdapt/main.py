@@ -12,7 +12,7 @@ import sys
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxdapt.errors import JaxdaptError
+from jaxdapt.errors import ConfigError, JaxdaptError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
@@ -77,18 +77,15 @@ def main(argv):
 
 def _unknown_override(argv: list[str]) -> str | None:
   """Names the first --config.X=... override that is not a field of the schema."""
-  from jaxdapt.config import base_config
+  from jaxdapt.config import base_config, find_field
   for arg in argv:
     if not arg.startswith("--config."):
       continue
-    path = arg[len("--config."):].split("=", 1)[0].split(".")
-    node = base_config()
-    for i, key in enumerate(path):
-      if not hasattr(node, "keys") or key not in node:
-        where = ".".join(path[:i]) or "config"
-        allowed = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
-        return f"--config.{'.'.join(path)}: unknown config field; fields of {where}: {allowed}"
-      node = node[key]
+    path = arg[len("--config."):].split("=", 1)[0]
+    try:
+      find_field(base_config(), path, f"--config.{path}")
+    except ConfigError as e:
+      return str(e)
   return None
 
 

@@ -227,3 +227,13 @@ def test_mfu_peak_table():
   assert bench.peak_flops(Device("gpu", "NVIDIA A100-SXM4-40GB")) == 312e12
   assert bench.peak_flops(Device("cpu", "cpu")) is None
   assert bench.peak_flops(Device("gpu", "NVIDIA GeForce GTX 1080")) is None
+
+
+def test_cli_reports_a_config_typo_in_one_line(monkeypatch, capsys):
+  monkeypatch.setattr("sys.argv", ["bench", "throughput", "--model", "resnet18",
+                                   "--set", "train.stepz=3"])
+  with pytest.raises(SystemExit) as e:
+    bench.cli()
+  assert e.value.code == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: --set train.stepz=3: unknown config field") and "'steps'" in err

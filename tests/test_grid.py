@@ -102,6 +102,28 @@ def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys):
   assert "nope" in err and "stepz" in err
 
 
+def test_set_refuses_what_a_cast_would_silently_change():
+  from jaxdapt import config as config_lib
+  from jaxdapt.errors import ConfigError
+  c = config_lib.digits_config("syn2uci")
+  grid.apply_overrides(c, ["train.steps=7", "optim.lr=1", "model.conv_kernel=xla",
+                           "model.head_hidden=[5, 6]", "train.progress_bar=false"])
+  assert (c.train.steps, c.model.conv_kernel, c.model.head_hidden) == (7, "xla", (5, 6))
+  assert type(c.optim.lr) is float and c.optim.lr == 1.0 and c.train.progress_bar is False
+  for bad, message in [("train.steps=2.5", "the field holds int 7; got float 2.5"),
+                       ("train.steps=true", "holds int 7; got bool True"),
+                       ("optim.lr=true", "holds float 1.0; got bool True"),
+                       ("train.steps=abc", "'abc' is not JSON"),
+                       ("model.head_hidden=3", "holds tuple (5, 6); got int 3"),
+                       ("train.steps", "expected FIELD=VALUE"),
+                       ("train.stepz=3", "unknown config field; fields of train: "),
+                       ("trian.steps=3", "did you mean 'train'?")]:
+    with pytest.raises(ConfigError) as e:
+      grid.apply_overrides(c, [bad])
+    assert str(e.value).startswith(f"--set {bad}: ") and message in str(e.value), e.value
+  assert c.train.steps == 7 and c.optim.lr == 1.0  # a refused value changes nothing
+
+
 def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
   out = str(tmp_path)
   accs = {"source_only": (0.40, 0.42, 0.41), "dann": (0.50, 0.52, 0.51), "dan": (0.42, 0.50)}
