@@ -80,6 +80,11 @@ def stage1_of(method: str, experiments_dir: str) -> str | None:
   return getattr(experiment_module(method, experiments_dir), "STAGE1", None)
 
 
+# What JSON value each field type takes from --set (an int field no float, no field a bool
+# unless it holds one); tuples and lists take JSON lists.
+_OVERRIDE_KINDS = {bool: (bool,), int: (int,), float: (int, float), tuple: (list,), list: (list,)}
+
+
 def _override_value(item: str, old: Any, value: str) -> Any:
   """`value` (JSON; verbatim for a string field) as the type of the field's `old` value.
   Refuses what a cast would silently change: 2.5 for an int field, 1 for a bool one."""
@@ -92,8 +97,7 @@ def _override_value(item: str, old: Any, value: str) -> Any:
                       f"{type(old).__name__} {old!r})") from None
   if old is None or new is None:
     return new
-  kinds = {bool: (bool,), int: (int,), float: (int, float), tuple: (list,), list: (list,)}
-  allowed = kinds.get(type(old))
+  allowed = _OVERRIDE_KINDS.get(type(old))
   if allowed is None:  # a nested ConfigDict and the like: its constructor checks
     return type(old)(new)
   if not isinstance(new, allowed) or (isinstance(new, bool) and bool not in allowed):
@@ -104,11 +108,11 @@ def _override_value(item: str, old: Any, value: str) -> Any:
 
 def apply_overrides(config, overrides: Sequence[str] = ()):
   """Sets each FIELD=JSON (strings verbatim) in place; returns `config`."""
+  from jaxdapt.config import find_field
   for item in overrides:
     key, sep, value = item.partition("=")
     if not sep:
       raise ConfigError(f"--set {item}: expected FIELD=VALUE, e.g. train.steps=500")
-    from jaxdapt.config import find_field
     group, leaf = find_field(config, key, f"--set {item}")
     group[leaf] = _override_value(item, group[leaf], value)
   return config
