@@ -1,9 +1,7 @@
-"""jaxdapt: transfer learning and domain adaptation in JAX/Flax."""
+"""jaxdapt: transfer learning and domain adaptation in JAX/Flax.
 
-from jaxdapt import host_malloc as _host_malloc
-from jaxdapt import xla_defaults as _xla_defaults
-
-_xla_defaults.apply()
-_host_malloc.apply()
+Importing it has no side effects; the command line's process setup is
+`jaxdapt.runtime.setup()`. The layers, low to high, are listed in jaxdapt/layers.py.
+"""
 
 __version__ = "0.1.0"

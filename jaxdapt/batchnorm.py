@@ -2,7 +2,7 @@
 
 Two knobs, one concept each:
   config.method.bn — how a training step's forward shares BatchNorm between the
-    domains it sees (train.forward_domains):
+    domains it sees (step.forward_domains):
       joint     one pass over all forwarded images: statistics over both domains;
       separate  one pass per domain, each normalised by its own batch statistics; one
                 set of running statistics and scale/bias, updated by both in turn;
@@ -29,9 +29,9 @@ are unchanged, so optim rules and LLRD treat both branches alike and checkpoints
 both. model.init_from a single-branch model (a source run, imported weights) loads the
 one branch into both (`stack`); a DSBN workdir loads as it is, into a DSBN model only.
 
-AdaBN (Li et al., ICLR-W 2017 / Pattern Recognition 2018): `target_statistics`
-recomputes every BN layer's statistics on the target domain (train.eval_target_bn=
-'target', or method adabn).
+AdaBN (Li et al., ICLR-W 2017 / Pattern Recognition 2018): trainer/evaluate.py's
+`target_statistics` recomputes every BN layer's statistics on the target domain
+(train.eval_target_bn='target', or method adabn).
 """
 from __future__ import annotations
 
@@ -44,11 +44,15 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from jaxdapt import finetune
 from jaxdapt.errors import ConfigError
-from jaxdapt.optim import named_leaves, path_name
+from jaxdapt.tree import named_leaves, path_name
 
 PyTree = Any
 DOMAINS = ("source", "target")
+BN_POLICIES = ("joint", "separate", "dsbn")  # config.method.bn
+BN_MODES = ("train", "frozen_stats", "frozen")  # config.model.bn_mode
+EVAL_TARGET_BN = ("running", "target")  # config.train.eval_target_bn
 
 
 def domain_of(key: str) -> str:
@@ -96,22 +100,13 @@ def holds_branches(pretrained_stats: PyTree, model_stats: PyTree) -> bool:
   return bool(pre and mod) and np.ndim(pre[0]) == np.ndim(mod[0]) + 1
 
 
-def eval_target(config: ml_collections.ConfigDict) -> str:
-  """The statistics target splits are evaluated with: train.eval_target_bn, or 'target'
-  for a method that is AdaBN (Method.recomputes_target_bn)."""
-  from jaxdapt import methods
-  if methods.METHODS.get(config.method.name).recomputes_target_bn:
-    return "target"
-  return config.train.eval_target_bn
-
-
-def check(config: ml_collections.ConfigDict, batch_stats: PyTree) -> None:
-  """BN policies that need BatchNorm layers the model (abstract `batch_stats`) lacks."""
+def check(config: ml_collections.ConfigDict, batch_stats: PyTree, eval_target: str) -> None:
+  """BN policies that need BatchNorm layers the model (abstract `batch_stats`) lacks;
+  `eval_target`: the statistics target splits are evaluated with (trainer.eval_target)."""
   uses = (("method.bn", config.method.bn, config.method.bn == "dsbn", bool(batch_stats)),
           ("model.bn_mode", config.model.bn_mode, config.model.bn_mode != "train",
            "backbone" in batch_stats),
-          ("train.eval_target_bn", eval_target(config), eval_target(config) == "target",
-           bool(batch_stats)))
+          ("train.eval_target_bn", eval_target, eval_target == "target", bool(batch_stats)))
   for field, value, needs, present in uses:
     if needs and not present:
       where = "backbone" if field == "model.bn_mode" else "model"
@@ -127,7 +122,6 @@ def optim_config(config: ml_collections.ConfigDict,
   (the backbone BN scale/bias names, None): the affine freeze is an optimizer rule."""
   if config.model.bn_mode != "frozen":
     return config.optim
-  from jaxdapt import finetune
   names = sorted(m for m in modules(batch_stats) if m.startswith("backbone/"))
   rule = (f"model/(?:{'|'.join(map(re.escape, names))})/(?:scale|bias)", None)
   optim = config.optim.copy_and_resolve_references()
@@ -137,77 +131,3 @@ def optim_config(config: ml_collections.ConfigDict,
   return optim
 
 
-def _batch_moments(params: PyTree, batch_stats: PyTree, batch: dict, *, model, dtype,
-                   mean_std) -> dict[str, Any]:
-  """Per BN layer, the mean and biased variance of its input over the batch's real
-  (mask) rows, every BN layer normalising by these batch statistics, dropout off."""
-  from jaxdapt.models.layers import BN_MOMENTUM, batch_norm_override
-  from jaxdapt.train import normalize
-  zeros = jax.tree.map(jnp.zeros_like, batch_stats)
-  with batch_norm_override("batch", batch["mask"]):
-    _, mutated = model.apply({"params": params, "batch_stats": zeros},
-                             normalize(batch["image"], dtype, mean_std), train=False,
-                             mutable=["batch_stats"])
-  # From zero, one update leaves (1 − momentum) × the batch statistic.
-  stats = jax.tree.map(lambda x: x / (1.0 - BN_MOMENTUM), mutated["batch_stats"])
-  return {"count": batch["mask"].sum(), "stats": stats}
-
-
-@functools.lru_cache(maxsize=16)
-def _moments_fn(model, dtype, mean_std, mesh):
-  from jaxdapt import sharding
-  return jax.jit(functools.partial(_batch_moments, model=model, dtype=dtype, mean_std=mean_std),
-                 out_shardings=sharding.replicated(mesh))
-
-
-def target_statistics(exp, params: PyTree, batch_stats: PyTree, source) -> PyTree:
-  """AdaBN: every BN layer's statistics := the mean and (biased) variance of its input
-  over all images of `source` (the target train split; labels unread).
-
-  One pass, no gradient, BN normalising each batch by its own statistics (padding rows
-  excluded) and dropout off; per-batch moments are pooled exactly in float64 (Chan et
-  al.'s parallel update), so the first BN layer gets the population statistics and
-  deeper layers those of inputs normalised batch by batch, as in the paper's
-  implementation. `params`, `batch_stats`: one branch (plain layout). Returns
-  statistics replicated over exp.mesh.
-  """
-  from jaxdapt import data, sharding
-  from jaxdapt.train import compute_dtype, input_mean_std
-  fn = _moments_fn(exp.model, compute_dtype(exp.config, exp.mesh), input_mean_std(exp.config),
-                  exp.mesh)
-  local = exp.config.data.eval_batch_size // jax.process_count()
-  n, mean, m2 = 0.0, None, None
-  for batch in data.eval_batches(source, batch_size=local, process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    out = jax.device_get(fn(params, batch_stats, sharding.global_batch(batch, exp.mesh)))
-    nb = float(out["count"])
-    if nb == 0:
-      continue
-    mb = {k: np.asarray(v["mean"], np.float64) for k, v in _by_module(out["stats"]).items()}
-    vb = {k: np.asarray(v["var"], np.float64) for k, v in _by_module(out["stats"]).items()}
-    if mean is None:
-      mean, m2 = mb, {k: vb[k] * nb for k in vb}
-    else:
-      for k in mean:
-        delta, total = mb[k] - mean[k], n + nb
-        mean[k] = mean[k] + delta * nb / total
-        m2[k] = m2[k] + vb[k] * nb + delta ** 2 * n * nb / total
-    n += nb
-  if mean is None:
-    raise ConfigError("train.eval_target_bn: the target split has no images to adapt to")
-
-  def pooled(path, leaf):
-    module, _, stat = path_name(path).rpartition("/")
-    value = mean[module] if stat == "mean" else m2[module] / n
-    return np.asarray(value, np.asarray(leaf).dtype)
-
-  stats = jax.tree_util.tree_map_with_path(pooled, jax.device_get(batch_stats))
-  return jax.device_put(stats, sharding.replicated(exp.mesh))
-
-
-def _by_module(stats: PyTree) -> dict[str, dict[str, Any]]:
-  out: dict[str, dict[str, Any]] = {}
-  for name, leaf in named_leaves(stats):
-    module, _, stat = name.rpartition("/")
-    out.setdefault(module, {})[stat] = leaf
-  return out

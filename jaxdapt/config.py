@@ -1,10 +1,11 @@
 """The config schema: every field an experiment may set, with its default.
 
-Experiment files in experiments/ start from `base_config()` and change fields;
-the returned ConfigDict is locked, so a typo (`config.optim.lr_decay = ...`)
-fails where it is written. `validate` runs before anything is built and turns
-every impossible value into a one-line ConfigError naming the field and the
-allowed values.
+Experiment files in experiments/ start from `base_config()` (or a recipe in
+jaxdapt/configs) and change fields; the returned ConfigDict is locked, so a typo
+(`config.optim.lr_decay = ...`) fails where it is written. This module is a leaf: it
+imports no other layer. The checks that need the registries and subsystems
+(trainer/validate.py) run before anything is built and turn every impossible value into
+a one-line ConfigError naming the field and the allowed values.
 """
 from __future__ import annotations
 
@@ -13,17 +14,6 @@ import difflib
 import ml_collections
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.kernels import cpu_conv
-
-BN_POLICIES = ("joint", "separate", "dsbn")  # jaxdapt/batchnorm.py
-BN_MODES = ("train", "frozen_stats", "frozen")
-EVAL_TARGET_BN = ("running", "target")
-LR_SCHEDULES = ("constant", "dann", "cosine", "inv")  # inv: lr·(1+0.001·i)^-0.75 (optim.py)
-OPTIMIZERS = ("sgd", "adam", "adamw")
-DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; train.compute_dtype resolves auto
-AUGMENTS = ("none", "shift", "imagenet")  # host augmentations, applied in data/pipeline.py
-CONV_KERNELS = cpu_conv.KERNELS  # model.conv_kernel; resolved by cpu_conv.resolve
-
 
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
@@ -77,7 +67,7 @@ def base_config() -> ml_collections.ConfigDict:
   # Backbone BatchNorm in training: train | frozen_stats (running statistics, never
   # updated) | frozen (and scale/bias frozen through an optimizer rule); jaxdapt/batchnorm.py.
   c.model.bn_mode = "train"
-  # Start from pretrained weights: a directory written by `python -m jaxdapt.weights import`
+  # Start from pretrained weights: a directory written by `jaxdapt weights import`
   # or a jaxdapt workdir (its latest checkpoint; RUN@STEP: that step's). Loading is strict:
   # every parameter is loaded or matches a dont_load regex (over '/'-joined paths such as
   # 'head/out/kernel').
@@ -119,7 +109,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.schedule = "dann"             # lr·(1+10p)^-0.75 (DANN paper)
   # (regex over '/'-joined paths 'model/...' or 'method/...', lr multiplier | None=frozen);
   # first match wins; every parameter must match one rule. The fields below compile to
-  # such a list (jaxdapt/finetune.py); `python -m jaxdapt.optim --config=...` prints it.
+  # such a list (jaxdapt/finetune.py); `jaxdapt optim --config ...` prints it.
   c.optim.rules = ((".*", 1.0),)
   # A named rule list instead of `rules`: 'discriminative' (backbone at 0.1× lr) or
   # 'linear_probe' (backbone and bottleneck frozen: stage 1 of experiments/transfer/lp_ft.py).
@@ -170,41 +160,6 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-# Offline tasks: name → (source, source validation split, target).
-TASKS = {
-    "syn2uci": ("syn_digits", "validation", "uci_digits"),
-    "syn2ucim": ("syn_digits", "validation", "uci_digits_m"),
-    "uci2ucim": ("uci_digits", "test", "uci_digits_m"),
-    # Disjoint halves of Fashion-MNIST train; needs the idx files or the TFDS catalog.
-    "fashion2fashionm": ("fashion_mnist", "validation", "fashion_mnist_m"),
-}
-
-
-def with_task(config: ml_collections.ConfigDict, task: str) -> ml_collections.ConfigDict:
-  """Points config.data at one of the offline TASKS (the config-file argument)."""
-  if task not in TASKS:
-    raise ConfigError(f"task: unknown {task!r}; allowed: {', '.join(TASKS)}")
-  config.data.source, config.data.source_val_split, config.data.target = TASKS[task]
-  return config
-
-
-def digits_config(task: str = "syn2uci") -> ml_collections.ConfigDict:
-  """Shared recipe of experiments/digits: DANN-paper CNN with BatchNorm, paper SGD schedule.
-
-  BatchNorm (joint statistics over source + target) is what made DANN work on
-  the pure style shift uci → uci_m (see README, "DANN: what mattered").
-  """
-  config = with_task(base_config(), task)
-  config.model.name = "dann_digits"
-  config.model.norm = "batch"
-  config.model.head_hidden = (100, 100)
-  # uci → uci_m needs the longer run for DANN's gain to appear (README); the syn tasks
-  # have 20× more source images and are run shorter to fit the CPU budget of the grid.
-  # fashion → fashion_m: the length its prototype was measured at (shared/notes).
-  config.train.steps = {"uci2ucim": 2000, "fashion2fashionm": 3000}.get(task, 1000)
-  return config
-
-
 def find_field(config, dotted: str, label: str):
   """(group, key) of the field at the dotted path `dotted`, for reading or setting it. A
   path that leaves the config raises a ConfigError that starts with `label` and lists the
@@ -219,231 +174,3 @@ def find_field(config, dotted: str, label: str):
                         + (f"; did you mean {near[0]!r}?" if near else ""))
     group, node = node, node[key]
   return group, path[-1]
-
-
-def _check_choice(field: str, value, allowed) -> None:
-  if value not in allowed:
-    raise ConfigError(f"{field}: {value!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
-
-
-def _check_keys(config, schema, prefix: str = "") -> None:
-  for key in config.keys():
-    name = f"{prefix}{key}"
-    if key not in schema:
-      raise ConfigError(f"{name}: unknown config field; allowed here: {', '.join(sorted(schema.keys()))}")
-    if isinstance(schema[key], ml_collections.ConfigDict):
-      if not isinstance(config[key], (ml_collections.ConfigDict, dict)):
-        raise ConfigError(f"{name}: must be a group of fields, got {config[key]!r}")
-      _check_keys(config[key], schema[key], name + ".")
-
-
-def _check_positive(field: str, value) -> None:
-  if not isinstance(value, int) or value <= 0:
-    raise ConfigError(f"{field}: must be a positive integer, got {value!r}")
-
-
-def _is_number(value) -> bool:
-  return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _validate_finetune(optim: ml_collections.ConfigDict) -> None:
-  """optim.weight_decay / preset / llrd / unfreeze (jaxdapt/finetune.py)."""
-  import re
-  from jaxdapt import finetune
-  if not _is_number(optim.weight_decay) or optim.weight_decay < 0:
-    raise ConfigError(f"optim.weight_decay: must be a number >= 0, got {optim.weight_decay!r}")
-  _check_choice("optim.preset", optim.preset, ("",) + tuple(finetune.PRESETS))
-  if optim.preset and tuple(map(tuple, optim.rules)) != tuple(base_config().optim.rules):
-    raise ConfigError(f"optim.preset: {optim.preset!r} is a rule list and replaces "
-                      f"optim.rules, which is also set ({optim.rules!r}); set only one")
-  if not _is_number(optim.llrd) or not 0 <= optim.llrd <= 1:
-    raise ConfigError(f"optim.llrd: must be a decay factor in [0, 1] (0 or 1: off), "
-                      f"got {optim.llrd!r}")
-  for i, entry in enumerate(optim.unfreeze):
-    if not (isinstance(entry, (tuple, list)) and len(entry) == 2 and isinstance(entry[0], int)
-            and not isinstance(entry[0], bool) and entry[0] > 0 and isinstance(entry[1], str)):
-      raise ConfigError(f"optim.unfreeze[{i}]: must be a (step > 0, regex) pair, got {entry!r}")
-    try:
-      re.compile(entry[1])
-    except re.error as e:
-      raise ConfigError(f"optim.unfreeze[{i}]: bad regex {entry[1]!r}: {e}") from None
-
-
-def validate(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
-  """Raises ConfigError for the first field that cannot work."""
-  from jaxdapt import methods, models  # registries; imported late to keep this module light
-  import re
-
-  _check_keys(config, base_config())
-  methods.METHODS.get(config.method.name)
-  models.MODELS.get(config.model.name)
-  if config.method.bn == "frozen":
-    raise ConfigError("method.bn: 'frozen' is model.bn_mode='frozen_stats' (running statistics"
-                      " in training) or 'frozen' (and scale/bias); method.bn is how domains "
-                      f"share BatchNorm: {', '.join(BN_POLICIES)}")
-  _check_choice("method.bn", config.method.bn, BN_POLICIES)
-  _check_choice("model.bn_mode", config.model.bn_mode, BN_MODES)
-  _check_choice("train.eval_target_bn", config.train.eval_target_bn, EVAL_TARGET_BN)
-  if config.method.bn == "dsbn" and methods.METHODS.get(config.method.name).adapts_trained_model:
-    raise ConfigError(f"method.bn: 'dsbn' keeps a BatchNorm branch per domain, but method "
-                      f"{config.method.name!r} adapts a model with one; use joint or separate")
-  _check_choice("method.weight_schedule", config.method.weight_schedule,
-                methods.base.WEIGHT_SCHEDULES)
-  _check_choice("optim.name", config.optim.name, OPTIMIZERS)
-  _check_choice("optim.schedule", config.optim.schedule, LR_SCHEDULES)
-  _check_choice("model.dtype", config.model.dtype, DTYPES)
-  _check_choice("model.remat", config.model.remat, (False, True))
-  _check_choice("model.conv_kernel", config.model.conv_kernel, CONV_KERNELS)
-  _check_choice("data.augment", config.data.augment, AUGMENTS)
-  for field in ("data.batch_size", "data.eval_batch_size", "train.steps", "train.log_every",
-                "train.eval_every", "train.checkpoint_every", "train.keep_checkpoints",
-                "train.grad_accum_steps"):
-    group, key = field.split(".")
-    _check_positive(field, config[group][key])
-  if config.train.checkpoint_every % config.train.log_every:
-    raise ConfigError(
-        f"train.checkpoint_every: {config.train.checkpoint_every} must be a multiple of "
-        f"train.log_every ({config.train.log_every}) so no checkpoint holds an unchecked loss")
-  smoothing = config.method.label_smoothing
-  if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
-      0 <= smoothing < 1):
-    raise ConfigError(f"method.label_smoothing: must be in [0, 1), got {smoothing!r}")
-  every = config.method.refresh_every
-  if isinstance(every, bool) or not isinstance(every, int) or every < 0:
-    raise ConfigError(f"method.refresh_every: must be an integer >= 0, got {every!r}")
-  if methods.METHODS.get(config.method.name).adapts_trained_model:
-    name = config.method.name
-    if not config.model.init_from:
-      raise ConfigError(f"model.init_from: method {name!r} adapts a trained source model; set "
-                        f"it to the stage-1 workdir (see experiments/digits/{name}.py)")
-    if tuple(config.model.dont_load):
-      raise ConfigError(f"model.dont_load: method {name!r} starts from the whole source model "
-                        f"(head included); must be (), got {tuple(config.model.dont_load)}")
-  if config.optim.lr <= 0:
-    raise ConfigError(f"optim.lr: must be > 0, got {config.optim.lr}")
-  if not _is_number(config.optim.b1) or not 0 <= config.optim.b1 < 1:
-    raise ConfigError(f"optim.b1: Adam's first-moment decay must be in [0, 1), "
-                      f"got {config.optim.b1!r}")
-  _validate_finetune(config.optim)
-  methods.check_config(config)  # k-shot target labels, regularisers, MME's cosine head
-  for i, rule in enumerate(config.optim.rules):
-    if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
-      raise ConfigError(f"optim.rules[{i}]: must be a (regex, multiplier | None) pair, got {rule!r}")
-    try:
-      re.compile(rule[0])
-    except re.error as e:
-      raise ConfigError(f"optim.rules[{i}]: bad regex {rule[0]!r}: {e}") from None
-    if rule[1] is not None and not isinstance(rule[1], (int, float)):
-      raise ConfigError(f"optim.rules[{i}]: multiplier must be a number or None, got {rule[1]!r}")
-  if config.train.baseline:
-    methods.METHODS.get(config.train.baseline)
-  if device_count is not None:
-    for field in ("data.batch_size", "data.eval_batch_size"):
-      group, key = field.split(".")
-      if config[group][key] % device_count:
-        raise ConfigError(
-            f"{field}: {config[group][key]} does not divide over {device_count} devices; "
-            f"use a multiple of {device_count}")
-  _validate_grad_accum(config, device_count or 1)
-
-
-def _validate_grad_accum(config: ml_collections.ConfigDict, device_count: int) -> None:
-  """train.grad_accum_steps against the method (its step must accumulate) and the batch."""
-  from jaxdapt import methods
-  n, name = config.train.grad_accum_steps, config.method.name
-  if n == 1:
-    return
-  if not methods.METHODS.get(name).accumulates_gradients:
-    raise ConfigError(f"train.grad_accum_steps: method {name!r} has its own update step, "
-                      f"which does not accumulate gradients over micro-batches; use 1")
-  if config.data.batch_size % (n * device_count):
-    raise ConfigError(
-        f"data.batch_size: {config.data.batch_size} does not split into {n} micro-batches "
-        f"(train.grad_accum_steps) over {device_count} device(s); use a multiple of "
-        f"{n * device_count}")
-
-
-# --- Published protocols (experiments/protocols/*.py) ---------------------------------------
-
-
-def protocol_task(arg: str, tasks, default_method: str = "dann") -> tuple[str, str]:
-  """A protocol config's argument, 'A2W' or 'A2W,cdan', -> (task, method name)."""
-  task, _, method = arg.partition(",")
-  if task not in tasks:
-    raise ConfigError(f"task: unknown {task!r}; allowed: {', '.join(tasks)}")
-  return task, method or default_method
-
-
-def tllib_config(*, source: str, target: str, model: str, lr: float, batch_size: int,
-                 steps: int, eval_every: int, method: str = "dann", init_from: str = "",
-                 bottleneck_dim: int = 256, source_val_split: str = "train",
-                 target_test_split: str = "train", prefetch: int = 2,
-                 augment: str = "none") -> ml_collections.ConfigDict:
-  """Transfer-Learning-Library's recipe (its examples/domain_adaptation/image_classification
-  scripts): SGD momentum 0.9 Nesterov, weight decay 1e-3, lr·(1+0.001·i)^-0.75 ('inv'),
-  bottleneck Dense-BN-ReLU then a linear head, a pretrained backbone (`init_from`) at 0.1×
-  the lr, DANN's domain classifier 1024-1024; `augment`: 'imagenet' (random-resized crop +
-  flip of the decoded original, TLlib's train transform) for 224² folder/catalog domains,
-  'none' for the digit protocols (the view's resize only).
-
-  The target is read twice: its 'train' split unlabeled for adaptation and
-  `target_test_split` for accuracy (Office/VisDA: the same images, as TLlib does).
-  """
-  c = base_config()
-  c.data.source, c.data.source_val_split = source, source_val_split
-  c.data.target, c.data.target_test_split = target, target_test_split
-  c.data.augment = augment
-  c.data.batch_size = batch_size
-  c.data.eval_batch_size = 256
-  c.data.prefetch = prefetch  # 224² protocols: 8 JPEG-decoding threads
-  c.model.name = model
-  c.model.bottleneck_dim = bottleneck_dim
-  c.model.head_hidden = ()
-  c.model.init_from = init_from
-  c.method.name = method
-  c.method.disc_hidden = (1024, 1024)
-  if method == "mdd":  # TLlib's MDD reverses the gradient with a warm start up to 0.1
-    from jaxdapt.methods.mdd import GRL_MAX
-    c.method.weight = GRL_MAX
-  c.optim.lr = lr
-  c.optim.nesterov = True
-  c.optim.weight_decay = 1e-3
-  c.optim.schedule = "inv"
-  c.optim.preset = "discriminative" if init_from else ""
-  c.train.steps = steps
-  c.train.eval_every = c.train.checkpoint_every = eval_every
-  return c
-
-
-def published_table(doc: str) -> dict[str, dict[str, float]]:
-  """The table in a protocol file's docstring -> {method: {column: value}}.
-
-  The table starts at a line 'method <column> ...' and ends at the next blank line; each
-  row is 'method value ...'. Parsing the docstring keeps one copy of the numbers.
-  """
-  lines = doc.splitlines()
-  start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["method"])
-  columns = lines[start].split()[1:]
-  out = {}
-  for line in lines[start + 1:]:
-    if not line.strip():
-      break
-    method, *values = line.split()
-    if len(values) != len(columns):
-      raise ValueError(f"published_table: {method} has {len(values)} values for "
-                       f"{len(columns)} columns")
-    out[method] = dict(zip(columns, map(float, values)))
-  return out
-
-
-def all_pairs(domains: dict[str, str]) -> dict[str, tuple[str, str]]:
-  """{'Ar2Cl': (source, target), ...} for every ordered pair of distinct domains."""
-  return {f"{s}2{t}": (domains[s], domains[t]) for s in domains for t in domains if s != t}
-
-
-def tllib_task_config(arg: str, tasks: dict[str, tuple[str, str]],
-                      **recipe) -> ml_collections.ConfigDict:
-  """A TLlib protocol file's get_config: 'task[,method]' -> tllib_config(**recipe)."""
-  task, method = protocol_task(arg, tasks)
-  source, target = tasks[task]
-  return tllib_config(source=source, target=target, method=method, **recipe)

@@ -10,44 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+
+from jaxdapt import data, sharding
+from jaxdapt.data.subset import Subset, subset  # noqa: F401  (re-exported: features.subset)
+from jaxdapt.step import apply_model, compute_dtype, input_mean_std, normalize
 
 STORE_VERSION = 1
 
 
-class Subset(Sequence):
-  """Random-access view of some rows of a source (what `data.eval_batches` needs)."""
-
-  def __init__(self, source: Any, indices: np.ndarray):
-    self.source, self.indices = source, np.asarray(indices)
-
-  def __len__(self) -> int:
-    return len(self.indices)
-
-  def __getitem__(self, i: int):
-    return self.source[int(self.indices[i])]
-
-
-def subset(source: Any, limit: int | None, rng: np.random.Generator) -> Any:
-  """At most `limit` rows of `source`, sorted, drawn without replacement (None: all)."""
-  if limit is None or len(source) <= limit:
-    return source
-  return Subset(source, np.sort(rng.choice(len(source), size=limit, replace=False)))
-
-
 def forward_fn(exp) -> Callable:
   """Jitted (features, logits) in eval mode with the trainer's input normalisation."""
-  import jax
-  import jax.numpy as jnp
-  from jaxdapt import sharding, train
-  dtype = train.compute_dtype(exp.config, exp.mesh)
-  mean_std = train.input_mean_std(exp.config)
+  dtype = compute_dtype(exp.config, exp.mesh)
+  mean_std = input_mean_std(exp.config)
 
   def forward(params, batch_stats, images):
-    out, _ = train.apply_model(exp.model, params["model"], batch_stats,
-                               train.normalize(images, dtype, mean_std), train=False)
+    out, _ = apply_model(exp.model, params["model"], batch_stats,
+                         normalize(images, dtype, mean_std), train=False)
     return out["features"].astype(jnp.float32), out["logits"].astype(jnp.float32)
 
   return jax.jit(forward, out_shardings=sharding.replicated(exp.mesh))
@@ -57,8 +41,6 @@ def extract(exp, forward: Callable, state, source) -> dict[str, np.ndarray]:
   """Features, logits and labels of every row of `source` (padding rows dropped).
 
   Every process gets the whole result (the forward's output is replicated)."""
-  import jax
-  from jaxdapt import data, sharding
   local_batch = exp.config.data.eval_batch_size // jax.process_count()
   feats, logits, labels = [], [], []
   for batch in data.eval_batches(source, batch_size=local_batch,
@@ -76,10 +58,8 @@ def extract(exp, forward: Callable, state, source) -> dict[str, np.ndarray]:
 
 def _all_processes(local: np.ndarray) -> np.ndarray:
   """Host arrays of every process, in process order (the global batch's row order)."""
-  import jax
   if jax.process_count() == 1:
     return np.asarray(local)
-  from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(local, tiled=True))
 
 

@@ -3,7 +3,7 @@
 A preset names a rule list; layer-wise learning-rate decay (LLRD) refines a
 rule list by backbone depth. Neither is a second mechanism: `compile_rules`
 returns the plain (regex, multiplier | None) tuple that `optim` applies, so
-`python -m jaxdapt.optim --config=...` shows exactly what will train.
+`jaxdapt optim --config ...` shows exactly what will train.
 
 This module works on parameter names only ('/'-joined paths such as
 'model/backbone/layer1_0/conv1/kernel') and imports nothing from the trainer.

@@ -16,7 +16,7 @@ returned `Optimizer` also tells the step which leaves can ever move
 (`value_and_grad`), so a frozen backbone costs a forward pass only.
 
 Dry run (the groups and multipliers a config gives):
-  python -m jaxdapt.optim --config=experiments/digits/dann.py --config.optim.llrd=0.7
+  jaxdapt optim --config experiments/digits/dann.py --set optim.llrd=0.7
 """
 from __future__ import annotations
 
@@ -30,25 +30,13 @@ import optax
 
 from jaxdapt import finetune
 from jaxdapt.errors import ConfigError
+from jaxdapt.tree import named_leaves, path_name
 
 PyTree = Any
 FROZEN = "frozen"
-
-
-def path_name(path: Sequence[Any]) -> str:
-  parts = []
-  for key in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(key, attr):
-        parts.append(str(getattr(key, attr)))
-        break
-    else:
-      parts.append(str(key))
-  return "/".join(parts)
-
-
-def named_leaves(tree: PyTree) -> list[tuple[str, Any]]:
-  return [(path_name(p), leaf) for p, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]]
+OPTIMIZERS = ("sgd", "adam", "adamw")  # config.optim.name
+# config.optim.schedule; inv: lr·(1+0.001·i)^-0.75 (TLlib), dann: lr·(1+10p)^-0.75
+LR_SCHEDULES = ("constant", "dann", "cosine", "inv")
 
 
 def group_labels(params: PyTree, rules: Sequence[tuple[str, float | None]],
@@ -256,25 +244,3 @@ def describe(config: ml_collections.ConfigDict, params: PyTree) -> str:
     lines.append(f"weight decay {config.weight_decay:g}, {kind}, on the {decayed} kernel(s) "
                  f"of trained groups; none on biases, norms, tokens")
   return "\n".join(lines)
-
-
-def _main(argv) -> None:
-  del argv
-  from absl import flags, logging
-  logging.set_verbosity(logging.WARNING)
-  from jaxdapt import batchnorm, train
-  config = flags.FLAGS.config
-  exp = train.build(config)
-  state = jax.eval_shape(exp.init, jax.random.key(0))
-  params = state.params
-  print(f"{config.model.name}, optim.{config.optim.name} lr {config.optim.lr:g} "
-        f"({config.optim.schedule}), preset {config.optim.preset or '-'}, "
-        f"llrd {config.optim.llrd or '-'}")
-  print(describe(batchnorm.optim_config(config, state.batch_stats), params))  # + model.bn_mode
-
-
-if __name__ == "__main__":
-  from absl import app
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  app.run(_main)

@@ -4,8 +4,9 @@
 #   launch/gpu_bench.sh fetch         here, with PyPI: the other packages jaxdapt needs, as
 #                                     Python 3.12 wheels, into .whl/ (git-ignored, ~10 MB)
 #   launch/gpu_bench.sh run [OUT]     there: installs .whl/ into /tmp/site, then runs
-#                                     python -m jaxdapt.bench_suite --platform gpu --out OUT
+#                                     python -m jaxdapt bench-suite --platform gpu --out OUT
 # PYTHON (default python3) picks the interpreter; WHEELS (default .whl) the wheel folder.
+# Exit status: 0 finished, 2 user error (a bad argument); run: 1 when a benchmark row failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -34,10 +35,10 @@ case "${1:-}" in
     export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || true
     "$PY" -c 'import jax; print("jax", jax.__version__, jax.devices())'
-    exec "$PY" -m jaxdapt.bench_suite --platform gpu --out "$out"
+    exec "$PY" -m jaxdapt bench-suite --platform gpu --out "$out"
     ;;
   *)
-    sed -n '2,8p' "$0" >&2
+    sed -n '2,9p' "$0" >&2
     exit 2
     ;;
 esac

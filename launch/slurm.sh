@@ -1,4 +1,8 @@
 #!/usr/bin/env bash
-# Thin wrapper: python -m jaxdapt.launch slurm --config CONFIG --workdir DIR [--dry-run] [options] [-- --config.FIELD=VALUE ...]
-# See `python -m jaxdapt.launch slurm --help` and README "Launching".
-exec "${PYTHON:-python}" -m jaxdapt.launch slurm "$@"
+# Thin wrapper, the same as the console command `jaxdapt launch slurm ...`:
+#   python -m jaxdapt launch slurm --config CONFIG[:ARG] --workdir DIR [--dry-run] [options]
+#       [--set FIELD=VALUE ...]
+# See `python -m jaxdapt launch slurm --help` and README "Launching".
+# Exit status: 0 finished, 2 user error (a config that does not load, a bad flag); any
+# other is the status of sbatch.
+exec "${PYTHON:-python}" -m jaxdapt launch slurm "$@"

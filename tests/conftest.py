@@ -1,4 +1,5 @@
-"""Tests run on CPU with 8 fake devices, so data parallelism is exercised everywhere.
+"""Tests run on CPU with 8 fake devices, so data parallelism is exercised everywhere, and
+with the process setup of the `jaxdapt` command (jaxdapt.runtime.setup).
 
 Each pytest process (each xdist worker) also gets its own fresh persistent XLA cache:
 many tests build the same tiny train/eval steps, and an identical program then loads in
@@ -16,6 +17,13 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 flags = os.environ.get("XLA_FLAGS", "")
 if "xla_force_host_platform_device_count" not in flags:
   os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
+
+
+# The command's process setup (XLA flags, allocator), as every `jaxdapt` run has it:
+# importing jaxdapt changes nothing by itself.
+import jaxdapt.runtime  # noqa: E402
+
+jaxdapt.runtime.setup()
 
 
 def _per_process_compile_cache() -> None:

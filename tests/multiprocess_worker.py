@@ -14,7 +14,11 @@ import os
 import sys
 import time
 
-import jax
+import jaxdapt.runtime
+
+jaxdapt.runtime.setup()  # as the `jaxdapt` command does, before JAX starts
+
+import jax  # noqa: E402
 
 T0 = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -49,14 +53,14 @@ def log(message: str) -> None:
 
 def main(data_dir: str, workdir: str, out_path: str) -> None:
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  from jaxdapt import checkpoint, sharding, train
+  from jaxdapt import checkpoint, sharding, step, trainer
   distributed = sharding.maybe_initialize_distributed()
   log(f"of {jax.process_count()}, distributed={distributed}, local devices "
       f"{jax.local_device_count()}, global {jax.device_count()}")
   config = mp_config(data_dir)
-  summary = train.train_and_evaluate(config, workdir)
+  summary = trainer.train_and_evaluate(config, workdir)
   log("trained")
-  exp = train.build(config)
+  exp = trainer.build(config)
   ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   state, _ = ckpt.restore(jax.eval_shape(exp.init, jax.random.key(config.seed)))
   ckpt.close()

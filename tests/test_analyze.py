@@ -1,11 +1,15 @@
-"""`python -m jaxdapt.analyze` on a tiny finished run: outputs, report and errors."""
+"""`jaxdapt analyze` on a tiny finished run: outputs, report and errors."""
 import json
 import os
 
 import pytest
-
-from jaxdapt import analyze, config as config_lib, train
 from test_train import tiny_config
+
+from jaxdapt import config as config_lib
+from jaxdapt import trainer
+from jaxdapt.errors import JaxdaptError
+from jaxdapt.tools import analyze
+from jaxdapt.tools.main import run_tool
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +19,7 @@ def run_dir(tmp_path_factory, data_dir):
   c = tiny_config(data_dir, "dann",
                   selection_points=config_lib.base_config().train.selection_points)
   workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(c, workdir)
+  trainer.train_and_evaluate(c, workdir)
   return workdir
 
 
@@ -65,9 +69,13 @@ def test_before_run_replaces_the_initialisation(run_dir, tmp_path, capsys):
   for key in ("pad", "mmd2", "coral"):
     assert result["shift"]["before"][key] == pytest.approx(result["shift"]["after"][key])
   capsys.readouterr()
-  assert analyze.main(["--workdir", run_dir, "--before", str(tmp_path / "nope"), *small]) == 2
-  err = capsys.readouterr().err.strip()
-  assert err.startswith("error: ") and "no such directory" in err
+  argv = ["--workdir", run_dir, "--before", str(tmp_path / "nope"), *small]
+  with pytest.raises(analyze.RunError, match="^--before .*nope: no such directory$"):
+    analyze.main(argv)
+  assert run_tool("analyze", argv) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: --before ") and err.count("\n") == 1
+  assert "no such directory" in err
 
 
 @pytest.mark.parametrize("what", ["dir", "checkpoints"])
@@ -76,8 +84,13 @@ def test_missing_run_is_a_one_line_error(tmp_path, capsys, what):
   if what == "checkpoints":
     run.mkdir()
     (run / "config.json").write_text("{}")
-  assert analyze.main(["--workdir", str(run)]) == 2
-  err = capsys.readouterr().err.strip()
-  assert err.count("\n") == 0 and err.startswith("error: ")
-  assert ("no such directory" if what == "dir" else "no checkpoint in") in err
-  assert not (run / "checkpoints").exists()
+  message = "no such directory" if what == "dir" else "no checkpoint in"
+  with pytest.raises(JaxdaptError, match=message):
+    analyze.main(["--workdir", str(run)])
+  assert run_tool("analyze", ["--workdir", str(run)]) == 2
+  captured = capsys.readouterr()
+  err = captured.err
+  assert err.count("\n") == 1 and err.startswith("error: --workdir ") and message in err
+  assert captured.out == ""
+  assert not (run / "checkpoints").exists() and not (run / "analysis").exists()
+  assert os.listdir(tmp_path) == (["run"] if what == "checkpoints" else [])

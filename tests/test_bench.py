@@ -1,20 +1,26 @@
 """The benchmark: the PyTorch twins are the same networks, steps and feature extractor
 (so the ratio is honest), and every CLI mode runs and prints its fields."""
+import json
 import os
+import re
+
 import jax
 import numpy as np
 import pytest
 
-from jaxdapt import bench, config as config_lib, methods, sharding, train
+from jaxdapt import configs, methods, sharding, trainer
+from jaxdapt.errors import ConfigError
+from jaxdapt.tools import bench
+from jaxdapt.tools.main import run_tool
 
 torch = pytest.importorskip("torch")
-from jaxdapt import torch_ref  # noqa: E402  (needs torch)
+from jaxdapt.tools import torch_ref  # noqa: E402  (needs torch)
 
 IMAGE_SHAPE, NUM_CLASSES = (32, 32, 3), 10
 
 
 def _digits_dann(batch: int = 64, steps: int = 1000):
-  c = config_lib.digits_config("uci2ucim")
+  c = configs.digits_config("uci2ucim")
   c.method.name = "dann"
   c.data.batch_size = batch
   c.train.steps = steps
@@ -31,7 +37,7 @@ def _resnet(method: str = "dann", name: str = "resnet18", batch: int = 8, steps:
 
 def _jax_experiment(config, image_shape=IMAGE_SHAPE):
   mesh = sharding.make_mesh()
-  return train.build_functions(config, mesh, methods.get_method(config.method), image_shape,
+  return trainer.build_functions(config, mesh, methods.get_method(config.method), image_shape,
                                NUM_CLASSES)
 
 
@@ -125,7 +131,7 @@ def test_torch_and_jax_feature_extractors_give_the_same_features():
                                      sharding.global_batch(images, exp.mesh))
   extract = torch_ref.TorchFeatures(c, (40, 40, 3))
   params = jax.device_get(state.params)["model"]
-  from jaxdapt import torch_models
+  from jaxdapt.tools import torch_models
   torch_models.load_flax(extract.backbone, params["backbone"], stats["backbone"])
   got = extract(torch.from_numpy(images))
   np.testing.assert_allclose(got.numpy(), np.asarray(want), rtol=1e-4, atol=1e-5)
@@ -159,10 +165,16 @@ def test_unsupported_configs_are_named():
   assert torch_ref.unsupported(c) == "no PyTorch reference for model.name 'vit_s16', model.remat"
 
 
-def test_throughput_mode_prints_its_fields(capsys):
-  result = bench.main(["throughput", "--model", "dann_digits", "--method", "dann",
-                       "--batch", "8", "--steps", "2", "--warmup", "1", "--no-torch"])
+def _bench(capsys, argv):
+  """bench.main(argv) (exit status 0): (its stdout, the JSON of its last line)."""
+  assert bench.main(argv) == 0
   out = capsys.readouterr().out
+  return out, json.loads(out.splitlines()[-1])
+
+
+def test_throughput_mode_prints_its_fields(capsys):
+  out, result = _bench(capsys, ["throughput", "--model", "dann_digits", "--method", "dann",
+                                "--batch", "8", "--steps", "2", "--warmup", "1", "--no-torch"])
   # 8 fake devices: XLA's convs (jaxdapt's CPU kernels run on one device only)
   assert "dann step, dann_digits (float32, xla convs), batch 8×2 (synthetic input)" in out
   assert "img/s" in out and "ms/step" in out and "compile" in out and "MFU n/a" in out
@@ -174,10 +186,9 @@ def test_throughput_mode_prints_its_fields(capsys):
 def test_throughput_mode_times_the_torch_resnet_twin(capsys, monkeypatch):
   monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "")  # restored after the test
   monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION")
-  result = bench.main(["throughput", "--model", "resnet18", "--method", "dann", "--batch", "8",
-                       "--image-size", "32", "--set", "model.width=8", "--steps", "2",
-                       "--warmup", "1", "--torch"])
-  out = capsys.readouterr().out
+  out, result = _bench(capsys, ["throughput", "--model", "resnet18", "--method", "dann",
+                                "--batch", "8", "--image-size", "32", "--set", "model.width=8",
+                                "--steps", "2", "--warmup", "1", "--torch"])
   assert "dann step, resnet18 (float32, xla convs), batch 8×2 (synthetic input)" in out
   assert "torch:" in out and "jax/torch images/s:" in out
   assert result["num_classes"] == 31 and result["torch_images_per_s"] > 0
@@ -187,9 +198,9 @@ def test_throughput_mode_times_the_torch_resnet_twin(capsys, monkeypatch):
 
 
 def test_features_mode_times_the_eval_forward_and_its_twin(capsys):
-  result = bench.main(["features", "--model", "resnet18", "--batch", "16", "--image-size", "32",
-                       "--set", "model.width=8", "--steps", "2", "--warmup", "1", "--torch"])
-  out = capsys.readouterr().out
+  out, result = _bench(capsys, ["features", "--model", "resnet18", "--batch", "16",
+                                "--image-size", "32", "--set", "model.width=8", "--steps", "2",
+                                "--warmup", "1", "--torch"])
   assert "feature extraction (eval forward), resnet18 (float32, xla convs), batch 16×1" in out
   assert "jax/torch images/s:" in out
   assert result["method"] == "features" and result["domains"] == 1
@@ -198,23 +209,25 @@ def test_features_mode_times_the_eval_forward_and_its_twin(capsys):
 
 
 def test_config_mode_times_jax_and_torch(capsys, tmp_path):
-  result = bench.main(["--config", "experiments/digits/dann.py", "--task", "uci2ucim",
-                       "--set", f"data.data_dir={tmp_path}", "--set", "data.batch_size=16",
-                       "--steps", "2", "--warmup", "1", "--torch"])
-  out = capsys.readouterr().out
+  out, result = _bench(capsys, ["--config", "experiments/digits/dann.py", "--task", "uci2ucim",
+                                "--set", f"data.data_dir={tmp_path}", "--set",
+                                "data.batch_size=16", "--steps", "2", "--warmup", "1",
+                                "--torch"])
   assert "jax:" in out and "torch:" in out and "jax/torch images/s:" in out
   assert result["torch_images_per_s"] > 0 and result["compile_s"] > 0
   assert np.isfinite(result["torch_final_loss"])
-  result = bench.main(["--config", "experiments/digits/dann.py", "--task", "uci2ucim",
-                       "--set", f"data.data_dir={tmp_path}", "--set", "data.batch_size=16",
-                       "--steps", "2", "--warmup", "0", "--pipeline", "--no-torch"])
+  # FILE:TASK is the same as --task TASK.
+  _, result = _bench(capsys, ["--config", "experiments/digits/dann.py:uci2ucim",
+                              "--set", f"data.data_dir={tmp_path}", "--set", "data.batch_size=16",
+                              "--steps", "2", "--warmup", "0", "--pipeline", "--no-torch"])
   assert result["input"] == "pipeline" and "torch_images_per_s" not in result
+  assert result["batch_per_domain"] == 16 and result["method"] == "dann"
 
 
 def test_an_explicit_jax_memory_fraction_is_kept(capsys, monkeypatch):
   monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.3")
-  bench.main(["throughput", "--model", "dann_digits", "--method", "source_only", "--batch", "8",
-              "--steps", "1", "--warmup", "0", "--torch"])
+  _bench(capsys, ["throughput", "--model", "dann_digits", "--method", "source_only",
+                  "--batch", "8", "--steps", "1", "--warmup", "0", "--torch"])
   assert os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] == "0.3"
 
 
@@ -229,11 +242,25 @@ def test_mfu_peak_table():
   assert bench.peak_flops(Device("gpu", "NVIDIA GeForce GTX 1080")) is None
 
 
-def test_cli_reports_a_config_typo_in_one_line(monkeypatch, capsys):
-  monkeypatch.setattr("sys.argv", ["bench", "throughput", "--model", "resnet18",
-                                   "--set", "train.stepz=3"])
-  with pytest.raises(SystemExit) as e:
-    bench.cli()
-  assert e.value.code == 2
-  err = capsys.readouterr().err
-  assert err.startswith("error: --set train.stepz=3: unknown config field") and "'steps'" in err
+@pytest.mark.parametrize("argv, message, also", [
+    (["throughput", "--model", "resnet18", "--set", "train.stepz=3"],
+     "--set train.stepz=3: unknown config field", "'steps'"),
+    (["throughput", "--model", "resnet_18", "--batch", "8"],
+     "model.name: unknown model 'resnet_18'", "resnet18"),
+    (["--config", "experiments/digits/nope.py"], "--config: experiments/digits/nope.py: no such",
+     ""),
+    (["--config", "experiments/digits/dann.py:uci2ucim", "--task", "syn2uci"],
+     "--config experiments/digits/dann.py:uci2ucim names its ARG and --task syn2uci another", ""),
+    (["--task", "nope"], "--config: experiments/digits/dann.py:nope: task: unknown 'nope'",
+     "uci2ucim"),
+    (["features", "--model", "resnet18", "--steps", "0"], "--steps 0 --warmup 10: steps must", ""),
+])
+def test_cli_reports_bad_input_in_one_line(monkeypatch, capsys, argv, message, also):
+  """Before anything is built or timed: one line `error: ...`, exit status 2."""
+  monkeypatch.setattr(bench, "measure", lambda *a, **k: pytest.fail("measured"))
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    bench.main([*argv, "--no-torch"])
+  assert run_tool("bench", [*argv, "--no-torch"]) == 2
+  captured = capsys.readouterr()
+  assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1
+  assert also in captured.err and captured.out == ""

@@ -1,8 +1,10 @@
-"""jaxdapt.bench_ops times JAX and PyTorch on the same computation, piece by piece."""
+"""`jaxdapt bench-ops` times JAX and PyTorch on the same computation, piece by piece."""
 import numpy as np
+import pytest
 
-from jaxdapt import bench_ops
+from jaxdapt.errors import ConfigError
 from jaxdapt.kernels import cpu_conv
+from jaxdapt.tools import bench_ops
 
 # Pieces with a jaxdapt-kernel version: the convs' forward and wgrad, conv2's dgrad.
 DIRECT = 5 if cpu_conv.can_build() else 0
@@ -20,11 +22,26 @@ def test_each_piece_computes_the_same_array_in_jax_and_torch():
                                  atol=2e-4, err_msg=name)
 
 
-def test_command_prints_a_row_per_piece(capsys):
-  rows = bench_ops.main(["--batch", "2", "--repeats", "1"])
+def test_command_prints_a_row_per_piece(capsys, monkeypatch):
+  measure, measured = bench_ops.measure, []
+
+  def recording(*args):  # the rows main printed
+    measured.append(measure(*args))
+    return measured[-1]
+
+  monkeypatch.setattr(bench_ops, "measure", recording)
+  assert bench_ops.main(["--batch", "2", "--repeats", "1"]) == 0
+  (rows,) = measured
   out = capsys.readouterr().out
   assert len(rows) == 10 and all(r["jax_ms"] > 0 and r["torch_ms"] > 0 for r in rows)
   assert sum(r["direct_ms"] is not None for r in rows) == DIRECT
   assert out.count("\n|") == 12  # header, rule, 10 rows
   assert "\n| conv1 wgrad | 0.01 |" in out  # 2·2·28²·5²·3·32 FLOP
   assert "\n| conv1 dgrad | 0.01 | " in out and "\n| block1 BN-pool-ReLU forward |  | " in out
+
+
+@pytest.mark.parametrize("argv", [["--batch", "0"], ["--repeats", "-1"]])
+def test_bad_sizes_are_refused_before_measuring(monkeypatch, argv):
+  monkeypatch.setattr(bench_ops, "measure", lambda *a: pytest.fail("measured"))
+  with pytest.raises(ConfigError, match="both must be >= 1"):
+    bench_ops.main(argv)

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdapt import batchnorm, checkpoint, config as config_lib, sharding, train
+from jaxdapt import batchnorm, checkpoint, config as config_lib, configs, trainer, sharding, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.models import layers
-from jaxdapt.optim import named_leaves
+from jaxdapt.tree import named_leaves
 from test_train import tiny_config
 
 EPS = layers.BN_EPSILON
@@ -66,10 +66,10 @@ def test_dsbn_forward_normalises_and_updates_each_domain_in_its_own_branch():
            for d, x in images.items()}
   kw = dict(bn="dsbn", dtype=jnp.float32, rng=jax.random.key(0))
   # A source-only step leaves the target branch bit-identical.
-  _, only_source = train.forward_domains(model, params, stats, batch, ("source",), **kw)
+  _, only_source = step.forward_domains(model, params, stats, batch, ("source",), **kw)
   for k in ("mean", "var"):
     np.testing.assert_array_equal(only_source["bn"][k][1], stats["bn"][k][1])
-  outputs, new = train.forward_domains(model, params, stats, batch, ("source", "target"), **kw)
+  outputs, new = step.forward_domains(model, params, stats, batch, ("source", "target"), **kw)
   for i, d in enumerate(("source", "target")):
     h = _conv_np(params, images[d])
     mean, var = h.mean(0), h.var(0)
@@ -90,7 +90,7 @@ def _tiny_exp(model, config, images=None):
 
 
 def _state(params, stats):
-  return train.TrainState(step=jnp.zeros((), jnp.int32), params={"model": params, "method": {}},
+  return step.TrainState(step=jnp.zeros((), jnp.int32), params={"model": params, "method": {}},
                           batch_stats=stats, opt_state={}, rng=jax.random.key(0))
 
 
@@ -98,13 +98,13 @@ def test_dsbn_evaluates_source_with_the_source_branch_and_target_with_the_target
   model, params, stats = _one_conv_dsbn()
   c = config_lib.base_config()
   c.method.bn = "dsbn"
-  views = train.eval_states(_tiny_exp(model, c), _state(params, stats))
+  views = trainer.eval_states(_tiny_exp(model, c), _state(params, stats))
   x = _images(3, 0, 256, 3)
   h = _conv_np(params, x)
   for i, d in enumerate(("source", "target")):
     v = views[d]
-    out, _ = train.apply_model(model, v.params["model"], v.batch_stats,
-                               train.normalize(jnp.asarray(x), jnp.float32), train=False)
+    out, _ = step.apply_model(model, v.params["model"], v.batch_stats,
+                               step.normalize(jnp.asarray(x), jnp.float32), train=False)
     branch = {k: np.asarray(a[i]) for k, a in params["bn"].items()}
     want = _bn_eval_np(branch, {k: np.asarray(a[i]) for k, a in stats["bn"].items()}, h)
     np.testing.assert_allclose(out["logits"], want.reshape(3, -1, 2).mean(1), rtol=1e-5,
@@ -119,7 +119,7 @@ def test_adabn_statistics_are_the_numpy_mean_and_var_of_the_target_features():
   images = _images(20, 0, 256, 4)
   c = config_lib.base_config()
   c.data.eval_batch_size = 8
-  stats = batchnorm.target_statistics(_tiny_exp(model, c, images), v["params"],
+  stats = trainer.target_statistics(_tiny_exp(model, c, images), v["params"],
                                       v["batch_stats"], [{"image": x, "label": 0}
                                                          for x in images])
   h = _conv_np(v["params"], images)
@@ -131,14 +131,14 @@ def test_bn_policy_config_errors():
   c = config_lib.base_config()
   c.method.bn = "frozen"
   with pytest.raises(ConfigError, match="model.bn_mode"):
-    config_lib.validate(c)
+    trainer.validate(c)
   c.method.bn, c.method.name, c.model.init_from, c.model.dont_load = "dsbn", "tent", "x", ()
   with pytest.raises(ConfigError, match="dsbn"):
-    config_lib.validate(c)
+    trainer.validate(c)
   c = config_lib.base_config()
   c.model.bn_mode = "frozen_stats"  # dann_digits without model.norm='batch' has no BN
   with pytest.raises(ConfigError, match="model.bn_mode.*has none"):
-    batchnorm.check(c, {})
+    batchnorm.check(c, {}, trainer.eval_target(c))
 
 
 def test_frozen_backbone_bn_uses_running_statistics_in_training_and_keeps_them():
@@ -179,8 +179,8 @@ def _run(data_dir, workdir, method, **fields):
   for name, value in fields.items():
     group, key = name.split("__")
     c[group][key] = value
-  train.train_and_evaluate(c, str(workdir))
-  exp = train.build(c)
+  trainer.train_and_evaluate(c, str(workdir))
+  exp = trainer.build(c)
   init = exp.init(jax.random.key(c.seed))
   ckpt = checkpoint.Checkpointer(str(workdir), 2)
   final, _ = ckpt.restore(checkpoint.abstract_like(init))
@@ -227,33 +227,33 @@ def test_dsbn_source_only_keeps_the_target_branch_and_adabn_evaluates_it(data_di
     np.testing.assert_array_equal(_bn_leaves(final, "target")[k], v, err_msg=k)
   assert not np.array_equal(_bn_leaves(final, "source")["stats/backbone/bn1/mean"],
                             _bn_leaves(init, "source")["stats/backbone/bn1/mean"])
-  views = train.eval_states(exp, final)
-  adabn = train.evaluate(exp, views["target"], "target_test")
+  views = trainer.eval_states(exp, final)
+  adabn = trainer.evaluate(exp, views["target"], "target_test")
   assert row["target_test_nll"] == pytest.approx(adabn["target_test_nll"], rel=1e-6)
   running = views["target"].replace(batch_stats=batchnorm.branch(
       final.params["model"], final.batch_stats, "target")[1])
-  assert train.evaluate(exp, running, "target_test")["target_test_nll"] != pytest.approx(
+  assert trainer.evaluate(exp, running, "target_test")["target_test_nll"] != pytest.approx(
       row["target_test_nll"], rel=1e-3)
   # model.init_from this DSBN run: both branches load as they are, into a DSBN model only.
   c = exp.config.copy_and_resolve_references()
   c.model.init_from, c.model.dont_load = str(tmp_path), ()
   fresh = exp.init(jax.random.key(1))
-  loaded = train.load_init_from(dataclasses.replace(exp, config=c), fresh)
+  loaded = trainer.load_init_from(dataclasses.replace(exp, config=c), fresh)
   for k, v in _bn_leaves(final).items():
     np.testing.assert_array_equal(_bn_leaves(loaded)[k], v, err_msg=k)
   c.method.bn = "separate"
   params, stats = batchnorm.branch(fresh.params["model"], fresh.batch_stats, "source")
   one_branch = fresh.replace(params={**fresh.params, "model": params}, batch_stats=stats)
   with pytest.raises(ConfigError, match="DSBN"):
-    train.load_init_from(dataclasses.replace(exp, config=c), one_branch)
+    trainer.load_init_from(dataclasses.replace(exp, config=c), one_branch)
 
 
 def test_dsbn_init_from_a_one_branch_model_loads_it_into_both_branches(data_dir, frozen_run):
   workdir, (_, _, source_model, _) = frozen_run
   c = tiny_config(data_dir, "dann")
   c.model.norm, c.method.bn, c.model.init_from = "batch", "dsbn", str(workdir)
-  exp = train.build(c)
-  state = train.load_init_from(exp, exp.init(jax.random.key(1)))
+  exp = trainer.build(c)
+  state = trainer.load_init_from(exp, exp.init(jax.random.key(1)))
   want = _bn_leaves(source_model)
   for domain in ("source", "target"):
     got = _bn_leaves(state, domain)
@@ -265,9 +265,9 @@ def test_adabn_method_evaluates_target_with_target_statistics_source_with_source
                                                                                  tmp_path):
   exp, _, final, row = _run(data_dir, tmp_path, "adabn")
   assert row["source_val_nll"] == pytest.approx(
-      train.evaluate(exp, final, "source_val")["source_val_nll"], rel=1e-6)
-  adapted = train.eval_states(exp, final)["target"]
+      trainer.evaluate(exp, final, "source_val")["source_val_nll"], rel=1e-6)
+  adapted = trainer.eval_states(exp, final)["target"]
   assert row["target_test_nll"] == pytest.approx(
-      train.evaluate(exp, adapted, "target_test")["target_test_nll"], rel=1e-6)
+      trainer.evaluate(exp, adapted, "target_test")["target_test_nll"], rel=1e-6)
   assert row["target_test_nll"] != pytest.approx(
-      train.evaluate(exp, final, "target_test")["target_test_nll"], rel=1e-3)
+      trainer.evaluate(exp, final, "target_test")["target_test_nll"], rel=1e-3)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxdapt import config as config_lib
+from jaxdapt import config as config_lib, configs, trainer
 from jaxdapt.errors import ConfigError
 from jaxdapt.kernels import cpu_conv
 from jaxdapt.models import layers
@@ -228,4 +228,4 @@ def test_config_field_is_checked():
   c = config_lib.base_config()
   c.model.conv_kernel = "fast"
   with pytest.raises(ConfigError, match="model.conv_kernel: 'fast' is not allowed"):
-    config_lib.validate(c)
+    trainer.validate(c)

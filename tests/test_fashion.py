@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import jaxdapt.data as D
-from jaxdapt import config as config_lib
+from jaxdapt import config as config_lib, configs, trainer
 from jaxdapt.data import fashion_mnist as fm
 from jaxdapt.data import sources
 from jaxdapt.data.mnist_m import blend, to_uint8
@@ -156,9 +156,9 @@ def test_not_prepared_message(tmp_path, monkeypatch, name):
 
 
 def test_task_config():
-  c = config_lib.digits_config("fashion2fashionm")
+  c = configs.digits_config("fashion2fashionm")
   assert (c.data.source, c.data.source_val_split) == ("fashion_mnist", "validation")
   assert (c.data.target, c.data.target_split, c.data.target_test_split) == (
       "fashion_mnist_m", "train", "test")
   assert c.train.steps == 3000 and c.model.norm == "batch"
-  assert config_lib.digits_config("uci2ucim").train.steps == 2000
+  assert configs.digits_config("uci2ucim").train.steps == 2000

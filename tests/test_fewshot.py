@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from jaxdapt import checkpoint, config as config_lib, models, train
+from jaxdapt import checkpoint, configs, methods, models, step, trainer
+from jaxdapt import config as config_lib
 from jaxdapt.data.labeled import select_per_class
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import fewshot, mme
@@ -34,12 +35,12 @@ def test_selection_all_and_too_few():
 
 
 def test_supervised_outputs_concatenate_the_supervised_domains():
-  method = fewshot.with_labeled_target(train.methods.get_method(
+  method = fewshot.with_labeled_target(methods.get_method(
       config_lib.base_config().method), 5)
-  assert method.domains == ("source", fewshot.LABELED)
+  assert method.domains == ("source", methods.LABELED)
   out = {d: {"logits": jnp.full((2, 3), i), "labels": jnp.full((2,), i)}
          for i, d in enumerate(method.domains)}
-  sup = fewshot.supervised_outputs(out, method)
+  sup = method.supervised_outputs(out)
   np.testing.assert_array_equal(sup["labels"], [0, 0, 1, 1])
   assert sup["logits"].shape == (4, 3)
 
@@ -53,16 +54,16 @@ def _kshot(data_dir, method, k=2):
 def test_labeled_target_is_a_third_resumable_stream_of_the_selected_examples(data_dir, tmp_path):
   c = _kshot(data_dir, "source_only")
   c.data.augment = "none"  # so the labeled batches' images are the pool's, byte for byte
-  exp = train.build(c, jax.devices()[:1])
-  assert exp.method.domains == ("source", fewshot.LABELED)
-  assert exp.method.supervised_domain == ("source", fewshot.LABELED)
-  pool = exp.sources[fewshot.LABELED]
+  exp = trainer.build(c, jax.devices()[:1])
+  assert exp.method.domains == ("source", methods.LABELED)
+  assert exp.method.supervised_domain == ("source", methods.LABELED)
+  pool = exp.sources[methods.LABELED]
   assert len(pool) == 20  # 2 per class × 10
   pool_images = {pool[i]["image"].tobytes() for i in range(len(pool))}
-  make = lambda: train.train_iterators(exp)
+  make = lambda: trainer.train_iterators(exp)
   reference = [next(it) for it in [make()] for _ in range(5)]
-  assert all(set(b) == {"source", "target", fewshot.LABELED} for b in reference)
-  assert all(img.tobytes() in pool_images for b in reference for img in b[fewshot.LABELED]["image"])
+  assert all(set(b) == {"source", "target", methods.LABELED} for b in reference)
+  assert all(img.tobytes() in pool_images for b in reference for img in b[methods.LABELED]["image"])
   it = make()
   for _ in range(2):
     next(it)
@@ -94,8 +95,8 @@ def _mme(data_dir):
 
 def test_mme_trains_on_three_streams(data_dir, tmp_path):
   c, devices = _mme(data_dir), jax.devices()[:1]
-  assert train.build(c, devices).method.domains == ("source", "target", fewshot.LABELED)
-  summary = train.train_and_evaluate(c, str(tmp_path), devices=devices)
+  assert trainer.build(c, devices).method.domains == ("source", "target", methods.LABELED)
+  summary = trainer.train_and_evaluate(c, str(tmp_path), devices=devices)
   assert 0 <= summary["target_acc_last"] <= 1
   rows = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
   for r in rows:  # the entropy term is all of MME's transfer loss (λ = 0.1, constant)
@@ -115,7 +116,7 @@ def test_bad_kshot_configs_fail_with_the_field(method, k, match):
   c.method.name = method
   c.data.target_labeled_per_class = k
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(c)
+    trainer.validate(c)
 
 
 # --- MME ---------------------------------------------------------------------------------

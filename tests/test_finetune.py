@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdapt import config as config_lib, finetune, methods, models, optim, sharding, train
+from jaxdapt import config as config_lib, configs, trainer, finetune, methods, models, optim, sharding, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.vit import ViT
 
@@ -96,10 +96,10 @@ def test_presets_are_rule_lists_and_exclude_rules():
   assert finetune.compile_rules(c, []) == (("model/backbone/.*", 0.1), (".*", 1.0))
   config = config_lib.base_config()
   config.optim.preset = "discriminative"
-  config_lib.validate(config)
+  trainer.validate(config)
   config.optim.rules = (("model/head/.*", None), (".*", 1.0))
   with pytest.raises(ConfigError, match="optim.preset"):
-    config_lib.validate(config)
+    trainer.validate(config)
 
 
 @pytest.mark.parametrize("field,value,match", [
@@ -110,7 +110,7 @@ def test_bad_finetune_fields_are_config_errors(field, value, match):
   config = config_lib.base_config()
   config.optim[field] = value
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(config)
+    trainer.validate(config)
 
 
 def test_weight_decay_mask_excludes_exactly_norm_and_bias_leaves():
@@ -224,8 +224,8 @@ def _final_params(workdir: str) -> dict[str, np.ndarray]:
 
 def test_lp_ft_two_stages(data_dir, tmp_path, monkeypatch):
   probe = _lp_ft_config("probe", data_dir)
-  initial = _named(train.build(probe).init(jax.random.key(probe.seed)).params)
-  train.train_and_evaluate(probe, str(tmp_path / "lp"), devices=jax.devices()[:1])
+  initial = _named(trainer.build(probe).init(jax.random.key(probe.seed)).params)
+  trainer.train_and_evaluate(probe, str(tmp_path / "lp"), devices=jax.devices()[:1])
   probed = _final_params(str(tmp_path / "lp"))
   for name, value in probed.items():
     if name.startswith("model/backbone/"):
@@ -233,15 +233,16 @@ def test_lp_ft_two_stages(data_dir, tmp_path, monkeypatch):
   assert not np.array_equal(probed["model/head/out/kernel"], initial["model/head/out/kernel"])
 
   start = {}
-  load = train.load_init_from
+  load = trainer.load_init_from
   def spy(exp, state):
     state = load(exp, state)
     start.update(_named(state.params))  # a copy: the step donates the state
     return state
-  monkeypatch.setattr(train, "load_init_from", spy)
+  from jaxdapt.trainer import loop
+  monkeypatch.setattr(loop, "load_init_from", spy)
   finetune_config = _lp_ft_config("finetune", data_dir)
   finetune_config.model.init_from = str(tmp_path / "lp")
-  train.train_and_evaluate(finetune_config, str(tmp_path / "ft"), devices=jax.devices()[:1])
+  trainer.train_and_evaluate(finetune_config, str(tmp_path / "ft"), devices=jax.devices()[:1])
   assert set(probed) <= set(start)
   for name, value in probed.items():  # head included: stage 2 starts from the probe
     np.testing.assert_array_equal(start[name], value, err_msg=name)
@@ -258,7 +259,7 @@ def _step_experiment(rules):
   c.model.head_hidden = (32,)
   c.data.batch_size = 16
   c.optim.rules = rules
-  return train.build_functions(c, sharding.make_mesh(), methods.get_method(c.method),
+  return trainer.build_functions(c, sharding.make_mesh(), methods.get_method(c.method),
                                (28, 28, 3), 10)
 
 
@@ -281,10 +282,10 @@ def test_frozen_backbone_step_skips_backward_and_matches_set_to_zero():
 
   # The previous step: gradients of every leaf, set_to_zero discards the frozen ones.
   tx = frozen.tx
-  previous = jax.jit(lambda s, b: train.train_step(
-      s, b, model=frozen.model, method=frozen.method,
+  previous = jax.jit(lambda s, b: step.train_step(s, b, ctx=step.StepContext(
+      model=frozen.model, method=frozen.method,
       tx=optax.GradientTransformation(tx.init, tx.update), bn="joint", dtype=jnp.float32,
-      total_steps=frozen.config.train.steps))
+      total_steps=frozen.config.train.steps)))
   new, old = state, jax.tree.map(jnp.copy, state)
   for batch in batches:
     new, new_metrics = frozen.update(new, batch)

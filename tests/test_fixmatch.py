@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from jaxdapt import train
+from jaxdapt import step, trainer
 from jaxdapt.data import augment
 from jaxdapt.methods.fixmatch import fixmatch_loss
 from test_train import tiny_config
@@ -116,7 +116,7 @@ def test_fixmatch_trains_on_confident_strong_views(data_dir, tmp_path):  # noqa:
   c.method.fixmatch_threshold = 1e-6
   c.method.weight_schedule = "constant"
   c.method.fixmatch_ops = 1  # half the augmentation graph to compile
-  summary = train.train_and_evaluate(c, str(tmp_path))
+  summary = trainer.train_and_evaluate(c, str(tmp_path))
   rows = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "train"]
   assert [r["pseudo_mask"] for r in rows] == [1.0, 1.0]
   assert all(np.isfinite(r["transfer_loss"]) and r["transfer_loss"] > 0 for r in rows)

@@ -1,10 +1,14 @@
 """The grid runner: reuse of finished runs, a crash that loses nothing else, and its tables."""
 import json
 import os
+import re
 
 import pytest
 
-from jaxdapt import grid, train
+from jaxdapt import trainer
+from jaxdapt.errors import ConfigError
+from jaxdapt.tools import grid
+from jaxdapt.tools.main import run_tool
 
 
 def _write_run(out, task, method, seed, evals, summary=True):
@@ -42,9 +46,9 @@ def test_finished_runs_are_reused_and_a_crash_loses_nothing(tmp_path, monkeypatc
   _write_run(out, "uci2ucim", "source_only", 0,
              [{"step": 1, "target_test_acc": 0.25, "source_val_acc": 0.9}])
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls, fail=("dan",)))
-  grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dan,dann", "--seeds", "0,1",
-             "--out", out])
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls, fail=("dan",)))
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dan,dann", "--seeds", "0,1",
+                    "--out", out]) == 0
   # source_only seed 0 had a summary: not retrained; dan crashed on both seeds, dann still ran.
   assert calls == [("source_only", 1), ("dan", 0), ("dan", 1), ("dann", 0), ("dann", 1)]
   results = json.load(open(os.path.join(out, "results.json")))["results"]
@@ -88,24 +92,30 @@ def test_selection_table_reports_what_each_criterion_picks(tmp_path):
   assert row[header.split(" | ").index("source_val_acc")] == "35.0 ± 5.0"
 
 
-def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("bad, message", [
+    (["--methods", "dann,nope"], "--methods: no config experiments/digits/nope.py"),
+    (["--tasks", "uci2ucim,nope"], "task: unknown 'nope'"),
+    (["--set", "train.stepz=5"], "--set train.stepz=5: unknown config field"),
+    (["--seeds", "0,one"], "--seeds: '0,one' is not a comma-separated list of integers"),
+    (["--experiments", "experiments/nope"], "--experiments: experiments/nope: no such directory"),
+])
+def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys, bad, message):
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
-  for bad in (["--methods", "dann,nope"], ["--tasks", "uci2ucim,nope"],
-              ["--set", "train.stepz=5"]):
-    with pytest.raises(SystemExit) as e:
-      grid.main(["--tasks", "uci2ucim", "--methods", "dann", "--seeds", "0",
-                 "--out", str(tmp_path / "g"), *bad])
-    assert e.value.code == 2
-  assert calls == []
-  err = capsys.readouterr().err
-  assert "nope" in err and "stepz" in err
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
+  argv = ["--tasks", "uci2ucim", "--methods", "dann", "--seeds", "0",
+          "--out", str(tmp_path / "g"), *bad]
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    grid.main(argv)
+  assert run_tool("grid", argv) == 2
+  captured = capsys.readouterr()
+  assert captured.err.startswith("error: ") and captured.err.count("\n") == 1
+  assert message in captured.err and captured.out == ""
+  assert calls == [] and not os.listdir(tmp_path)
 
 
 def test_set_refuses_what_a_cast_would_silently_change():
-  from jaxdapt import config as config_lib
-  from jaxdapt.errors import ConfigError
-  c = config_lib.digits_config("syn2uci")
+  from jaxdapt import configs
+  c = configs.digits_config("syn2uci")
   grid.apply_overrides(c, ["train.steps=7", "optim.lr=1", "model.conv_kernel=xla",
                            "model.head_hidden=[5, 6]", "train.progress_bar=false"])
   assert (c.train.steps, c.model.conv_kernel, c.model.head_hidden) == (7, "xla", (5, 6))
@@ -131,9 +141,9 @@ def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
     for seed, acc in enumerate(values):
       _write_run(out, "uci2ucim", method, seed, [{"step": 1, "target_test_acc": acc}])
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
-  grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dann,dan", "--seeds", "0,1,2",
-             "--out", out, "--table-only"])
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dann,dan",
+                    "--seeds", "0,1,2", "--out", out, "--table-only"]) == 0
   assert calls == []
   md = open(os.path.join(out, "results.md")).read()
   # dann: +10.0 with stds of 0.8 → clear; dan: +5.0 but std 4.0 → not clear; seed 2 not run.
@@ -152,9 +162,9 @@ def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
     seen.append((config.method.name, config.seed, config.model.init_from, config.train.steps))
     return fake(config, workdir)
 
-  monkeypatch.setattr(train, "train_and_evaluate", recording)
-  grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann_bsp,tent", "--seeds", "0",
-             "--out", out, "--set", "train.steps=7"])
+  monkeypatch.setattr(trainer, "train_and_evaluate", recording)
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann_bsp,tent", "--seeds", "0",
+                    "--out", out, "--set", "train.steps=7"]) == 0
   so_dir = os.path.abspath(os.path.join(out, "runs", "uci2ucim", "source_only", "seed_0"))
   tent_steps = grid.load_config("tent", "uci2ucim", "experiments/digits").train.steps
   assert tent_steps != 7
@@ -166,9 +176,10 @@ def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
 
 def test_a_failed_stage1_is_reported_on_the_stage2_run(tmp_path, monkeypatch):
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls, fail=("source_only",)))
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls, fail=("source_only",)))
   out = str(tmp_path / "grid")
-  grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann", "--seeds", "0", "--out", out])
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann", "--seeds", "0",
+                    "--out", out]) == 0
   assert calls == [("source_only", 0), ("dann", 0)]  # adda not attempted; dann still ran
   results = json.load(open(os.path.join(out, "results.json")))["results"]
   assert results[0]["error"].startswith("stage 1 (source_only) failed: FloatingPointError")
@@ -177,11 +188,11 @@ def test_a_failed_stage1_is_reported_on_the_stage2_run(tmp_path, monkeypatch):
 def test_methods_all_trains_every_experiment_once(tmp_path, monkeypatch):
   trained = []
   fake = _fake_training([])
-  monkeypatch.setattr(train, "train_and_evaluate",
+  monkeypatch.setattr(trainer, "train_and_evaluate",
                       lambda config, workdir: (trained.append(workdir.split(os.sep)[-2]),
                                                fake(config, workdir))[1])
   out = str(tmp_path / "grid")
-  grid.main(["--tasks", "uci2ucim", "--methods", "all", "--seeds", "0", "--out", out])
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "all", "--seeds", "0", "--out", out]) == 0
   files = sorted(f[:-3] for f in os.listdir("experiments/digits")
                  if f.endswith(".py") and f != "default.py")
   # Stage-1 runs (source_only, shot_source) are trained once although three methods need them.
@@ -197,7 +208,7 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
   out = str(tmp_path / "grid")
   calls = []
   fake = _fake_training(calls)
-  monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: (
+  monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: (
       {"stopped_at": 3} if config.method.name == "dan" else fake(config, workdir)))
   args = ["--tasks", "uci2ucim", "--methods", "dann,dan,deep_coral", "--seeds", "0",
           "--out", out]
@@ -206,8 +217,8 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
   assert e.value.code == 0 and "stopped at step 3" in capsys.readouterr().out
   assert calls == [("dann", 0)]  # deep_coral not started
   assert not os.path.exists(os.path.join(out, "runs", "uci2ucim", "dan", "seed_0", "summary.json"))
-  monkeypatch.setattr(train, "train_and_evaluate", fake)
-  grid.main(args)  # the rerun trains dan and deep_coral, reuses dann
+  monkeypatch.setattr(trainer, "train_and_evaluate", fake)
+  assert grid.main(args) == 0  # the rerun trains dan and deep_coral, reuses dann
   assert calls == [("dann", 0), ("dan", 0), ("deep_coral", 0)]
 
 
@@ -215,10 +226,10 @@ def test_rows_are_experiments_not_trainer_method_names(tmp_path, monkeypatch):
   """dann_bsp and dsbn train method 'dann'; each keeps its own row (dann_bsp after its
   stage 1, source_only)."""
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", _fake_training(calls))
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
   out = str(tmp_path / "grid")
-  grid.main(["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0",
-             "--out", out])
+  assert grid.main(["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0",
+                    "--out", out]) == 0
   assert [m for m, _ in calls] == ["dann", "source_only", "dann", "dann"]
   md = open(os.path.join(out, "results.md")).read()
   for name in ("dann", "dann_bsp", "dsbn"):

@@ -8,13 +8,11 @@ import sys
 
 import pytest
 
-from jaxdapt import host_malloc
-
-# Allocates and frees a 200 MB block in a fresh process; prints how many MB of resident
+from jaxdapt.runtime import host_malloc
 # memory the process gave back to the system on free.
 _PROBE = """
 import sys
-if sys.argv[1] == "import": import jaxdapt
+if sys.argv[1] == "import": import jaxdapt.runtime; jaxdapt.runtime.setup()
 import numpy as np
 rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4096 / 1e6
 before = rss()

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib
+from jaxdapt import config as config_lib, configs, trainer
 from jaxdapt import methods
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import method_losses as ml
@@ -293,7 +293,7 @@ def test_unknown_method_still_gives_registry_error():
   c.method.name = "cdann"
   c.method.mcc_temperature = -1.0
   with pytest.raises(ConfigError, match="method.name: unknown method 'cdann'; allowed: .*cdan"):
-    config_lib.validate(c)
+    trainer.validate(c)
 
 
 # --- MCD ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, losses, sharding, train
+from jaxdapt import config as config_lib, configs, trainer, losses, sharding, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import adda, subset, tent
 from jaxdapt.methods import method_losses as ml
@@ -98,11 +98,11 @@ def test_config_checks_of_the_stage2_methods(field, value, match):
   c.method.name = "shot"
   c.model.init_from = "runs/stage1"
   c.model.dont_load = ()
-  config_lib.validate(c)
+  trainer.validate(c)
   group, key = field.split(".")
   c[group][key] = value
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(c)
+    trainer.validate(c)
 
 
 # --- one update step on the tiny digits model ----------------------------------------------
@@ -112,12 +112,12 @@ def _exp(data_dir, method, **optim):
   c.model.init_from = "unused: build does not load it"
   for k, v in optim.items():
     c.optim[k] = v
-  return train.build(c)
+  return trainer.build(c)
 
 
 def _batch(exp, labels_seed=None):
   """A global batch of both domains; labels_seed replaces every label by random ones."""
-  local = next(train.train_iterators(exp))
+  local = next(trainer.train_iterators(exp))
   if labels_seed is not None:
     for i, d in enumerate(local):
       local[d] = {**local[d], "label": _rng(labels_seed + i).integers(
@@ -173,7 +173,7 @@ def test_adda_gradients_reach_only_their_substep_and_never_the_source_encoder(da
   source_model = {"params": source.params["model"], "batch_stats": source.batch_stats}
   batch = _batch(exp)
   kw = dict(model=exp.model, method=exp.method, dtype=np.float32,
-            mean_std=train.DEFAULT_MEAN_STD)
+            mean_std=step.DEFAULT_MEAN_STD)
 
   for kind, trains in (("D", adda.is_discriminator), ("M", subset.is_feature_extractor)):
     loss = lambda p, s: adda.adda_loss(kind, p, s, state.batch_stats, batch, jax.random.key(2),

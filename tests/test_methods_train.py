@@ -11,7 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdapt import grid, sharding, train
+from jaxdapt import sharding, step, trainer
+from jaxdapt.tools import grid
 
 NEW_METHODS = ["cdan", "cdan_e", "mcc", "entropy_min", "jan", "afn", "mdd", "dann_bsp", "mcd"]
 
@@ -38,7 +39,7 @@ def tiny(data_dir, experiment, norm="none", bn="joint"):
 def train_tiny(c, workdir) -> tuple[dict, list[dict]]:
   """Trains a `tiny` config in workdir (a pathlib.Path), checks the logged losses are
   finite; returns the summary and the train rows of metrics.jsonl."""
-  summary = train.train_and_evaluate(c, str(workdir))
+  summary = trainer.train_and_evaluate(c, str(workdir))
   assert summary["method"] == c.method.name
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   train_rows = [r for r in rows if r["kind"] == "train"]
@@ -56,7 +57,7 @@ def test_method_trains_end_to_end(data_dir, tmp_path, experiment, bn):
 
 
 def _named(tree):
-  from jaxdapt.optim import named_leaves
+  from jaxdapt.tree import named_leaves
   return dict(named_leaves(jax.device_get(tree)))
 
 
@@ -65,9 +66,9 @@ def test_mcd_substeps_update_only_their_parameters(data_dir, optimizer):
   from jaxdapt.methods import mcd
   c = tiny(data_dir, "mcd", norm="batch", bn="joint")
   c.optim.name = optimizer
-  exp = train.build(c)
+  exp = trainer.build(c)
   state = exp.init(jax.random.key(0))
-  its = train.train_iterators(exp)
+  its = trainer.train_iterators(exp)
   batch = sharding.global_batch(next(its), exp.mesh)
   kw = dict(model=exp.model, method=exp.method, tx=exp.tx, bn="joint", dtype=np.float32)
   # Compiled, as the trainer runs them (op-by-op dispatch on 8 devices is far slower).
@@ -96,9 +97,9 @@ def test_mcd_eight_device_step_equals_one_device_step(data_dir):
   c = tiny(data_dir, "mcd", norm="none", bn="separate")
   results = []
   for devs in (jax.devices()[:1], jax.devices()):
-    exp = train.build(c, devs)
+    exp = trainer.build(c, devs)
     state = exp.init(jax.random.key(0))
-    its = train.train_iterators(exp)
+    its = trainer.train_iterators(exp)
     for _ in range(2):
       state, metrics = exp.update(state, sharding.global_batch(next(its), exp.mesh))
     results.append((jax.device_get(state.params), jax.device_get(metrics)))

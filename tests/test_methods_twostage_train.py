@@ -1,5 +1,5 @@
 """Stage 1 (shot_source: source-only, label smoothing) then SHOT, TENT and ADDA from it,
-each through train.train_and_evaluate on the tiny uci2ucim config (4 steps, batch 16)."""
+each through trainer.train_and_evaluate on the tiny uci2ucim config (4 steps, batch 16)."""
 import numpy as np
 import pytest
 

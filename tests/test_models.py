@@ -171,12 +171,12 @@ def test_resnet_width_thins_tensors_and_keeps_names():
 
 
 def test_config_model_width_reaches_the_resnet():
-  from jaxdapt import config as config_lib, train
+  from jaxdapt import config as config_lib, configs, trainer, step
   c = config_lib.base_config()
   c.model.name, c.model.width, c.model.head_hidden = "resnet18", 16, ()
-  assert feature_dim(train.build_model(c, 10), (32, 32, 3)) == 128
+  assert feature_dim(step.build_model(c, 10), (32, 32, 3)) == 128
   c.model.width = 0  # the model's own: torchvision's 64
-  assert feature_dim(train.build_model(c, 10), (32, 32, 3)) == 512
+  assert feature_dim(step.build_model(c, 10), (32, 32, 3)) == 512
 
 
 def test_vgg_names_and_channel_first_flatten():

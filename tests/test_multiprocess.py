@@ -123,7 +123,8 @@ def test_two_processes_train_like_one(tmp_path):
 
 _COMPILE = """
 import json, sys, jax
-from jaxdapt import bench, compile_cache
+from jaxdapt.tools import bench
+from jaxdapt.runtime import compile_cache
 compile_cache.enable(sys.argv[1], min_compile_time_s=0)
 events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
@@ -147,7 +148,7 @@ def test_second_process_loads_the_step_from_the_compilation_cache(tmp_path):
 
 
 def test_compilation_cache_setting():
-  from jaxdapt import compile_cache
+  from jaxdapt.runtime import compile_cache
   from jaxdapt.errors import ConfigError
   assert compile_cache.enable("") is None  # '' disables and touches nothing
   with pytest.raises(ConfigError, match="train.compilation_cache_dir"):

@@ -2,12 +2,16 @@
 import functools
 import json
 import os
+import re
 
 import jax
 import pytest
 
-from jaxdapt import grid, negative_transfer as nt, train
+from jaxdapt import trainer
 from jaxdapt.errors import ConfigError
+from jaxdapt.tools import grid
+from jaxdapt.tools import negative_transfer as nt
+from jaxdapt.tools.main import run_tool
 
 RECIPE = "experiments/transfer/fewshot_joint.py"
 
@@ -36,13 +40,13 @@ def test_verdict_reports_both_outcomes(monkeypatch, tmp_path, capsys, transfer_a
   # difference is ±1 point around its mean.
   calls = _fake_runs(monkeypatch, lambda role, seed: (0.60 + 0.02 * seed if role == "baseline"
                                                       else transfer_acc))
-  summary = nt.main(["--config", RECIPE, "--seeds", "0,1", "--k", "3", "--out", str(tmp_path)])
+  assert nt.main(["--config", RECIPE, "--seeds", "0,1", "--k", "3", "--out", str(tmp_path)]) == 0
   out = capsys.readouterr().out
-  assert expected in out.splitlines()[-1]
+  assert out.splitlines()[-1] == expected
   assert sorted(calls) == [("baseline", 0, 3), ("baseline", 1, 3),
                            ("transfer", 0, 3), ("transfer", 1, 3)]
   saved = json.load(open(tmp_path / "negative_transfer.json"))
-  assert saved["verdict"] == summary["verdict"] and saved["k"] == 3
+  assert saved["verdict"] == expected and saved["k"] == 3
   assert saved["negative_transfer"] == (transfer_acc < 0.6)
 
 
@@ -51,14 +55,40 @@ def test_verdict_flags_a_difference_within_seed_noise():
   assert line == "NEGATIVE TRANSFER: transfer loses by 0.5 ± 2.5 points (within seed noise)"
 
 
-@pytest.mark.parametrize("argv", [
-    ["--config", RECIPE, "--k", "0"],  # no labeled target
-    ["--config", "experiments/transfer/fewshot_finetune.py"],  # nothing to transfer from
+@pytest.mark.parametrize("argv, message", [
+    (["--config", RECIPE, "--k", "0"], "data.target_labeled_per_class: "),  # no labeled target
+    (["--config", "experiments/transfer/fewshot_finetune.py"],  # nothing to transfer from
+     "model.init_from: this recipe trains on the labeled target alone"),
+    (["--config", "experiments/transfer/nope.py"], "--config: experiments/transfer/nope.py: "
+                                                   "no such file"),
+    (["--config", f"{RECIPE}:nope"], f"--config: {RECIPE}:nope: "),
+    (["--config", RECIPE, "--seeds", "0,x"], "--seeds: '0,x' is not a comma-separated"),
 ])
-def test_a_check_without_a_comparison_is_an_error(tmp_path, capsys, argv):
-  with pytest.raises(SystemExit) as e:
-    nt.main(argv + ["--out", str(tmp_path)])
-  assert e.value.code == 2 and "error:" in capsys.readouterr().err
+def test_a_check_without_a_comparison_is_an_error(tmp_path, monkeypatch, capsys, argv,
+                                                  message):
+  calls = _fake_runs(monkeypatch, lambda role, seed: 0.5)
+  argv = argv + ["--out", str(tmp_path / "out")]
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    nt.main(argv)
+  assert run_tool("negative-transfer", argv) == 2
+  captured = capsys.readouterr()
+  assert captured.err.startswith(f"error: {message}") and captured.err.count("\n") == 1
+  assert captured.out == "" and calls == [] and not os.listdir(tmp_path)
+
+
+def test_failed_runs_are_listed_with_exit_status_1(monkeypatch, tmp_path, capsys):
+  def run_one(method, task, seed, out, experiments_dir, overrides):
+    role = "baseline" if "method.name=target_only" in overrides else "transfer"
+    return {"error": "FloatingPointError: boom"} if role == "transfer" else {
+        "target_acc_last": 0.5}
+
+  monkeypatch.setattr(grid, "run_one", run_one)
+  argv = ["--config", RECIPE, "--seeds", "0", "--k", "3", "--out", str(tmp_path)]
+  assert run_tool("negative-transfer", argv) == 1
+  err = capsys.readouterr().err
+  assert err == ("error: runs failed (see their error.txt):\n"
+                 "  seed 0 transfer: FloatingPointError: boom\n")
+  assert not (tmp_path / "negative_transfer.json").exists()
 
 
 def _tiny_recipe(tmp_path, data_dir):
@@ -75,10 +105,11 @@ def _tiny_recipe(tmp_path, data_dir):
 
 
 def test_real_tiny_runs_are_paired_reused_and_guarded(data_dir, tmp_path, capsys, monkeypatch):
-  monkeypatch.setattr(train, "train_and_evaluate",  # one device: half the compile time
-                      functools.partial(train.train_and_evaluate, devices=jax.devices()[:1]))
+  monkeypatch.setattr(trainer, "train_and_evaluate",  # one device: half the compile time
+                      functools.partial(trainer.train_and_evaluate, devices=jax.devices()[:1]))
   recipe, out = _tiny_recipe(tmp_path, data_dir), str(tmp_path / "out")
-  first = nt.main(["--config", recipe, "--seeds", "0", "--out", out])
+  assert nt.main(["--config", recipe, "--seeds", "0", "--out", out]) == 0
+  first = json.load(open(os.path.join(out, "negative_transfer.json")))
   printed = capsys.readouterr().out.splitlines()
   assert printed[-1] == first["verdict"] and printed[-1].startswith(
       ("NEGATIVE TRANSFER: transfer loses by ", "transfer helps by "))
@@ -89,6 +120,12 @@ def test_real_tiny_runs_are_paired_reused_and_guarded(data_dir, tmp_path, capsys
     assert json.load(open(os.path.join(run, "config.json")))["data"][
         "target_labeled_per_class"] == 1
   # Rerun: both runs reused, same numbers; another config over them is refused.
-  assert nt.main(["--config", recipe, "--seeds", "0", "--out", out]) == first
+  monkeypatch.setattr(trainer, "train_and_evaluate", _no_training)
+  assert nt.main(["--config", recipe, "--seeds", "0", "--out", out]) == 0
+  assert json.load(open(os.path.join(out, "negative_transfer.json"))) == first
   with pytest.raises(ConfigError, match="data"):
     nt.main(["--config", recipe, "--seeds", "0", "--out", out, "--k", "2"])
+
+
+def _no_training(*args, **kwargs):
+  raise AssertionError("a finished run was trained again")

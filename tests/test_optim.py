@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdapt import config as config_lib, optim
+from jaxdapt import config as config_lib, configs, trainer, optim
 from jaxdapt.errors import ConfigError
 
 

@@ -1,7 +1,7 @@
 """Mixed-precision policy (model.dtype), gradient accumulation (train.grad_accum_steps) and
 rematerialisation (model.remat): what each must leave unchanged.
 
-Steps are built from synthetic shapes (train.build_functions, no data); dtype checks
+Steps are built from synthetic shapes (trainer.build_functions, no data); dtype checks
 trace with jax.eval_shape, so only the numeric comparisons compile.
 """
 import re
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, losses, methods, models, sharding, train
+from jaxdapt import config as config_lib, configs, trainer, losses, methods, models, sharding, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods.dann import DomainDiscriminator
 
@@ -33,12 +33,12 @@ def _config(method: str = "source_only", *, batch: int = 16, accum: int = 1,
   return c
 
 
-def _experiment(config) -> train.Experiment:
-  return train.build_functions(config, sharding.make_mesh(), methods.for_experiment(config),
+def _experiment(config) -> trainer.Experiment:
+  return trainer.build_functions(config, sharding.make_mesh(), methods.for_experiment(config),
                                IMAGE_SHAPE, NUM_CLASSES)
 
 
-def _batch(exp: train.Experiment, seed: int = 0) -> dict:
+def _batch(exp: trainer.Experiment, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   b = exp.config.data.batch_size
   return sharding.global_batch(
@@ -63,15 +63,15 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_accelerators():
   config = _config(dtype="auto")
   assert config_lib.base_config().model.dtype == "auto"
-  assert train.compute_dtype(config, sharding.make_mesh()) == jnp.float32
+  assert step.compute_dtype(config, sharding.make_mesh()) == jnp.float32
   for platform, expected in (("gpu", jnp.bfloat16), ("tpu", jnp.bfloat16), ("cpu", jnp.float32)):
     mesh = types.SimpleNamespace(devices=np.array([types.SimpleNamespace(platform=platform)]))
-    assert train.compute_dtype(config, mesh) == expected
+    assert step.compute_dtype(config, mesh) == expected
     for explicit in ("float32", "bfloat16"):  # an explicit dtype is never overridden
-      assert train.compute_dtype(_config(dtype=explicit), mesh) == jnp.dtype(explicit)
-  config_lib.validate(config)
+      assert step.compute_dtype(_config(dtype=explicit), mesh) == jnp.dtype(explicit)
+  trainer.validate(config)
   with pytest.raises(ConfigError, match="model.dtype: 'float16'.*auto, float32, bfloat16"):
-    config_lib.validate(_config(dtype="float16"))
+    trainer.validate(_config(dtype="float16"))
 
 
 def test_a_workdir_saved_before_auto_resumes_where_auto_resolves_to_its_dtype():
@@ -81,13 +81,13 @@ def test_a_workdir_saved_before_auto_resumes_where_auto_resolves_to_its_dtype():
   saved = json.loads(config_lib.base_config().to_json())
   saved["model"]["dtype"] = "float32"
   del saved["model"]["remat"]
-  train._check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
+  trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
   saved["model"]["dtype"] = "bfloat16"
   with pytest.raises(ConfigError, match="model: this workdir holds a run with a different"):
-    train._check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
+    trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
 
 
-def _own_step_extra(exp: train.Experiment, state) -> tuple:
+def _own_step_extra(exp: trainer.Experiment, state) -> tuple:
   """Abstract third arguments of the steps that take one (SHOT's centroids, ADDA's M_s)."""
   name = exp.config.method.name
   if name == "shot":
@@ -189,16 +189,16 @@ def test_batchnorm_statistics_move_through_the_micro_batches_in_order():
   """N = 2, with model.remat on (the trainer's plumbing of both): the statistics after
   the step are those of the plain model applied to micro-batch 0, then to micro-batch 1."""
   exp = _experiment(_config("source_only", norm="batch", accum=2, remat=True))
-  plain = train.build_model(_config(norm="batch"), NUM_CLASSES)
+  plain = step.build_model(_config(norm="batch"), NUM_CLASSES)
   batch = _batch(exp)
   state = exp.init(jax.random.key(0))
   new_state, _ = exp.update(jax.tree.map(jnp.copy, state), batch)
 
   @jax.jit
   def sequential(stats, images):
-    for i in range(2):  # micro-batch i: rows i, i+2, ... (train.micro_batches)
-      x = train.normalize(images[i::2], jnp.float32)
-      _, stats = train.apply_model(plain, state.params["model"], stats, x, train=True,
+    for i in range(2):  # micro-batch i: rows i, i+2, ... (step.micro_batches)
+      x = step.normalize(images[i::2], jnp.float32)
+      _, stats = step.apply_model(plain, state.params["model"], stats, x, train=True,
                                    rng=jax.random.key(0))
     return stats
   stats = sequential(state.batch_stats, jnp.asarray(np.asarray(batch["source"]["image"])))
@@ -206,15 +206,15 @@ def test_batchnorm_statistics_move_through_the_micro_batches_in_order():
 
 
 def test_grad_accum_config_errors():
-  config_lib.validate(_config("dann", accum=2), device_count=8)
+  trainer.validate(_config("dann", accum=2), device_count=8)
   with pytest.raises(ConfigError, match=r"train.grad_accum_steps: method 'mcd' has its own "
                                         r"update step"):
-    config_lib.validate(_config("mcd", accum=2), device_count=8)
+    trainer.validate(_config("mcd", accum=2), device_count=8)
   with pytest.raises(ConfigError, match=r"data.batch_size: 16 does not split into 4 "
                                         r"micro-batches .* multiple of 32"):
-    config_lib.validate(_config("dann", accum=4), device_count=8)
+    trainer.validate(_config("dann", accum=4), device_count=8)
   with pytest.raises(ConfigError, match="train.grad_accum_steps: must be a positive integer"):
-    config_lib.validate(_config("dann", accum=0))
+    trainer.validate(_config("dann", accum=0))
   assert not any(methods.METHODS.get(m).accumulates_gradients
                  for m in ("mcd", "adda", "shot", "tent"))
 
@@ -294,11 +294,11 @@ def test_resume_refuses_another_grad_accum_steps_and_accepts_runs_saved_before_t
   import json
   saved = json.loads(config_lib.base_config().to_json())
   del saved["train"]["grad_accum_steps"]
-  train._check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
+  trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
   current = config_lib.base_config()
   current.train.grad_accum_steps = 2
   with pytest.raises(ConfigError, match="train.grad_accum_steps: .* with 1 micro-batches"):
-    train._check_same_run(saved, current)  # pylint: disable=protected-access
+    trainer.check_same_run(saved, current)  # pylint: disable=protected-access
 
 
 @pytest.mark.parametrize("method,accum", [("source_only", 2), ("mcd", 1)])

@@ -12,13 +12,13 @@ STEPS = 200
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "jaxdapt.main",
-          "--config=experiments/digits/source_only.py:uci2ucim", f"--workdir={workdir}",
-          f"--config.data.data_dir={data_dir}", "--config.data.batch_size=16",
-          "--config.model.norm=none", "--config.model.head_hidden=(32,)",
-          f"--config.train.steps={STEPS}", "--config.train.log_every=5",
-          f"--config.train.eval_every={STEPS}", f"--config.train.checkpoint_every={STEPS}",
-          "--config.train.progress_bar=False"]
+  return [sys.executable, "-m", "jaxdapt", "train",
+          "--config", "experiments/digits/source_only.py:uci2ucim", "--workdir", workdir,
+          "--set", f"data.data_dir={data_dir}", "--set", "data.batch_size=16",
+          "--set", "model.norm=none", "--set", "model.head_hidden=[32]",
+          "--set", f"train.steps={STEPS}", "--set", "train.log_every=5",
+          "--set", f"train.eval_every={STEPS}", "--set", f"train.checkpoint_every={STEPS}",
+          "--set", "train.progress_bar=false"]
 
 
 def _env():

@@ -1,13 +1,17 @@
 """Linear probe (JAX L-BFGS) against scikit-learn, kNN against brute force, the feature store."""
 import json
 import os
+import re
 
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-
-from jaxdapt import features, probe, train
 from test_train import tiny_config
+
+from jaxdapt import features, trainer
+from jaxdapt.errors import JaxdaptError
+from jaxdapt.tools import probe
+from jaxdapt.tools.main import run_tool
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +19,7 @@ def tiny_run(tmp_path_factory, data_dir):
   """A 4-step source-only run on uci_digits (its backbone is what the probe reads)."""
   c = tiny_config(data_dir, "source_only", steps=4, eval_every=4)
   workdir = str(tmp_path_factory.mktemp("run"))
-  train.train_and_evaluate(c, workdir)
+  trainer.train_and_evaluate(c, workdir)
   return workdir
 
 
@@ -113,6 +117,18 @@ def test_probe_command_on_a_trained_run(tiny_run, capsys, monkeypatch):
                     for d in stores}
 
 
-def test_probe_command_reports_a_missing_run(tmp_path, capsys):
-  with pytest.raises(Exception, match="no such directory"):
-    probe.main(["--workdir", str(tmp_path / "nope"), "--dataset", "uci_digits"])
+@pytest.mark.parametrize("argv, message", [
+    (["--workdir", "{tmp}/nope"], "--workdir {tmp}/nope: no such directory"),
+    (["--weights", "{tmp}/nope", "--model", "resnet18"],
+     "--weights {tmp}/nope: no such directory (write one with `jaxdapt weights import`)"),
+])
+def test_probe_command_reports_a_missing_run(tmp_path, capsys, argv, message):
+  """One line (exit 2), not a traceback, and checked before any data loads or is written."""
+  argv = [a.format(tmp=tmp_path) for a in argv] + ["--dataset", "uci_digits"]
+  message = message.format(tmp=tmp_path)
+  with pytest.raises(JaxdaptError, match=re.escape(message)):
+    probe.main(argv)
+  assert run_tool("probe", argv) == 2
+  captured = capsys.readouterr()
+  assert captured.out == "" and captured.err == f"error: {message}\n"
+  assert os.listdir(tmp_path) == []

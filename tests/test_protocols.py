@@ -1,5 +1,5 @@
 """experiments/protocols/: every config validates, carries its paper's recipe and published
-numbers, and runs on generated stand-ins of its data through train.build (digits: train)."""
+numbers, and runs on generated stand-ins of its data through trainer.build (digits: train)."""
 from __future__ import annotations
 
 import importlib.util
@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, data, optim, train
+from jaxdapt import config as config_lib, configs, trainer, data, optim, step
 from jaxdapt.data.office import Office31
 from jaxdapt.errors import ConfigError
 from test_real_datasets import (_clean_env, digit_rows, fake_catalog,  # noqa: F401  (a fixture)
@@ -32,7 +32,7 @@ def test_every_task_and_published_method_validates(name):
   for task in module.TASKS:
     for method in methods:
       c = module.get_config(f"{task},{method}")
-      config_lib.validate(c)
+      trainer.validate(c)
       assert c.method.name == method
   assert module.get_config().method.name == "dann"
   with pytest.raises(ConfigError, match="allowed: "):
@@ -84,7 +84,7 @@ def _small(c, data_dir):
 
 
 def _first_batches(exp) -> tuple[dict, dict]:
-  batch = next(train.train_iterators(exp))
+  batch = next(trainer.train_iterators(exp))
   evals = next(data.eval_batches(exp.sources["target_test"], batch_size=8))
   return batch, evals
 
@@ -113,7 +113,7 @@ def test_tllib_digits_trains_on_stand_ins(digits_data, monkeypatch, tmp_path):
   root, ddir = digits_data
   _digit_env(monkeypatch, root)
   c = _small(MODULES["digits_tllib"].get_config("usps2mnist"), ddir)
-  summary = train.train_and_evaluate(c, str(tmp_path))
+  summary = trainer.train_and_evaluate(c, str(tmp_path))
   assert summary["steps"] == 2 and 0 <= summary["target_acc_last"] <= 1
   assert summary["source"] == "usps@28x28x1" and summary["target"] == "mnist"
 
@@ -127,7 +127,7 @@ def test_tllib_digits_trains_on_stand_ins(digits_data, monkeypatch, tmp_path):
 def test_digit_protocols_build_and_read(digits_data, monkeypatch, name, task, shape):
   root, ddir = digits_data
   _digit_env(monkeypatch, root)
-  exp = train.build(_small(MODULES[name].get_config(task), ddir))
+  exp = trainer.build(_small(MODULES[name].get_config(task), ddir))
   batch, evals = _first_batches(exp)
   assert batch["source"]["image"].shape == batch["target"]["image"].shape == (8, *shape)
   assert evals["image"].shape == (8, *shape)
@@ -146,8 +146,8 @@ def test_office31_protocol_on_a_fake_folder(tmp_path, monkeypatch):
       {"arch": "resnet50", "mean": IMAGENET[0], "std": IMAGENET[1]}))
   c = _small(MODULES["office31"].get_config("A2W"), str(tmp_path / "tfds"))
   c.model.init_from = str(weights)
-  assert train.input_mean_std(c) == IMAGENET
-  exp = train.build(c)
+  assert step.input_mean_std(c) == IMAGENET
+  exp = trainer.build(c)
   assert exp.num_classes == 31
   batch, evals = _first_batches(exp)
   assert batch["source"]["image"].shape == (8, 224, 224, 3)
@@ -173,7 +173,7 @@ def test_domainnet_protocol_builds_on_fake_catalog(tmp_path):
     fake_catalog(ddir, f"domainnet/{domain}", {"train": rows, "test": rows[:3]})
   c = _small(MODULES["domainnet"].get_config("c2p"), ddir)
   c.model.init_from = ""
-  exp = train.build(c)
+  exp = trainer.build(c)
   assert exp.num_classes == 345
   batch, evals = _first_batches(exp)
   assert batch["target"]["image"].shape == (8, 224, 224, 3)

@@ -7,10 +7,23 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from jaxdapt import checkpoint, features, rank, train
-from jaxdapt.errors import CheckpointError
+from jaxdapt import checkpoint, features, trainer
+from jaxdapt.errors import CheckpointError, ConfigError
+from jaxdapt.tools import rank
+from jaxdapt.tools.main import run_tool
+from jaxdapt.trainer import loop as trainer_loop
 
 ONE_DEVICE = jax.devices()[:1]  # half the compile time of 8 fake devices
+
+
+def _one_device(monkeypatch):
+  """trainer.build on ONE_DEVICE, for the scoring and the fine-tuning runs (the training
+  loop's own reference to build included); the original build."""
+  build = trainer.build
+  one = lambda config, devices=None: build(config, ONE_DEVICE)
+  monkeypatch.setattr(trainer, "build", one)
+  monkeypatch.setattr(trainer_loop, "build", one)
+  return build
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +35,7 @@ def runs(data_dir, tmp_path_factory):
     config.seed = seed
     config.data.target = "uci_digits"  # spares generating uci_digits_m
     workdir = str(tmp_path_factory.mktemp(f"run{seed}"))
-    train.train_and_evaluate(config, workdir, devices=ONE_DEVICE)
+    trainer.train_and_evaluate(config, workdir, devices=ONE_DEVICE)
     out.append(workdir)
   return out
 
@@ -40,8 +53,7 @@ def _fail(*args, **kwargs):
 
 def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_path,
                                                             monkeypatch, capsys):
-  build = train.build  # scoring and fine-tuning on one device: half the compile time
-  monkeypatch.setattr(train, "build", lambda config, devices=None: build(config, ONE_DEVICE))
+  _one_device(monkeypatch)  # scoring and fine-tuning on one device: half the compile time
   argv = _argv(data_dir, tmp_path, f"early={runs[0]}@2,late={runs[1]},scratch=random:dann_digits")
   assert rank.main(argv) == 0
   printed = capsys.readouterr().out
@@ -75,7 +87,7 @@ def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_
     assert saved["ranking"][key]["n_models"] == 3
 
   # A second invocation trains nothing and extracts nothing: same table.
-  monkeypatch.setattr(train, "train_and_evaluate", _fail)
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fail)
   monkeypatch.setattr(features, "extract", _fail)
   assert rank.main(argv) == 0
   again = json.loads((tmp_path / "results.json").read_text())
@@ -90,8 +102,7 @@ def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_
   """--labeled-per-class k: seed s is scored on, and fine-tunes (target_only) on, the k rows
   per class that seed s draws; the table's score is the mean over seeds."""
   from jaxdapt.data.labeled import select_per_class
-  build = train.build
-  monkeypatch.setattr(train, "build", lambda config, devices=None: build(config, ONE_DEVICE))
+  build = _one_device(monkeypatch)
   argv = _argv(data_dir, tmp_path, f"early={runs[0]}@2,late={runs[1]}")
   argv[argv.index("--seeds") + 1] = "0,1"
   assert rank.main(argv + ["--labeled-per-class", "2"]) == 0
@@ -111,7 +122,8 @@ def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_
     per_seed.append(rank.scores(arrays))
   assert per_seed[0]["logme"] != per_seed[1]["logme"]  # two draws, two scores
   assert row["scores"]["logme"] == pytest.approx((per_seed[0]["logme"] + per_seed[1]["logme"]) / 2)
-  assert "20 rows, the 2 labeled uci_digits train rows per class" in (tmp_path / "results.md").read_text()
+  assert ("20 rows, the 2 labeled uci_digits train rows per class"
+          in (tmp_path / "results.md").read_text())
 
 
 def _args(data_dir, out):
@@ -124,7 +136,7 @@ def test_run_at_step_loads_that_checkpoint(data_dir, runs):
   run = runs[0]
   config = tiny_config(data_dir, "source_only", steps=4)
   config.model.dont_load = ()
-  exp = train.build(config, ONE_DEVICE)
+  exp = trainer.build(config, ONE_DEVICE)
   state = exp.init(jax.random.key(3))
   ckpt = checkpoint.Checkpointer(run, 2)
   try:
@@ -134,11 +146,11 @@ def test_run_at_step_loads_that_checkpoint(data_dir, runs):
     ckpt.close()
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
   assert not np.allclose(flat(saved[2]["model"]), flat(saved[4]["model"]))
-  for init_from, step in ((f"{run}@2", 2), (run, 4)):
+  for init_from, at in ((f"{run}@2", 2), (run, 4)):
     config.model.init_from = init_from
-    loaded = train.load_init_from(exp, state)
+    loaded = trainer.load_init_from(exp, state)
     np.testing.assert_array_equal(flat(jax.device_get(loaded.params["model"])),
-                                  flat(saved[step]["model"]))
+                                  flat(saved[at]["model"]))
   with pytest.raises(CheckpointError, match="no checkpoint at step 3 .*steps on disk: 2, 4"):
     checkpoint.load_model_variables(run, 3)
 
@@ -147,11 +159,15 @@ def test_run_at_step_loads_that_checkpoint(data_dir, runs):
                                  "r=random:dann_digits"])
 def test_a_bad_candidate_is_a_one_line_error_naming_it(data_dir, runs, tmp_path, monkeypatch,
                                                        capsys, bad):
-  monkeypatch.setattr(train, "train_and_evaluate", _fail)
+  monkeypatch.setattr(trainer, "train_and_evaluate", _fail)
   monkeypatch.setattr(features, "extract", _fail)
   bad = bad.replace("RUN", f"x={runs[0]}")
-  assert rank.main(_argv(data_dir, tmp_path, f"r=random:dann_digits,{bad}")) == 2
-  err = capsys.readouterr().err.strip()
-  assert len(err.splitlines()) == 1 and err.startswith("error: --candidates")
+  argv = _argv(data_dir, tmp_path, f"r=random:dann_digits,{bad}")
+  with pytest.raises(ConfigError, match="^--candidates"):
+    rank.main(argv)
+  assert run_tool("rank", argv) == 2
+  captured = capsys.readouterr()
+  err = captured.err
+  assert err.count("\n") == 1 and err.startswith("error: --candidates")
   assert (bad in err) or ("repeated: r" in err)
-  assert not (tmp_path / "results.json").exists()
+  assert captured.out == "" and not list(tmp_path.iterdir())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from jaxdapt import config as config_lib, methods, models, sharding, train
+from jaxdapt import config as config_lib, configs, trainer, methods, models, sharding, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import regularizers as R
 
@@ -113,7 +113,7 @@ def _stage2_config(data_dir, workdir, **reg):
 def _pretrained(data_dir, out):
   """An imported-weights directory (the tiny model at another seed's init)."""
   from jaxdapt import weights
-  model = train.build_model(tiny_config(data_dir, "source_only"), 10)
+  model = step.build_model(tiny_config(data_dir, "source_only"), 10)
   variables = model.init(jax.random.key(42), jnp.zeros((1, 32, 32, 3)), train=False)
   return weights.save_pretrained(out, variables["params"], {}, {"arch": "dann_digits"})
 
@@ -124,12 +124,12 @@ def test_regularised_step_keeps_w0_out_of_the_state_and_starts_at_zero(data_dir,
                      delta_weight=0.01, delta_layers=("backbone/conv1", "backbone"),
                      delta_attention_points=4)
   devices = jax.devices()[:1]
-  exp = train.build(c, devices)
-  state = train.load_init_from(exp, exp.init(jax.random.key(0)))
+  exp = trainer.build(c, devices)
+  state = trainer.load_init_from(exp, exp.init(jax.random.key(0)))
   start = exp.method.refresh(exp, state)
   # w⁰ is the init_from model, held outside the state: params and optimizer state have the
   # same leaves as without a regulariser.
-  plain_state = jax.eval_shape(train.build(_stage2_config(data_dir, pre), devices).init,
+  plain_state = jax.eval_shape(trainer.build(_stage2_config(data_dir, pre), devices).init,
                                jax.random.key(0))
   for field in ("params", "opt_state"):
     assert (jax.tree.structure(getattr(state, field))
@@ -138,7 +138,7 @@ def test_regularised_step_keeps_w0_out_of_the_state_and_starts_at_zero(data_dir,
                jax.device_get(state.params["model"]))
   assert set(start["channel_weights"]) == {"backbone/conv1", "backbone"}
   assert start["channel_weights"]["backbone"].shape == (1200,)
-  batch = sharding.global_batch(next(train.train_iterators(exp)), exp.mesh)
+  batch = sharding.global_batch(next(trainer.train_iterators(exp)), exp.mesh)
   new_state, metrics = exp.update(state, batch, start)  # donates `state`
   metrics = jax.device_get(metrics)
   new_params = jax.device_get(new_state.params["model"])
@@ -194,7 +194,7 @@ def test_bad_regulariser_configs_fail_with_the_field(fields, method, match):
     else:
       c.regularizer[k] = v
   with pytest.raises(ConfigError, match=match):
-    config_lib.validate(c)
+    trainer.validate(c)
 
 
 def test_attach_is_a_no_op_when_every_weight_is_zero():

@@ -7,13 +7,13 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, sharding, train
+from jaxdapt import config as config_lib, configs, trainer, sharding, step
 from jaxdapt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from jaxdapt.kernels import cpu_conv
 
 
 def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.ConfigDict:
-  c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
+  c = configs.with_task(config_lib.base_config(), "uci2ucim")
   c.data.data_dir = data_dir
   c.data.batch_size = 16
   c.data.eval_batch_size = 256
@@ -33,7 +33,7 @@ def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.Co
 def _final_params(workdir, config):
   """The parameters of the last checkpoint in `workdir`."""
   from jaxdapt import checkpoint
-  exp = train.build(config)
+  exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   ckpt = checkpoint.Checkpointer(workdir, 2)
   restored, _ = ckpt.restore(checkpoint.abstract_like(state))
@@ -43,7 +43,7 @@ def _final_params(workdir, config):
 
 @pytest.mark.parametrize("method", ["source_only", "dann", "dan", "deep_coral", "target_oracle"])
 def test_each_method_trains_and_summarizes(data_dir, tmp_path, method):
-  summary = train.train_and_evaluate(tiny_config(data_dir, method), str(tmp_path))
+  summary = trainer.train_and_evaluate(tiny_config(data_dir, method), str(tmp_path))
   assert summary["method"] == method
   for key in ("target_acc_last", "target_acc_best_source_val", "target_acc_oracle"):
     assert 0.0 <= summary[key] <= 1.0
@@ -61,18 +61,18 @@ def test_selection_criteria_are_logged_from_target_train_features(data_dir, tmp_
   from jaxdapt import features
   from jaxdapt.analysis import selection
   config = tiny_config(data_dir, "dann", selection_points=40)
-  train.train_and_evaluate(config, str(tmp_path))
+  trainer.train_and_evaluate(config, str(tmp_path))
   evals = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "eval"]
   keys = {"sel_neg_entropy", "sel_info_max", "sel_snd", "sel_snd_features", "sel_neg_dev"}
   assert all(keys <= set(r) and all(np.isfinite(r[k]) for k in keys) for r in evals)
   assert "sel_source_val_acc" not in evals[-1]
-  exp = train.build(config)
+  exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   from jaxdapt import checkpoint
   ckpt = checkpoint.Checkpointer(str(tmp_path), 2)
   state, _ = ckpt.restore(checkpoint.abstract_like(state))
   ckpt.close()
-  subsets = train.selection_sources(exp)
+  subsets = trainer.selection_sources(exp)
   assert {len(subsets[s]) for s in ("source", "source_val", "target")} == {40}
   assert set(subsets["target"].indices) <= set(range(len(exp.sources["target"])))
   f = {s: features.extract(exp, features.forward_fn(exp), state, subsets[s]) for s in subsets}
@@ -90,7 +90,7 @@ def test_training_learns_something(data_dir, tmp_path):
   """40 steps on uci (source) must beat chance on uci test by a wide margin."""
   c = tiny_config(data_dir, "source_only", steps=40, log_every=10, eval_every=40,
                   checkpoint_every=40)
-  summary = train.train_and_evaluate(c, str(tmp_path))
+  summary = trainer.train_and_evaluate(c, str(tmp_path))
   assert summary["source_val_acc_last"] > 0.5
 
 
@@ -98,7 +98,7 @@ def test_separate_bn_policy_runs_with_batchnorm(data_dir, tmp_path):
   c = tiny_config(data_dir, "dann")
   c.model.norm = "batch"
   c.method.bn = "separate"
-  summary = train.train_and_evaluate(c, str(tmp_path))
+  summary = trainer.train_and_evaluate(c, str(tmp_path))
   assert np.isfinite(summary["target_acc_last"])
 
 
@@ -109,10 +109,10 @@ def test_eight_device_step_equals_one_device_step(data_dir):
   c.model.norm = "batch"
   results, kernels = [], []
   for devs in (devices[:1], devices):
-    exp = train.build(c, devs)
+    exp = trainer.build(c, devs)
     kernels.append(exp.model.conv_kernel)
     state = exp.init(jax.random.key(0))
-    its = train.train_iterators(exp)
+    its = trainer.train_iterators(exp)
     for _ in range(3):
       batch = sharding.global_batch(next(its), exp.mesh)
       state, metrics = exp.update(state, batch)
@@ -129,9 +129,9 @@ def test_eight_device_step_equals_one_device_step(data_dir):
 
 def test_resume_equals_uninterrupted_bitwise(data_dir, tmp_path):
   c = tiny_config(data_dir, "dann")
-  straight = train.train_and_evaluate(c, str(tmp_path / "straight"))
-  assert train.train_and_evaluate(c, str(tmp_path / "resumed"), stop_after=3) == {"stopped_at": 3}
-  resumed = train.train_and_evaluate(c, str(tmp_path / "resumed"))
+  straight = trainer.train_and_evaluate(c, str(tmp_path / "straight"))
+  assert trainer.train_and_evaluate(c, str(tmp_path / "resumed"), stop_after=3) == {"stopped_at": 3}
+  resumed = trainer.train_and_evaluate(c, str(tmp_path / "resumed"))
   assert resumed == straight
   evals = lambda d: [r for r in map(json.loads, open(tmp_path / d / "metrics.jsonl"))
                      if r["kind"] == "eval"]
@@ -142,23 +142,23 @@ def test_resume_equals_uninterrupted_bitwise(data_dir, tmp_path):
 
 def test_rerun_of_finished_run_is_a_noop(data_dir, tmp_path):
   c = tiny_config(data_dir, "source_only")
-  first = train.train_and_evaluate(c, str(tmp_path))
-  assert train.train_and_evaluate(c, str(tmp_path)) == first
+  first = trainer.train_and_evaluate(c, str(tmp_path))
+  assert trainer.train_and_evaluate(c, str(tmp_path)) == first
 
 
 def test_resume_under_another_config_is_refused(data_dir, tmp_path):
   c = tiny_config(data_dir, "source_only")
-  train.train_and_evaluate(c, str(tmp_path), stop_after=2)
+  trainer.train_and_evaluate(c, str(tmp_path), stop_after=2)
   c.optim.lr = 0.5
   with pytest.raises(ConfigError, match="optim"):
-    train.train_and_evaluate(c, str(tmp_path))
+    trainer.train_and_evaluate(c, str(tmp_path))
 
 
 def test_nan_loss_stops_with_method_and_step_and_keeps_checkpoints(data_dir, tmp_path):
   c = tiny_config(data_dir, "dan", steps=20)
   c.optim.lr = 1e12
   with pytest.raises(NonFiniteLossError, match=r"method 'dan'.*step \d+"):
-    train.train_and_evaluate(c, str(tmp_path))
+    trainer.train_and_evaluate(c, str(tmp_path))
   steps = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints") if s.isdigit())
   for s in steps:  # every checkpoint on disk is complete and finite
     assert (tmp_path / "checkpoints" / str(s) / "state").exists()
@@ -166,13 +166,13 @@ def test_nan_loss_stops_with_method_and_step_and_keeps_checkpoints(data_dir, tmp
 
 def test_corrupt_checkpoint_raises_and_is_left_on_disk(data_dir, tmp_path):
   c = tiny_config(data_dir, "source_only")
-  train.train_and_evaluate(c, str(tmp_path), stop_after=2)
+  trainer.train_and_evaluate(c, str(tmp_path), stop_after=2)
   state_dir = tmp_path / "checkpoints" / "2" / "state"
   files = [p for p in state_dir.rglob("*") if p.is_file() and p.stat().st_size > 0]
   for p in files:
     p.write_bytes(b"garbage")
   with pytest.raises(CheckpointError, match="could not be restored"):
-    train.train_and_evaluate(c, str(tmp_path))
+    trainer.train_and_evaluate(c, str(tmp_path))
   assert all(p.read_bytes() == b"garbage" for p in files)
 
 
@@ -193,7 +193,7 @@ def test_bad_config_raises_named_error(data_dir, tmp_path, field, value, match):
   group, key = field.split(".")
   c[group][key] = value
   with pytest.raises(ConfigError, match=match):
-    train.train_and_evaluate(c, str(tmp_path))
+    trainer.train_and_evaluate(c, str(tmp_path))
   assert not (tmp_path / "checkpoints").exists()
 
 
@@ -204,47 +204,50 @@ def test_unknown_config_key_is_named():
   unlocked = ml_collections.ConfigDict(c.to_dict())
   unlocked.optim.lr_decay = 0.1
   with pytest.raises(ConfigError, match="optim.lr_decay: unknown config field"):
-    config_lib.validate(unlocked)
+    trainer.validate(unlocked)
 
 
 def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path):
   from jaxdapt import checkpoint
   c = tiny_config(data_dir, "source_only")
-  train.train_and_evaluate(c, str(tmp_path / "pre"), stop_after=2)
+  trainer.train_and_evaluate(c, str(tmp_path / "pre"), stop_after=2)
   pre_params, _, _ = checkpoint.load_model_variables(str(tmp_path / "pre"))
   c2 = tiny_config(data_dir, "source_only")
   c2.model.init_from = str(tmp_path / "pre")
   c2.model.dont_load = ("head/out/.*",)
-  exp = train.build(c2)
+  exp = trainer.build(c2)
   fresh = exp.init(jax.random.key(c2.seed))
-  state = jax.device_get(train.load_init_from(exp, fresh).params["model"])
+  state = jax.device_get(trainer.load_init_from(exp, fresh).params["model"])
   jax.tree.map(np.testing.assert_array_equal, state["backbone"], pre_params["backbone"])
   np.testing.assert_array_equal(state["head"]["out"]["kernel"],
                                 jax.device_get(fresh.params["model"]["head"]["out"]["kernel"]))
   c2.model.dont_load = ()
   c2.model.head_hidden = (16,)  # mis-shaped hidden layer must be named
-  exp = train.build(c2)
+  exp = trainer.build(c2)
   with pytest.raises(Exception, match="head/hidden_0/kernel"):
-    train.load_init_from(exp, exp.init(jax.random.key(0)))
+    trainer.load_init_from(exp, exp.init(jax.random.key(0)))
 
 
-def test_cli_names_an_unknown_override():
-  from jaxdapt import main
-  assert main._unknown_override(["--config.seed=1", "--config.optim.lr=0.1"]) is None
-  msg = main._unknown_override(["--workdir=x", "--config.optim.lr_decay=1"])
-  assert msg.startswith("--config.optim.lr_decay: unknown config field; fields of optim:")
-  assert "momentum" in msg
+def test_set_names_an_unknown_field_and_refuses_a_cast():
+  from jaxdapt.config import base_config
+  from jaxdapt.tools import cli
+  c = cli.apply_overrides(base_config(), ["seed=1", "optim.lr=0.1", "model.head_hidden=[8]"])
+  assert (c.seed, c.optim.lr, c.model.head_hidden) == (1, 0.1, (8,))
+  with pytest.raises(ConfigError, match="unknown config field; fields of optim:.*momentum"):
+    cli.apply_overrides(base_config(), ["optim.lr_decay=1"])
+  with pytest.raises(ConfigError, match="train.steps=2.5: the field holds int"):
+    cli.apply_overrides(base_config(), ["train.steps=2.5"])
 
 
 def test_build_holds_small_splits_in_memory(data_dir):
   from jaxdapt.data import in_memory
-  exp = train.build(tiny_config(data_dir))
+  exp = trainer.build(tiny_config(data_dir))
   assert all(isinstance(s, in_memory.ArraySource) for s in exp.sources.values())
   assert exp.sources["target"] is not exp.sources["target_test"]
   c = tiny_config(data_dir)
   c.data.target_test_split = c.data.target_split  # one split in two roles: read once
-  exp = train.build(c)
+  exp = trainer.build(c)
   assert exp.sources["target"] is exp.sources["target_test"]
   c = tiny_config(data_dir)
   c.data.in_memory_mb = 0
-  assert not any(isinstance(s, in_memory.ArraySource) for s in train.build(c).sources.values())
+  assert not any(isinstance(s, in_memory.ArraySource) for s in trainer.build(c).sources.values())

@@ -7,8 +7,14 @@ import os
 import jax
 import pytest
 
-from jaxdapt import config as config_lib, grid, train, transfer_table as tt
+from jaxdapt import config as config_lib
+from jaxdapt import trainer
+from jaxdapt.errors import ConfigError
 from jaxdapt.methods.fewshot import LABELED
+from jaxdapt.tools import grid
+from jaxdapt.tools import transfer_table as tt
+from jaxdapt.tools.main import run_tool
+from jaxdapt.trainer import loop as trainer_loop
 
 SOURCE = "tiny"
 
@@ -33,7 +39,8 @@ def xla_cache(tmp_path, monkeypatch):
   """A fresh persistent compilation cache holding even the tiny programs (each strategy
   compiles once, as in a real table), and the session's cache settings back afterwards."""
   from jax.experimental.compilation_cache import compilation_cache
-  from jaxdapt import compile_cache
+
+  from jaxdapt.runtime import compile_cache
   monkeypatch.setattr(compile_cache, "enable",
                       functools.partial(compile_cache.enable, min_compile_time_s=0))
   names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
@@ -51,19 +58,35 @@ def tiny(monkeypatch, data_dir, xla_cache):  # noqa: F811
   """--set arguments of a tiny table, on one device (half the compile time); k examples
   are drawn from the first 200 uci_digits train images, accuracy is on 64 test images."""
   monkeypatch.setattr(tt, "pretrain_config", _tiny_pretrain_config)
-  build = train.build
-  monkeypatch.setattr(train, "build", lambda config, devices=None: build(config,
-                                                                         jax.devices()[:1]))
+  build = trainer.build
+  one = lambda config, devices=None: build(config, jax.devices()[:1])
+  monkeypatch.setattr(trainer, "build", one)
+  monkeypatch.setattr(trainer_loop, "build", one)  # the training loop's own reference
   sets = [f"data.data_dir={data_dir}", "train.steps=2", "data.batch_size=8",
           "data.eval_batch_size=64", "data.target_split=train[:200]",
           "data.target_test_split=test[:64]", f"train.compilation_cache_dir={xla_cache}"]
   return [a for s in sets for a in ("--set", s)]
 
 
+def _summary(monkeypatch, argv):
+  """tt.main(argv) (its exit status 0) and the summary its run_table returned."""
+  run_table, summaries = tt.run_table, []
+
+  def recording(*args):
+    summaries.append(run_table(*args))
+    return summaries[-1]
+
+  monkeypatch.setattr(tt, "run_table", recording)
+  assert tt.main(argv) == 0
+  monkeypatch.setattr(tt, "run_table", run_table)
+  assert len(summaries) == 1
+  return summaries[0]
+
+
 def test_tiny_table_shards_reuse_and_same_k_examples(tiny, tmp_path, monkeypatch, capsys):
   out = str(tmp_path / "out")
   args = ["--out", out, "--seeds", "1", "--k", "1,2", "--sources", SOURCE, *tiny]
-  shards = [tt.main(args + ["--shard", f"{i}/2"]) for i in range(2)]
+  shards = [_summary(monkeypatch, args + ["--shard", f"{i}/2"]) for i in range(2)]
   assert not os.path.exists(os.path.join(out, "transfer_table.md"))  # shards only train
   # 2 scratch + 8 strategies x 2 k cells + the pretraining, split between the shards
   # (shard 1 waits for the pretraining that shard 0 owns: here it is already done).
@@ -71,21 +94,22 @@ def test_tiny_table_shards_reuse_and_same_k_examples(tiny, tmp_path, monkeypatch
   assert all(s["trained_now"] > 0 for s in shards)
 
   calls = []
-  monkeypatch.setattr(train, "train_and_evaluate", lambda *a, **k: calls.append(a))
+  monkeypatch.setattr(trainer, "train_and_evaluate", lambda *a, **k: calls.append(a))
   monkeypatch.setattr(tt, "probe_accuracy", lambda *a, **k: calls.append(a))
-  summary = tt.main(args + ["--table-only"])  # renders both shards' runs
-  again = tt.main(args)  # a whole invocation over finished runs trains nothing
+  summary = _summary(monkeypatch, args + ["--table-only"])  # renders both shards' runs
+  again = _summary(monkeypatch, args)  # a whole invocation over finished runs trains nothing
   assert calls == [] and again["trained_now"] == 0 and not again["failed"]
   assert summary["table"] == again["table"]
 
   md = open(os.path.join(out, "transfer_table.md")).read()
   assert md in capsys.readouterr().out
+  saved = json.load(open(os.path.join(out, "transfer_table.json")))
+  assert saved["table"] == again["table"] and saved["trained_now"] == 0
   assert "| source | strategy | k=1 | k=2 |" in md
   for strategy in tt.STRATEGIES:
     source = "–" if strategy == "scratch" else SOURCE
     row = next(line for line in md.splitlines() if line.startswith(f"| {source} | {strategy} |"))
     assert row.count(" ± ") >= 2 and "–" not in row[len(f"| {source} |"):], row
-  saved = json.load(open(os.path.join(out, "transfer_table.json")))
   assert set(saved["table"]) == {f"{'none' if s == 'scratch' else SOURCE}/{s}/k={k}"
                                  for s in tt.STRATEGIES for k in ("1", "2")}
   assert all("verdict" in v for k, v in saved["table"].items() if "/scratch/" not in k)
@@ -96,7 +120,7 @@ def test_tiny_table_shards_reuse_and_same_k_examples(tiny, tmp_path, monkeypatch
   for k in (1, 2):
     config = tt.stage_config(tt.TRAINED["finetune"][0], k, 1, model,
                              tt.pretrain_dir(out, SOURCE), sets)
-    trained_on = train.build(config).sources[LABELED].indices.tolist()
+    trained_on = trainer.build(config).sources[LABELED].indices.tolist()
     assert len(trained_on) == 10 * k
     for strategy in tt.PROBES:
       run = json.load(open(os.path.join(tt.cell_dir(out, tt.Cell(SOURCE, strategy, k, 1)),
@@ -133,8 +157,12 @@ def test_negative_transfer_flag_exactly_when_losing_beyond_noise():
     ("--sources", "fashion,fashon", "allowed: fashion, syn_digits"),
 ])
 def test_a_typo_in_names_lists_the_allowed_ones(tmp_path, capsys, flag, value, allowed):
-  with pytest.raises(SystemExit) as e:
-    tt.main(["--out", str(tmp_path), flag, value])
-  err = capsys.readouterr().err
-  assert e.value.code == 2 and value.split(",")[1] in err and allowed in err, err
-  assert not os.listdir(tmp_path)
+  argv = ["--out", str(tmp_path), flag, value]
+  with pytest.raises(ConfigError, match=f"^{flag}: "):
+    tt.main(argv)
+  assert run_tool("transfer-table", argv) == 2
+  captured = capsys.readouterr()
+  err = captured.err
+  assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1
+  assert value.split(",")[1] in err and allowed in err, err
+  assert captured.out == "" and not os.listdir(tmp_path)

@@ -11,12 +11,20 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import save_file
+from test_weights_torch_refs import build, numpy_state_dict, randomize
 
 from jaxdapt.models import get_model
-from jaxdapt.weights import (PretrainedWeights, WeightsError, convert, guess_arch,
-                             load_pretrained, merge_into, read_tensors)
-from jaxdapt.weights.cli import main
-from test_weights_torch_refs import build, numpy_state_dict, randomize
+from jaxdapt.tools.main import run_tool
+from jaxdapt.tools.weights import main
+from jaxdapt.weights import (
+  PretrainedWeights,
+  WeightsError,
+  convert,
+  guess_arch,
+  load_pretrained,
+  merge_into,
+  read_tensors,
+)
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +84,9 @@ def test_pickle_that_runs_code_is_refused(tmp_path, how):
   with pytest.raises(WeightsError, match=expected):
     read_tensors(path)
   assert not marker.exists()
-  assert main(["inspect", str(path)]) == 2 and not marker.exists()
+  with pytest.raises(WeightsError, match=expected):
+    main(["inspect", str(path)])
+  assert run_tool("weights", ["inspect", str(path)]) == 2 and not marker.exists()
 
 
 # ---------------------------------------------------------------- strict conversion
@@ -178,21 +188,37 @@ def test_cli_inspect_lists_targets(tmp_path, resnet18_sd, capsys):
   assert "skipped (head)" in out
   bad = {k: v for k, v in resnet18_sd.items() if k != "bn1.bias"}
   save_file(bad, str(tmp_path / "bad.safetensors"))
-  assert main(["inspect", str(tmp_path / "bad.safetensors")]) == 0
-  assert "does NOT fit resnet18" in capsys.readouterr().out
+  # A file that does not fit: the listing still prints, the exit status says so.
+  assert run_tool("weights", ["inspect", str(tmp_path / "bad.safetensors")]) == 1
+  out = capsys.readouterr().out
+  assert "does NOT fit resnet18" in out and "bn1.bias" in out and "  conv1.weight " in out
+  assert run_tool("weights", ["inspect", str(tmp_path / "bad.safetensors"),
+                              "--arch", "resnet34"]) == 1
+  assert "does NOT fit resnet34" in capsys.readouterr().out
+
+
+def test_cli_inspect_a_missing_file_is_one_line(tmp_path, capsys):
+  assert run_tool("weights", ["inspect", str(tmp_path / "nope.safetensors")]) == 2
+  captured = capsys.readouterr()
+  assert captured.out == "" and captured.err == (
+      f"error: weights file {str(tmp_path / 'nope.safetensors')!r} does not exist\n")
 
 
 def test_cli_import_errors_are_clear(tmp_path, resnet18_sd, capsys):
   save_file(resnet18_sd, str(tmp_path / "r18.safetensors"))
   args = ["import", "--arch", "resnet34", "--source", "torchvision",
           "--file", str(tmp_path / "r18.safetensors"), "--out", str(tmp_path / "out")]
-  assert main(args) == 2
+  with pytest.raises(WeightsError, match="do not fit resnet34"):
+    main(args)
+  assert run_tool("weights", args) == 2
   err = capsys.readouterr().err
-  assert "do not fit resnet34" in err and "missing:" in err and "layer1.2.conv1.weight [64, 64, 3, 3]" in err
+  assert err.startswith("error: ") and "do not fit resnet34" in err and "missing:" in err
+  assert "layer1.2.conv1.weight [64, 64, 3, 3]" in err
+  assert not (tmp_path / "out").exists()
   args[2] = "resnet18"
-  assert main(args) == 0 and main(args) == 2
+  assert run_tool("weights", args) == 0 and run_tool("weights", args) == 2
   assert "--force" in capsys.readouterr().err
-  assert main(args + ["--force"]) == 0
+  assert run_tool("weights", args + ["--force"]) == 0
   with pytest.raises(WeightsError, match="holds resnet18 weights, but the model is resnet50"):
     load_pretrained(tmp_path / "out", arch="resnet50")
   with pytest.raises(WeightsError, match="not an imported-weights directory"):
@@ -243,13 +269,15 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
                                 resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
   np.testing.assert_array_equal(batch_stats["backbone"]["layer3_1"]["bn2"]["mean"],
                                 resnet18_sd["layer3.1.bn2.running_mean"])
-  np.testing.assert_array_equal(params["head"]["out"]["bias"], init["params"]["head"]["out"]["bias"])
+  np.testing.assert_array_equal(params["head"]["out"]["bias"],
+                                init["params"]["head"]["out"]["bias"])
   if fmt == "safetensors":
     return  # both formats load identically; fine-tune once (the compile dominates CI time)
 
   # The trainer's own path: config.model.init_from → strict merge → fine-tune with a new head.
-  from jaxdapt import config as config_lib, train
-  c = config_lib.with_task(config_lib.base_config(), "uci2ucim")
+  from jaxdapt import config as config_lib
+  from jaxdapt import configs, trainer
+  c = configs.with_task(config_lib.base_config(), "uci2ucim")
   c.data.data_dir = data_dir
   c.data.batch_size = 16
   c.data.eval_batch_size = 256
@@ -266,11 +294,11 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   c.train.selection_points = 0  # evaluation beyond accuracy is not under test here
   c.data.source_val_split = f"{c.data.source_val_split}[:64]"
   c.data.target_test_split = f"{c.data.target_test_split}[:64]"
-  exp = train.build(c)
-  state = train.load_init_from(exp, exp.init(jax.random.key(0)))
+  exp = trainer.build(c)
+  state = trainer.load_init_from(exp, exp.init(jax.random.key(0)))
   np.testing.assert_array_equal(jax.device_get(state.params["model"]["backbone"]["conv1"]["kernel"]),
                                 resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
-  summary = train.train_and_evaluate(c, str(tmp_path / "run"))
+  summary = trainer.train_and_evaluate(c, str(tmp_path / "run"))
   rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   losses = [r["loss"] for r in rows if r["kind"] == "train"]
   assert len(losses) == 2 and np.all(np.isfinite(losses)), losses

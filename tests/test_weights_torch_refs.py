@@ -22,7 +22,7 @@ except ImportError as e:  # fail loudly: parity tests must not silently vanish
 import pytest
 
 # The torchvision ResNets live in the package: the benchmark's PyTorch twin uses them too.
-from jaxdapt.torch_models import RESNETS, conv as _conv, torchvision_resnet
+from jaxdapt.tools.torch_models import RESNETS, conv as _conv, torchvision_resnet
 
 
 # ---------------------------------------------------------------- ResNet-50 (timm)

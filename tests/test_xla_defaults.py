@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from jaxdapt import xla_defaults
+from jaxdapt.runtime import xla_defaults
 
 FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
@@ -31,7 +31,7 @@ def test_nothing_is_added_on_untested_jaxlib_versions():
 # YNNPACK (whose fusions are named "ynn_fusion" in the optimized HLO).
 _PROBE = """
 import sys
-if sys.argv[1] == "import": import jaxdapt
+if sys.argv[1] == "import": import jaxdapt.runtime; jaxdapt.runtime.setup()
 import jax, jax.numpy as jnp
 x, w = jnp.ones((2, 32, 32, 3)), jnp.ones((5, 5, 3, 32))
 conv = lambda x, w: jax.lax.conv_general_dilated(

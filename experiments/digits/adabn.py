@@ -2,13 +2,13 @@
 BatchNorm statistics recomputed on the target train images (no labels, no training on
 the target). Source validation keeps the source statistics.
 
-The same evaluation after any other method: --config.train.eval_target_bn=target
+The same evaluation after any other method: --set train.eval_target_bn=target
 (e.g. experiments/digits/dann.py with it reports DANN + AdaBN).
 
-Run:  python -m jaxdapt.main --config=experiments/digits/adabn.py --workdir=runs/adabn
-Other tasks: --config=experiments/digits/adabn.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/adabn.py --workdir runs/adabn
+Other tasks: --config experiments/digits/adabn.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -8,12 +8,12 @@ step on the inverted-label GAN loss. Evaluation: target encoder + source
 classifier. Adam, lr 2e-4, β1 = 0.5, constant (the authors' code).
 
 Run both stages (the same task for both):
-  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/so
-  python -m jaxdapt.main --config=experiments/digits/adda.py --workdir=runs/adda \
-      --config.model.init_from=runs/so
+  jaxdapt train --config experiments/digits/source_only.py --workdir runs/so
+  jaxdapt train --config experiments/digits/adda.py --workdir runs/adda \
+      --set model.init_from=runs/so
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
 

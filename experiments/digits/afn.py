@@ -2,10 +2,10 @@
 
 Δr = 1.0, λ = 0.05 (constant), as in the paper; paper SGD recipe otherwise.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/afn.py --workdir=runs/afn
-Other tasks: --config=experiments/digits/afn.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/afn.py --workdir runs/afn
+Other tasks: --config experiments/digits/afn.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -3,10 +3,10 @@
 Five Gaussian kernels, bandwidths {1/4, 1/2, 1, 2, 4} × the mean pairwise
 squared distance, unbiased MMD², trade-off 1 ramped by the DANN schedule.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/dan.py --workdir=runs/dan
-Other tasks: --config=experiments/digits/dan.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/dan.py --workdir runs/dan
+Other tasks: --config experiments/digits/dan.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

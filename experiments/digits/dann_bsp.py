@@ -9,12 +9,12 @@ the source is still underfit when a short schedule ends (README, all-method
 table).
 
 Run both stages (the same task for both):
-  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/so
-  python -m jaxdapt.main --config=experiments/digits/dann_bsp.py --workdir=runs/dann_bsp \
-      --config.model.init_from=runs/so
+  jaxdapt train --config experiments/digits/source_only.py --workdir runs/so
+  jaxdapt train --config experiments/digits/dann_bsp.py --workdir runs/dann_bsp \
+      --set model.init_from=runs/so
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
 

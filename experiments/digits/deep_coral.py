@@ -2,10 +2,10 @@
 
 Loss ‖C_s − C_t‖²_F / (4d²) on the backbone features, trade-off 1 (ramped).
 
-Run:  python -m jaxdapt.main --config=experiments/digits/deep_coral.py --workdir=runs/coral
-Other tasks: --config=experiments/digits/deep_coral.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/deep_coral.py --workdir runs/coral
+Other tasks: --config experiments/digits/deep_coral.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

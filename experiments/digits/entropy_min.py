@@ -3,10 +3,10 @@
 Mean prediction entropy on the target batch, trade-off 0.1 ramped by the
 DANN schedule (so the source classifier forms before the target is pushed).
 
-Run:  python -m jaxdapt.main --config=experiments/digits/entropy_min.py --workdir=runs/entmin
-Other tasks: --config=experiments/digits/entropy_min.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/entropy_min.py --workdir runs/entmin
+Other tasks: --config experiments/digits/entropy_min.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

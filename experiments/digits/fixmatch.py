@@ -7,10 +7,10 @@ confidence ≥ τ. Paper: τ = 0.95, λ = 1 (constant); the shared digits recipe
 (SGD momentum 0.9, lr 0.01/(1+10p)^0.75, batch 64 source + 64 target, joint BatchNorm
 over source, weak and strong views).
 
-Run:  python -m jaxdapt.main --config=experiments/digits/fixmatch.py --workdir=runs/fixmatch
-Other tasks: --config=experiments/digits/fixmatch.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/fixmatch.py --workdir runs/fixmatch
+Other tasks: --config experiments/digits/fixmatch.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

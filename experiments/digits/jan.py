@@ -4,10 +4,10 @@ Product kernel: five Gaussians (bandwidths {1/4..4} × mean sq. distance) on the
 features times one Gaussian (bandwidth 1.68) on the softmax; quadratic
 (biased) JMMD² estimator; trade-off 1 ramped by the DANN schedule.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/jan.py --workdir=runs/jan
-Other tasks: --config=experiments/digits/jan.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/jan.py --workdir runs/jan
+Other tasks: --config experiments/digits/jan.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -3,10 +3,10 @@
 Temperature 2.5, entropy-weighted examples, row-normalised class confusion;
 trade-off μ = 1, constant (the paper uses no ramp). Paper SGD recipe.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/mcc.py --workdir=runs/mcc
-Other tasks: --config=experiments/digits/mcc.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/mcc.py --workdir runs/mcc
+Other tasks: --config experiments/digits/mcc.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -3,10 +3,10 @@
 Paper digits recipe: Adam lr 2e-4 (constant), generator updated n = 4 times
 per step; the second classifier copies the model head's widths.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/mcd.py --workdir=runs/mcd
-Other tasks: --config=experiments/digits/mcd.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/mcd.py --workdir runs/mcd
+Other tasks: --config experiments/digits/mcd.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

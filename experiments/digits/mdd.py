@@ -7,10 +7,10 @@ with coefficient 0.1, ramped by the DANN schedule: the authors' code
 that rises to 0.1. At coefficient 1 the disparity swamped the cross-entropy
 (README, all-method table). Paper SGD recipe otherwise.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/mdd.py --workdir=runs/mdd
-Other tasks: --config=experiments/digits/mdd.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/mdd.py --workdir runs/mdd
+Other tasks: --config experiments/digits/mdd.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 from jaxdapt.methods.mdd import GRL_MAX
 
 

@@ -10,13 +10,13 @@ train split every epoch (refresh_every = 17 steps: 1,078 uci images at batch
 See jaxdapt/methods/shot.py.
 
 Run both stages (the same task for both):
-  python -m jaxdapt.main --config=experiments/digits/shot_source.py --workdir=runs/shot_src
-  python -m jaxdapt.main --config=experiments/digits/shot.py --workdir=runs/shot \
-      --config.model.init_from=runs/shot_src
+  jaxdapt train --config experiments/digits/shot_source.py --workdir runs/shot_src
+  jaxdapt train --config experiments/digits/shot.py --workdir runs/shot \
+      --set model.init_from=runs/shot_src
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths; for a
 target other than uci_digits(_m) set --config.method.refresh_every to its epoch length.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 STAGE1 = "shot_source"  # jaxdapt.grid trains this first (same task, seed) and inits from it
 GRID_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")  # the method's own schedule; grid-wide overrides skip these

@@ -4,10 +4,10 @@ Label smoothing ε = 0.1 on the source cross-entropy (the paper's source
 training; it makes the source hypothesis better calibrated for stage 2).
 Otherwise the digits recipe of source_only.py.
 
-Run:  python -m jaxdapt.main --config=experiments/digits/shot_source.py --workdir=runs/shot_src
+Run:  jaxdapt train --config experiments/digits/shot_source.py --workdir runs/shot_src
 then stage 2: see experiments/digits/shot.py.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -1,9 +1,9 @@
 """Target oracle: train on the target's labeled train split (the upper bound, not DA).
 
-Run:  python -m jaxdapt.main --config=experiments/digits/target_oracle.py --workdir=runs/oracle
-Other tasks: --config=experiments/digits/target_oracle.py:uci2ucim
+Run:  jaxdapt train --config experiments/digits/target_oracle.py --workdir runs/oracle
+Other tasks: --config experiments/digits/target_oracle.py:uci2ucim
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 
 def get_config(task: str = "syn2uci"):

@@ -11,13 +11,13 @@ CIFAR setting scaled to batch 64 so the 719-image uci test split gives 11
 updates), constant.
 
 Run (stage 1 is a plain source model with BatchNorm):
-  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/so
-  python -m jaxdapt.main --config=experiments/digits/tent.py --workdir=runs/tent \
-      --config.model.init_from=runs/so
+  jaxdapt train --config experiments/digits/source_only.py --workdir runs/so
+  jaxdapt train --config experiments/digits/tent.py --workdir runs/tent \
+      --set model.init_from=runs/so
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths; for a
 target other than uci_digits(_m) set --config.train.steps to ⌊test images / 64⌋.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
 GRID_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")  # the method's own schedule; grid-wide overrides skip these

@@ -18,11 +18,12 @@ steps, inputs scaled to [-1, 1] (the paper subtracts the mean image), no augment
 
 Data: mnist and svhn_cropped from the TFDS catalog, MNIST-M from your copy of the
 original mnist_m/ folder ($JAXDAPT_MNIST_M_DIR). Run:
-  python -m jaxdapt.main --config=experiments/protocols/digits_dann.py:mnist2mnistm \\
+  jaxdapt train --config experiments/protocols/digits_dann.py:mnist2mnistm \\
       --workdir=runs/dann_mnist2mnistm
   ...:mnist2mnistm,source_only   (the "Source only" row)
 """
-from jaxdapt.config import base_config, protocol_task
+from jaxdapt.config import base_config
+from jaxdapt.configs import protocol_task
 
 TITLE = "Digits (DANN paper protocol)"
 SOURCE = "Ganin & Lempitsky, ICML 2015, Table 1 (Source only, DANN and Train on target rows)"

@@ -33,11 +33,11 @@ ramps over the first 1,000 iterations (here: ramp over the run, method.weight_sc
 
 Data: mnist and svhn_cropped from the TFDS catalog (prepare once, see docs/datasets.md),
 USPS from your copy ($JAXDAPT_USPS_DIR). Run:
-  python -m jaxdapt.main --config=experiments/protocols/digits_tllib.py:mnist2usps \\
+  jaxdapt train --config experiments/protocols/digits_tllib.py:mnist2usps \\
       --workdir=runs/tllib_mnist2usps_dann
   ...:usps2mnist,cdan   (task, method)
 """
-from jaxdapt.config import protocol_task, published_table, tllib_config
+from jaxdapt.configs import protocol_task, published_table, tllib_config
 
 TITLE = "Digits (Transfer-Learning-Library protocol)"
 SOURCE = ("Transfer-Learning-Library benchmark page, Digits table "

@@ -28,9 +28,9 @@ uses the "cleaned" release with the official split files, check that your prepar
 version is the same). Other known differences as in office31.py.
 
 Run:
-  python -m jaxdapt.main --config=experiments/protocols/domainnet.py:c2p --workdir=runs/dn_c2p
+  jaxdapt train --config experiments/protocols/domainnet.py:c2p --workdir runs/dn_c2p
 """
-from jaxdapt.config import all_pairs, published_table, tllib_task_config
+from jaxdapt.configs import all_pairs, published_table, tllib_task_config
 
 TITLE = "DomainNet (ResNet-101)"
 SOURCE = ("Transfer-Learning-Library benchmark page, DomainNet table "

@@ -32,13 +32,13 @@ over the run), its weight decay covers every parameter (here kernels only).
 
 Run (weights once: torchvision's original ImageNet ResNet-50, IMAGENET1K_V1, whose
 state_dict you have as resnet50.pth; then any task[,method]):
-  python -m jaxdapt.weights import --arch resnet50 --source torchvision \\
+  jaxdapt weights import --arch resnet50 --source torchvision \\
       --file resnet50.pth --out weights/resnet50_tv
   export JAXDAPT_OFFICE31_DIR=/data/office31
-  python -m jaxdapt.main --config=experiments/protocols/office31.py:A2W --workdir=runs/o31_A2W
-  ...:D2A,cdan   --config.model.init_from=/elsewhere/resnet50_tv
+  jaxdapt train --config experiments/protocols/office31.py:A2W --workdir runs/o31_A2W
+  ...:D2A,cdan   --set model.init_from=/elsewhere/resnet50_tv
 """
-from jaxdapt.config import published_table, tllib_task_config
+from jaxdapt.configs import published_table, tllib_task_config
 
 TITLE = "Office-31 (ResNet-50)"
 SOURCE = ("Transfer-Learning-Library benchmark page, Office-31 table "

@@ -25,9 +25,9 @@ Office-Home (its Office-31 runs use 20). The same known differences as office31.
 
 Run:
   export JAXDAPT_OFFICE_HOME_DIR=/data/OfficeHomeDataset_10072016
-  python -m jaxdapt.main --config=experiments/protocols/office_home.py:Ar2Cl --workdir=runs/oh_Ar2Cl
+  jaxdapt train --config experiments/protocols/office_home.py:Ar2Cl --workdir runs/oh_Ar2Cl
 """
-from jaxdapt.config import all_pairs, published_table, tllib_task_config
+from jaxdapt.configs import all_pairs, published_table, tllib_task_config
 
 TITLE = "Office-Home (ResNet-50)"
 SOURCE = ("Transfer-Learning-Library benchmark page, Office-Home table "

@@ -27,12 +27,12 @@ which the eval crop here matches; TLlib adds a random flip). Per-class accuracy 
 computed yet. Other known differences as in office31.py.
 
 Run:
-  python -m jaxdapt.weights import --arch resnet101 --source torchvision \\
+  jaxdapt weights import --arch resnet101 --source torchvision \\
       --file resnet101.pth --out weights/resnet101_tv
   export JAXDAPT_VISDA2017_DIR=/data/visda-2017
-  python -m jaxdapt.main --config=experiments/protocols/visda2017.py --workdir=runs/visda_dann
+  jaxdapt train --config experiments/protocols/visda2017.py --workdir runs/visda_dann
 """
-from jaxdapt.config import published_table, tllib_task_config
+from jaxdapt.configs import published_table, tllib_task_config
 
 TITLE = "VisDA-2017 (ResNet-101; mean per class / accuracy over images)"
 SOURCE = ("Transfer-Learning-Library benchmark page, VisDA-2017 table "

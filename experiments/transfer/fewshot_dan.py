@@ -4,11 +4,11 @@
 README's table) with data.target_labeled_per_class = k (5 here): the supervised
 loss covers both labeled batches, MK-MMD aligns source and unlabeled target
 features (the unlabeled pool keeps the labeled examples, jaxdapt/data/labeled.py).
-Another alignment: --config.method.name=dann (or deep_coral, cdan, ...).
-  python -m jaxdapt.main --config=experiments/transfer/fewshot_dan.py:uci2ucim --workdir=runs/d5
+Another alignment: --set method.name=dann (or deep_coral, cdan, ...).
+  jaxdapt train --config experiments/transfer/fewshot_dan.py:uci2ucim --workdir runs/d5
 """
-from jaxdapt.methods.fewshot import recipe
+from jaxdapt.configs import fewshot_recipe
 
 
 def get_config(task: str = "uci2ucim"):
-  return recipe(task, "dan")
+  return fewshot_recipe(task, "dan")

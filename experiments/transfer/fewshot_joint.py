@@ -4,12 +4,12 @@
 step forwards a source batch and a labeled-target batch of the same size and
 minimises the cross-entropy over both (methods/fewshot.py). No alignment loss:
 fewshot_dan.py adds one, mme.py is the semi-supervised method.
-  python -m jaxdapt.main --config=experiments/transfer/fewshot_joint.py:uci2ucim --workdir=runs/j5
-  python -m jaxdapt.negative_transfer --config experiments/transfer/fewshot_joint.py --seeds 0,1,2
-The digits recipe's schedule (jaxdapt.config.digits_config), not tuned for few shots.
+  jaxdapt train --config experiments/transfer/fewshot_joint.py:uci2ucim --workdir runs/j5
+  jaxdapt negative-transfer --config experiments/transfer/fewshot_joint.py --seeds 0,1,2
+The digits recipe's schedule (jaxdapt.configs.digits_config), not tuned for few shots.
 """
-from jaxdapt.methods.fewshot import recipe
+from jaxdapt.configs import fewshot_recipe
 
 
 def get_config(task: str = "uci2ucim"):
-  return recipe(task, "source_only")
+  return fewshot_recipe(task, "source_only")

@@ -9,17 +9,17 @@ whole stage-1 model (`model.dont_load=()`) and trains every parameter.
 
 Run (a pretrained backbone first: an imported one, see README "Pretrained
 weights", or a source-only model of the same architecture, as here):
-  python -m jaxdapt.main --config=experiments/digits/source_only.py --workdir=runs/pre
-  python -m jaxdapt.main --config=experiments/transfer/lp_ft.py:probe --workdir=runs/lp \
-      --config.model.init_from=runs/pre
-  python -m jaxdapt.main --config=experiments/transfer/lp_ft.py:finetune --workdir=runs/lpft \
-      --config.model.init_from=runs/lp
+  jaxdapt train --config experiments/digits/source_only.py --workdir runs/pre
+  jaxdapt train --config experiments/transfer/lp_ft.py:probe --workdir runs/lp \
+      --set model.init_from=runs/pre
+  jaxdapt train --config experiments/transfer/lp_ft.py:finetune --workdir runs/lpft \
+      --set model.init_from=runs/lp
 Another task: `:probe,syn2ucim` and `:finetune,syn2ucim` (default uci2ucim).
 With BatchNorm (the digits recipe) stage 1 still updates the frozen backbone's
 running statistics (training-mode BN); its parameters stay bit-identical.
 Stage lengths and learning rates are the digits recipe's, not tuned for LP-FT.
 """
-from jaxdapt.config import digits_config
+from jaxdapt.configs import digits_config
 
 STAGES = ("probe", "finetune")
 

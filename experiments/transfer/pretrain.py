@@ -15,8 +15,8 @@ cosine decay, batch 64, shift augmentation. Length: 20 steps timed single-thread
 either source, start-up and compile ~21 s, an evaluation ~5.5 s; STEPS = 700 (45k
 images: 1.6 epochs of the 28k Fashion-MNIST training images, 2.2 of syn_digits') is
 ≈ 4.6 minutes on one core.
-  python -m jaxdapt.main --config=experiments/transfer/pretrain.py:fashion --workdir=runs/pre
-python -m jaxdapt.transfer_table runs it (OUT/pretrain/SOURCE) before the fine-tuning table.
+  jaxdapt train --config experiments/transfer/pretrain.py:fashion --workdir runs/pre
+jaxdapt transfer-table runs it (OUT/pretrain/SOURCE) before the fine-tuning table.
 """
 from jaxdapt.config import base_config
 

@@ -8,12 +8,12 @@
   lwf    λ_o = 1, T = 2 distillation from the starting model (Li & Hoiem, 2016); loads the
          whole starting model, head included (model.dont_load = ())
 L2-SP's and DELTA's weights are not tuned here. Needs a starting model:
-  python -m jaxdapt.main --config=experiments/digits/source_only.py:uci2ucim --workdir=runs/src
-  python -m jaxdapt.main --config=experiments/transfer/regularized.py:l2sp --workdir=runs/l2sp \
-      --config.model.init_from=runs/src
+  jaxdapt train --config experiments/digits/source_only.py:uci2ucim --workdir runs/src
+  jaxdapt train --config experiments/transfer/regularized.py:l2sp --workdir runs/l2sp \
+      --set model.init_from=runs/src
 The task defaults to uci2ucim; k = 5 (data.target_labeled_per_class).
 """
-from jaxdapt.methods.fewshot import recipe
+from jaxdapt.configs import fewshot_recipe
 
 REGULARIZERS = {
     "l2sp": {"l2sp_alpha": 0.1, "l2sp_beta": 0.01},
@@ -28,7 +28,7 @@ def get_config(arg: str = "l2sp"):
   fields = REGULARIZERS.get(name)
   if fields is None:
     raise ValueError(f"regularized.py: {name!r}; allowed: {', '.join(REGULARIZERS)}")
-  config = recipe(task or "uci2ucim", "target_only")
+  config = fewshot_recipe(task or "uci2ucim", "target_only")
   for field, value in fields.items():
     config.regularizer[field] = value
   if name == "lwf":

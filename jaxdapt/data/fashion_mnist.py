@@ -23,6 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxdapt.data.catalog import catalog_source, prepare_command
 from jaxdapt.data.features import OfflineBuilder, digit_features
 from jaxdapt.data.mnist_m import blend, to_uint8
 from jaxdapt.errors import DatasetNotPreparedError
@@ -95,7 +96,6 @@ def _read_idx_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _read_catalog_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  from jaxdapt.data.sources import catalog_source  # sources imports this module
   src = catalog_source(CATALOG_NAME, split, data_dir)
   examples = [src[i] for i in range(len(src))]
   images = np.stack([ex["image"].reshape(RAW_SHAPE) for ex in examples])
@@ -112,7 +112,6 @@ def _canonical(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _missing_input(folder: str, data_dir: str, catalog_error: Exception) -> DatasetNotPreparedError:
-  from jaxdapt.data.sources import prepare_command
   missing = [f for pair in FILES.values() for f in pair
              if not os.path.isfile(os.path.join(folder, f))]
   return DatasetNotPreparedError(

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from jaxdapt.data.subset import Subset
 from jaxdapt.errors import ConfigError
 
 ALL = -1
@@ -46,6 +47,5 @@ def select_per_class(labels: Sequence[int], k: int, seed: int) -> np.ndarray:
 
 def labeled_subset(source: Any, k: int, seed: int) -> Any:
   """The k-per-class labeled view of `source` (reads every label once)."""
-  from jaxdapt.features import Subset
   labels = [source[i]["label"] for i in range(len(source))]
   return Subset(source, select_per_class(labels, k, seed))

@@ -11,12 +11,14 @@ from typing import Any, Iterator, Sequence
 import grain
 import numpy as np
 
-from jaxdapt.config import AUGMENTS  # one list: the schema validates it, this module applies it
 from jaxdapt.errors import ConfigError
 
 SHIFT_PX = 2
 
 Batch = dict[str, np.ndarray]
+
+# Host augmentations this module applies (data.augment; validated by the trainer).
+AUGMENTS = ("none", "shift", "imagenet")
 
 
 @functools.lru_cache(maxsize=None)

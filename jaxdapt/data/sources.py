@@ -17,6 +17,8 @@ from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
 from jaxdapt.errors import ConfigError, DatasetNotPreparedError
 from jaxdapt.registry import Registry
 
+DomainSource = catalog.DomainSource  # re-exported: data.DomainSource
+
 DOMAINS: Registry[type[OfflineBuilder]] = Registry("dataset", "dataset")
 DOMAINS.register("syn_digits")(SynDigits)
 DOMAINS.register("uci_digits")(UciDigits)
@@ -43,27 +45,6 @@ def domain_names() -> list[str]:
   return out
 
 
-class DomainSource(Sequence):
-  """Random access to `{'image': uint8[H, W, C], 'label': int}`; drops other features."""
-
-  def __init__(self, source: Any, name: str, split: str):
-    self._source = source
-    self.name = name
-    self.split = split
-
-  def __len__(self) -> int:
-    return len(self._source)
-
-  def __getitem__(self, index: int) -> dict[str, Any]:
-    if not -len(self) <= index < len(self):
-      raise IndexError(f"{self.name}[{self.split}]: index {index} out of range {len(self)}")
-    ex = self._source[int(index) % len(self)]
-    return {"image": np.asarray(ex["image"], np.uint8), "label": int(ex["label"])}
-
-  def __repr__(self) -> str:
-    return f"DomainSource({self.name!r}, split={self.split!r}, len={len(self)})"
-
-
 def _project_builder(name: str, data_dir: str) -> OfflineBuilder | None:
   """The builder for a project domain name (`syn_digits`, `syn_digits/grey`), else None."""
   base, _, config = name.partition("/")
@@ -79,34 +60,11 @@ def _project_builder(name: str, data_dir: str) -> OfflineBuilder | None:
   return cls(data_dir=data_dir, file_format="array_record")
 
 
-def prepare_command(name: str, data_dir: str) -> str:
-  return ("pip install tensorflow && python -c \"import tensorflow_datasets as tfds; "
-          f"tfds.builder('{name}', data_dir='{data_dir}')"
-          ".download_and_prepare(file_format='array_record')\"")
-
-
-def _catalog_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
-  try:
-    return tfds.builder(name, data_dir=data_dir)
-  except tfds.core.registered.DatasetNotFoundError:
-    raise ConfigError(
-        f"dataset: unknown dataset {name!r}; project domains: {', '.join(domain_names())}; "
-        "or a TFDS catalog name (e.g. mnist, svhn_cropped) prepared under the data dir"
-    ) from None
-
-
-def _check_split(name: str, split: str, allowed: Sequence[str]) -> None:
-  base = split.split("[", 1)[0]  # allow TFDS slicing: 'train[:90%]'
-  if base not in allowed:
-    raise ConfigError(
-        f"split: {name!r} has no split {split!r}; allowed: {', '.join(allowed)}")
-
-
 def builder_for(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
   """Builder for `name` (a view suffix `@HxWxC` ignored), without preparing anything."""
   data_dir = resolve_data_dir(data_dir)
   name = views.split_name(name)[0]
-  return _project_builder(name, data_dir) or _catalog_builder(name, data_dir)
+  return _project_builder(name, data_dir) or catalog.catalog_builder(name, data_dir, domain_names())
 
 
 def ensure_prepared(builder: OfflineBuilder) -> None:
@@ -120,7 +78,7 @@ def ensure_prepared(builder: OfflineBuilder) -> None:
   builder.download_and_prepare(file_format="array_record", download_config=_NO_DOWNLOAD)
 
 
-def get_source(name: str, split: str, data_dir: str | None = None) -> DomainSource:
+def get_source(name: str, split: str, data_dir: str | None = None) -> catalog.DomainSource:
   """Random-access source of `{'image', 'label'}` for one split of a domain.
 
   Project domains are generated on first use; TFDS catalog datasets must already
@@ -132,29 +90,12 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> DomainSour
   base, spec = views.split_name(name)
   builder = _project_builder(base, data_dir)
   if builder is not None:
-    _check_split(base, split, builder.split_names())
+    catalog.check_split(base, split, builder.split_names())
     ensure_prepared(builder)
-    source = DomainSource(builder.as_data_source(split=split), name, split)
+    source = catalog.DomainSource(builder.as_data_source(split=split), name, split)
   else:
-    source = catalog_source(base, split, data_dir)
+    source = catalog.catalog_source(base, split, data_dir, domain_names())
   return views.apply(source, builder_for(base, data_dir).info.features["image"].shape, spec)
-
-
-def catalog_source(name: str, split: str, data_dir: str) -> DomainSource:
-  """One split of a TFDS catalog dataset already prepared as ArrayRecord under `data_dir`."""
-  builder = _catalog_builder(name, data_dir)
-  if not builder.is_prepared():
-    raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
-        f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
-        f"  {prepare_command(name, data_dir)}{catalog.manual_download_note(builder, data_dir)}")
-  fmt = builder.info.file_format
-  if fmt != tfds.core.FileFormat.ARRAY_RECORD:
-    raise DatasetNotPreparedError(
-        f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
-        f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}")
-  _check_split(name, split, list(builder.info.splits.keys()))
-  return DomainSource(builder.as_data_source(split=split), name, split)
 
 
 def num_classes(name: str, data_dir: str | None = None) -> int:

@@ -1,11 +1,11 @@
 """How many 224² training images one CPU core prepares per second (decode + crop + flip).
 
-  python -m jaxdapt.data.throughput --domain office31/amazon [--data_dir D] [--eval]
-  python -m jaxdapt.data.throughput --domain synthetic      (generated 500x375 JPEGs)
+  jaxdapt data.throughput --domain office31/amazon [--data_dir D] [--eval]
+  jaxdapt data.throughput --domain synthetic      (generated 500x375 JPEGs)
 
 One thread, so the number is per core; the grain pipeline runs `data.prefetch` threads
 and PIL releases the GIL while decoding and resampling, so a host feeds about that many
-times more. Compare with the step's images/s (`python -m jaxdapt.bench`) to see whether
+times more. Compare with the step's images/s (`jaxdapt bench`) to see whether
 the input pipeline can keep an accelerator busy.
 """
 from __future__ import annotations

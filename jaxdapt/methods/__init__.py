@@ -4,7 +4,7 @@ from jaxdapt.methods import afn, cdan, entropy, jan, mcc, mcd, mdd  # noqa: F401
 from jaxdapt.methods import adda, shot, tent  # noqa: F401  (register)
 from jaxdapt.methods import adabn, fixmatch  # noqa: F401  (register)
 from jaxdapt.methods import fewshot, mme, regularizers  # noqa: F401  (register)
-from jaxdapt.methods.base import METHODS, Method, Outputs, get_method
+from jaxdapt.methods.base import LABELED, METHODS, Method, Outputs, get_method
 
 
 def for_experiment(config) -> Method:
@@ -16,9 +16,9 @@ def for_experiment(config) -> Method:
 
 
 def check_config(config) -> None:
-  """The add-ons' fields against the method and model (called by config.validate)."""
+  """The add-ons' fields against the method and model (called by trainer.validate)."""
   for module in (fewshot, mme, regularizers):
     module.check_config(config)
 
 
-__all__ = ["METHODS", "Method", "Outputs", "check_config", "for_experiment", "get_method"]
+__all__ = ["LABELED", "METHODS", "Method", "Outputs", "check_config", "for_experiment", "get_method"]

@@ -31,7 +31,9 @@ import optax
 from jaxdapt import losses
 from jaxdapt.methods import checks, subset
 from jaxdapt.methods.base import METHODS, Method
+from jaxdapt.init_from import load_init_from
 from jaxdapt.methods.dann import DomainDiscriminator
+from jaxdapt.step import StepContext, apply_model, forward_domains, normalize
 
 PyTree = Any
 SUBSTEPS = ("D", "M")
@@ -60,12 +62,13 @@ class ADDA(Method):
     return {"discriminator":
             self.discriminator.init(rng, jnp.zeros((1, feature_dim)))["params"]}
 
+  has_own_step: ClassVar[bool] = True
+
   def update_fn(self):
     return adda_train_step
 
   def refresh(self, exp, state) -> dict[str, PyTree]:
     """The source encoder M_s: the model variables of model.init_from (the stage-1 run)."""
-    from jaxdapt.train import load_init_from
     source = load_init_from(exp, state)
     return {"params": source.params["model"], "batch_stats": source.batch_stats}
 
@@ -77,7 +80,6 @@ def adda_loss(kind: str, params: PyTree, source_model: dict[str, PyTree], batch_
 
   Gradients reach only that sub-step's parameters (D, or M_t), never `source_model`.
   """
-  from jaxdapt.train import apply_model, forward_domains, normalize
   if kind not in SUBSTEPS:
     raise ValueError(f"ADDA sub-step must be one of {SUBSTEPS}, got {kind!r}")
   params = subset.stop_untrained(params, is_discriminator if kind == "D" else
@@ -100,14 +102,12 @@ def adda_loss(kind: str, params: PyTree, source_model: dict[str, PyTree], batch_
                             "domain_acc": ((logits > 0) == (domain > 0.5)).mean()})
 
 
-def adda_train_step(state, batch: dict, source_model: dict[str, PyTree], *, model,
-                    method: ADDA, tx: optax.GradientTransformation, bn: str, dtype,
-                    total_steps: int, mean_std):
+def adda_train_step(state, batch: dict, source_model: dict[str, PyTree], *, ctx: StepContext):
   """The trainer's update for `adda`: a D step, then an M step (see module doc)."""
-  del bn, total_steps
   rng = jax.random.fold_in(state.rng, state.step)
-  loss = functools.partial(adda_loss, source_model=source_model, batch=batch, model=model,
-                           method=method, dtype=dtype, mean_std=mean_std)
+  tx = ctx.tx
+  loss = functools.partial(adda_loss, source_model=source_model, batch=batch, model=ctx.model,
+                           method=ctx.method, dtype=ctx.dtype, mean_std=ctx.mean_std)
   grad = jax.value_and_grad(loss, argnums=1, has_aux=True)
   # D step: its forward's running statistics are dropped, so they move once per step.
   (_, (_, d_metrics)), grads = grad("D", state.params, batch_stats=state.batch_stats,

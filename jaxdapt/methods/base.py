@@ -29,11 +29,17 @@ import dataclasses
 from typing import Any, Callable, ClassVar, Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 
+from jaxdapt.losses import dann_schedule
+from jaxdapt.models.classifier import MLPHead
 from jaxdapt.registry import Registry
 
 PyTree = Any
+# The k labeled target examples per class (data.target_labeled_per_class) travel as a
+# third domain of this name (methods/fewshot.py).
+LABELED = "target_labeled"
 # outputs[domain] = {'features': [B, D], 'logits': [B, C], 'labels': [B]}
 Outputs = dict[str, dict[str, jax.Array]]
 
@@ -49,8 +55,11 @@ class Method:
   regularizer: Any = None
   adapts_trained_model: ClassVar[bool] = False
   recomputes_target_bn: ClassVar[bool] = False
-  # The update takes `grad_accum_steps` (the shared train.train_step, or a step built on it).
+  # The update splits its batch over ctx.grad_accum_steps (the shared step.train_step, or a
+  # step built on it).
   accumulates_gradients: ClassVar[bool] = True
+  # update_fn returns a step of its own: no k-shot target batch, no regulariser.
+  has_own_step: ClassVar[bool] = False
 
   def init(self, rng: jax.Array, feature_dim: int, num_classes: int) -> PyTree:
     """Method-owned trainable parameters ({} when none)."""
@@ -73,8 +82,21 @@ class Method:
     return self.regularizer.loss(model, params, outputs, batch, extra, rng)
 
   def update_fn(self) -> Optional[Callable]:
-    """A replacement for the shared update step, or None to use it."""
+    """A replacement for the shared update step (set has_own_step), or None to use it.
+    It is called as `update(state, batch[, extra], *, ctx)` with a step.StepContext."""
     return None
+
+  def supervised_domains(self) -> tuple[str, ...]:
+    """The domains whose labels train the classifier (`supervised_domain`: a name or a tuple)."""
+    d = self.supervised_domain
+    return (d,) if isinstance(d, str) else tuple(d)
+
+  def supervised_outputs(self, outputs: Outputs) -> dict[str, jax.Array]:
+    """Logits and labels of the supervised domains, concatenated (one domain: as is)."""
+    domains = self.supervised_domains()
+    if len(domains) == 1:
+      return outputs[domains[0]]
+    return concat(outputs, domains, ("logits", "labels"))
 
   def refresh(self, exp, state) -> Optional[PyTree]:
     """The update's non-trainable third argument, from the experiment (`train.Experiment`:
@@ -89,7 +111,6 @@ class Method:
 
   def weight(self, progress: jax.Array) -> jax.Array:
     """Trade-off weight for the transfer loss at this point of training."""
-    from jaxdapt.losses import dann_schedule
     w = self.config.weight
     if self.config.weight_schedule == "dann":
       return w * dann_schedule(progress)
@@ -105,15 +126,19 @@ class SourceFreeMethod(Method):
   accumulates_gradients: ClassVar[bool] = False  # subset.target_step: one batch
 
 
+def concat(outputs: Outputs, domains: tuple[str, ...], keys: tuple[str, ...]
+           ) -> dict[str, jax.Array]:
+  """outputs[d][key] of the listed domains, concatenated along the batch."""
+  return {k: jnp.concatenate([outputs[d][k] for d in domains]) for k in keys}
+
+
 def aux_head(config: ml_collections.ConfigDict, num_classes: int):
   """The extra classifier MCD and MDD train beside the model's head (method.aux_head_hidden)."""
-  from jaxdapt.models.classifier import MLPHead
   return MLPHead(num_classes, tuple(config.aux_head_hidden))
 
 
 def init_aux_head(config: ml_collections.ConfigDict, rng: jax.Array, feature_dim: int,
                   num_classes: int) -> PyTree:
-  import jax.numpy as jnp
   return aux_head(config, num_classes).init(rng, jnp.zeros((1, feature_dim)), train=False)["params"]
 
 

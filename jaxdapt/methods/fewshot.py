@@ -24,9 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.methods.base import METHODS, Method, Outputs
-
-LABELED = "target_labeled"
+from jaxdapt.methods.base import LABELED, METHODS, Method
 
 
 @METHODS.register("target_only")
@@ -38,46 +36,12 @@ class TargetOnly(Method):
   supervised_domain: str = LABELED
 
 
-def supervised_domains(method: Method) -> tuple[str, ...]:
-  """The domains whose labels train the classifier (`supervised_domain`: a name or a tuple)."""
-  d = method.supervised_domain
-  return (d,) if isinstance(d, str) else tuple(d)
-
-
-def concat(outputs: Outputs, domains: tuple[str, ...], keys: tuple[str, ...]
-           ) -> dict[str, jax.Array]:
-  """outputs[d][key] of the listed domains, concatenated along the batch."""
-  return {k: jnp.concatenate([outputs[d][k] for d in domains]) for k in keys}
-
-
-def supervised_outputs(outputs: Outputs, method: Method) -> dict[str, jax.Array]:
-  """Logits and labels of the supervised domains, concatenated (one domain: as is)."""
-  domains = supervised_domains(method)
-  if len(domains) == 1:
-    return outputs[domains[0]]
-  return concat(outputs, domains, ("logits", "labels"))
-
-
 def with_labeled_target(method: Method, k: int) -> Method:
   """`method` forwarding and supervising the labeled target batch too (k != 0)."""
   if not k or LABELED in method.domains:
     return method
   return dataclasses.replace(method, domains=method.domains + (LABELED,),
-                             supervised_domain=supervised_domains(method) + (LABELED,))
-
-
-def recipe(task: str, method: str, k: int = 5) -> ml_collections.ConfigDict:
-  """The few-shot recipes' base: the digits recipe (jaxdapt.config.digits_config, not
-  tuned for few shots) with `method` and k labeled target examples per class."""
-  from jaxdapt.config import digits_config
-  config = digits_config(task)
-  config.method.name = method
-  config.data.target_labeled_per_class = k
-  return config
-
-
-def _has_own_step(cls: type) -> bool:
-  return cls.update_fn is not Method.update_fn
+                             supervised_domain=method.supervised_domains() + (LABELED,))
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -92,7 +56,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"data.target_labeled_per_class: method {name!r} trains on the k "
                         f"labeled target examples per class; set k (1, 5, 10 or -1 for all)")
     return
-  if _has_own_step(cls) or cls.supervised_domain == "target":
+  if cls.has_own_step or cls.supervised_domain == "target":
     raise ConfigError(f"data.target_labeled_per_class: method {name!r} does not train on "
                       f"labeled target batches (its own update step, or all target labels); "
                       f"use 0 with it, or target_only / source_only / an alignment method")

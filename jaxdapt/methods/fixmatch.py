@@ -20,6 +20,7 @@ the confident pseudo-labels; target labels serve this metric only).
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,9 @@ import optax
 
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import checks
+from jaxdapt.data import augment
 from jaxdapt.methods.base import METHODS, Method
+from jaxdapt.step import StepContext, train_step
 
 STRONG_VIEW = "target_strong"
 _AUGMENT_STREAM = 0x5F  # folded into the step's key: the strong view's own random stream
@@ -56,6 +59,8 @@ class FixMatch(Method):
       if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise ConfigError(f"method.{field}: must be in {allowed}, got {value!r}")
 
+  has_own_step: ClassVar[bool] = True
+
   def update_fn(self):
     return fixmatch_train_step
 
@@ -70,16 +75,14 @@ class FixMatch(Method):
         "pseudo_acc": (mask * correct).sum() / jnp.maximum(mask.sum(), 1.0)}
 
 
-def fixmatch_train_step(state, batch: dict, extra=None, *, model, method: FixMatch,
-                        **step_kwargs):
-  """The shared step (train.train_step) with the target's strong view added to the batch;
+def fixmatch_train_step(state, batch: dict, extra=None, *, ctx: StepContext):
+  """The shared step (step.train_step) with the target's strong view added to the batch;
   `extra`: refresh's result, passed on (an attached regulariser's)."""
-  from jaxdapt.data import augment
-  from jaxdapt.train import train_step
+  method = ctx.method
   key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _AUGMENT_STREAM)
   target = batch["target"]
   strong = augment.strong_augment(target["image"], key, num_ops=method.config.fixmatch_ops,
                                   cutout_frac=method.config.fixmatch_cutout)
   batch = {**batch, STRONG_VIEW: {"image": strong, "label": target["label"]}}
   with_strong = dataclasses.replace(method, domains=method.domains + (STRONG_VIEW,))
-  return train_step(state, batch, extra, model=model, method=with_strong, **step_kwargs)
+  return train_step(state, batch, extra, ctx=dataclasses.replace(ctx, method=with_strong))

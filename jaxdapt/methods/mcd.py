@@ -28,6 +28,7 @@ from jaxdapt.methods import checks, subset
 from jaxdapt.methods import method_losses as ml
 from jaxdapt.methods.base import METHODS, Method, aux_head, init_aux_head
 from jaxdapt.models.classifier import MLPHead
+from jaxdapt.step import StepContext, forward_domains
 
 PyTree = Any
 SUBSTEPS = ("A", "B", "C")
@@ -60,6 +61,8 @@ class MCD(Method):
   def init(self, rng, feature_dim, num_classes):
     return {"classifier2": init_aux_head(self.config, rng, feature_dim, num_classes)}
 
+  has_own_step: ClassVar[bool] = True
+
   def update_fn(self):
     return mcd_train_step
 
@@ -70,9 +73,8 @@ def mcd_substep(kind: str, params: PyTree, opt_state: PyTree, batch_stats: PyTre
                 mean_std=None) -> tuple[PyTree, PyTree, PyTree, dict[str, jax.Array]]:
   """One MCD sub-step ('A', 'B' or 'C'): returns params, opt_state, batch_stats, metrics.
 
-  `mean_std` (input normalisation) is passed on to train.forward_domains when given.
+  `mean_std` (input normalisation) is passed on to step.forward_domains when given.
   """
-  from jaxdapt.train import forward_domains
   norm_kw = {} if mean_std is None else {"mean_std": mean_std}
   if kind not in SUBSTEPS:
     raise ValueError(f"MCD sub-step must be one of {SUBSTEPS}, got {kind!r}")
@@ -112,13 +114,12 @@ def mcd_substep(kind: str, params: PyTree, opt_state: PyTree, batch_stats: PyTre
   return params, opt_state, new_stats, metrics
 
 
-def mcd_train_step(state, batch: dict, *, model, method: MCD, tx: optax.GradientTransformation,
-                   bn: str, dtype, total_steps: int, mean_std=None):
+def mcd_train_step(state, batch: dict, *, ctx: StepContext):
   """The trainer's update for `mcd`: sub-steps A, B, then C n times (see module doc)."""
-  del total_steps
   rng = jax.random.fold_in(state.rng, state.step)
-  step = functools.partial(mcd_substep, model=model, method=method, tx=tx, bn=bn, dtype=dtype,
-                           mean_std=mean_std)
+  method = ctx.method
+  step = functools.partial(mcd_substep, model=ctx.model, method=method, tx=ctx.tx, bn=ctx.bn,
+                           dtype=ctx.dtype, mean_std=ctx.mean_std)
   params, opt_state, stats, m_a = step("A", state.params, state.opt_state, state.batch_stats,
                                        batch, jax.random.fold_in(rng, 0))
   params, opt_state, stats, m_b = step("B", params, opt_state, stats, batch,

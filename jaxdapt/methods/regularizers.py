@@ -53,8 +53,10 @@ import ml_collections
 import numpy as np
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.methods import fewshot
-from jaxdapt.methods.base import METHODS, Method, Outputs
+from jaxdapt import features, losses, step
+from jaxdapt.init_from import load_init_from
+from jaxdapt.methods.base import METHODS, Method, Outputs, concat
+from jaxdapt.tree import named_leaves
 
 PyTree = Any
 WEIGHTS = ("l2sp_alpha", "l2sp_beta", "delta_weight", "bss_weight", "lwf_weight")
@@ -68,7 +70,6 @@ def l2_sp(params: PyTree, start: PyTree | None, loaded: Callable[[str], bool], a
           beta: float) -> jax.Array:
   """α/2 Σ_{loaded w} ‖w − w⁰‖² + β/2 Σ_{new w} ‖w‖² over '/'-joined leaf names;
   `start` has the structure of `params` (only read at loaded leaves, when α > 0)."""
-  from jaxdapt.optim import named_leaves
   ref = dict(named_leaves(start)) if start is not None and alpha else {}
   pull, new = jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
   for name, w in named_leaves(params):
@@ -148,7 +149,6 @@ def feature_maps(model, variables: dict[str, PyTree], images: jax.Array,
 def channel_attention(model, variables: dict[str, PyTree], images: jax.Array,
                       labels: jax.Array, layers: Sequence[str]) -> dict[str, np.ndarray]:
   """{layer: W_l [C]}: softmax_c(CE with channel c of layer l zeroed − CE), evaluation mode."""
-  from jaxdapt import losses
 
   def masked_loss(layer, mask, variables, images, labels):
     def zero_channels(next_fun, args, kwargs, context):
@@ -204,7 +204,6 @@ class Regularizer:
     del state  # the same starting model at the start and on resume
     if not self.needs_start:
       return None
-    from jaxdapt.train import load_init_from
     step0 = load_init_from(exp, exp.init(jax.random.key(exp.config.seed)))
     start = {"params": step0.params["model"], "batch_stats": step0.batch_stats}
     if self.config.delta_weight:
@@ -212,12 +211,11 @@ class Regularizer:
     return start
 
   def _attention(self, exp, start: PyTree) -> dict[str, np.ndarray]:
-    from jaxdapt import features, train
     rng = np.random.default_rng(exp.config.seed)
     rows = [features.subset(exp.sources[d], self.config.delta_attention_points, rng)
             for d in self.supervised]
     examples = [r[i] for r in rows for i in range(len(r))]
-    images = train.normalize(np.stack([e["image"] for e in examples]), self.dtype,
+    images = step.normalize(np.stack([e["image"] for e in examples]), self.dtype,
                              self.mean_std)
     labels = jnp.asarray([e["label"] for e in examples], jnp.int32)
     return channel_attention(exp.model, _variables(start["params"], start["batch_stats"]),
@@ -232,17 +230,16 @@ class Regularizer:
       terms["reg_l2sp"] = l2_sp(params, start and start["params"], self.loaded, c.l2sp_alpha,
                                 c.l2sp_beta)
     if c.bss_weight:
-      feats = fewshot.concat(outputs, self.supervised, ("features",))["features"]
+      feats = concat(outputs, self.supervised, ("features",))["features"]
       terms["reg_bss"] = c.bss_weight * smallest_singular_values(feats, c.bss_k)
     if c.lwf_weight or c.delta_weight:
-      from jaxdapt.train import normalize
       start = jax.lax.stop_gradient(start)
       teacher = _variables(start["params"], start["batch_stats"])
-      images = jnp.concatenate([normalize(batch[d]["image"], self.dtype, self.mean_std)
+      images = jnp.concatenate([step.normalize(batch[d]["image"], self.dtype, self.mean_std)
                                 for d in self.supervised])
     if c.lwf_weight:
       old = model.apply(teacher, images, train=False)["logits"]
-      new = fewshot.concat(outputs, self.supervised, ("logits",))["logits"]
+      new = concat(outputs, self.supervised, ("logits",))["logits"]
       terms["reg_lwf"] = c.lwf_weight * distillation_kl(new, old, c.lwf_temperature)
     if c.delta_weight:
       layers = tuple(c.delta_layers)
@@ -259,10 +256,9 @@ def attach(method: Method, config: ml_collections.ConfigDict) -> Method:
   """`method` carrying the Regularizer of config.regularizer (unchanged when all are off)."""
   if not any(config.regularizer[w] for w in WEIGHTS):
     return method
-  from jaxdapt import train
   reg = Regularizer(config.regularizer, config.model.init_from, tuple(config.model.dont_load),
-                    fewshot.supervised_domains(method), train.compute_dtype(config),
-                    train.input_mean_std(config))
+                    method.supervised_domains(), step.compute_dtype(config),
+                    step.input_mean_std(config))
   return dataclasses.replace(method, regularizer=reg)
 
 
@@ -286,7 +282,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   active = [w for w in WEIGHTS if r[w]]
   if not active:
     return
-  if METHODS.get(config.method.name).update_fn is not Method.update_fn:
+  if METHODS.get(config.method.name).has_own_step:
     raise ConfigError(f"regularizer.{active[0]}: method {config.method.name!r} has its own "
                       f"update step, which adds no regulariser; set it to 0")
   for field in ("l2sp_alpha", "delta_weight", "lwf_weight"):

@@ -23,14 +23,15 @@ the (1 + 10p)^-0.75 decay (digits config); the head frozen.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 
-from jaxdapt import losses, sharding
+from jaxdapt import features, losses, sharding
 from jaxdapt.methods import checks, subset
 from jaxdapt.methods import method_losses as ml
 from jaxdapt.methods.base import METHODS, SourceFreeMethod
+from jaxdapt.step import StepContext, apply_model, normalize
 
 PyTree = Any
 
@@ -44,12 +45,14 @@ class SHOT(SourceFreeMethod):
   def __post_init__(self):
     checks.positive_number("shot_beta", self.config.shot_beta, allow_zero=True)
 
+  has_own_step: ClassVar[bool] = True
+
   def update_fn(self):
     return shot_train_step
 
   def refresh(self, exp, state) -> dict[str, jax.Array]:
     """Centroids (c¹, valid) over the target train split's evaluation-mode features."""
-    from jaxdapt import features
+
     if "forward" not in self._cache:  # one jitted forward per experiment (= per Method)
       self._cache["forward"] = features.forward_fn(exp)
     target = features.extract(exp, self._cache["forward"], state, exp.sources["target"])
@@ -61,16 +64,13 @@ class SHOT(SourceFreeMethod):
 _centroids = jax.jit(ml.shot_centroids)
 
 
-def shot_train_step(state, batch: dict, extra: dict[str, jax.Array], *, model, method: SHOT,
-                    tx, bn: str, dtype, total_steps: int, mean_std):
+def shot_train_step(state, batch: dict, extra: dict[str, jax.Array], *, ctx: StepContext):
   """The trainer's update for `shot`: IM + β·CE(pseudo-labels) on the target batch alone."""
-  del total_steps
-  from jaxdapt.train import apply_model, normalize
-  out, _ = apply_model(model, state.params["model"], state.batch_stats,
-                       normalize(batch["target"]["image"], dtype, mean_std), train=False)
+  out, _ = apply_model(ctx.model, state.params["model"], state.batch_stats,
+                       normalize(batch["target"]["image"], ctx.dtype, ctx.mean_std), train=False)
   pseudo = ml.nearest_centroid(jax.lax.stop_gradient(out["features"]), extra["centroids"],
                                extra["valid"])
-  beta = method.config.shot_beta
+  beta = ctx.method.config.shot_beta
 
   def objective(target):
     im, mean_entropy, diversity = ml.information_maximization(target["logits"])
@@ -78,5 +78,4 @@ def shot_train_step(state, batch: dict, extra: dict[str, jax.Array], *, model, m
     return im + beta * pseudo_ce, {"im_loss": im, "target_entropy": mean_entropy,
                                    "diversity": diversity, "pseudo_ce": pseudo_ce}
 
-  return subset.target_step(state, batch, objective, subset.is_feature_extractor, model=model,
-                            tx=tx, bn=bn, dtype=dtype, mean_std=mean_std)
+  return subset.target_step(state, batch, objective, subset.is_feature_extractor, ctx=ctx)

@@ -14,7 +14,8 @@ from typing import Any, Callable
 import jax
 import optax
 
-from jaxdapt.optim import path_name
+from jaxdapt.step import StepContext, forward_domains
+from jaxdapt.tree import path_name
 
 PyTree = Any
 Trainable = Callable[[str], bool]
@@ -61,25 +62,25 @@ def apply_update(params: PyTree, opt_state: PyTree, grads: PyTree,
           select(new_opt_state, opt_state, trainable, advance_count=advance_count))
 
 
-def target_step(state, batch: dict, objective: Callable, trainable: Trainable, *, model,
-                tx: optax.GradientTransformation, bn: str, dtype, mean_std):
+def target_step(state, batch: dict, objective: Callable, trainable: Trainable, *,
+                ctx: StepContext):
   """One update from the target batch alone (SHOT, TENT), BatchNorm in training mode.
 
   `objective(target_outputs) -> (loss, metrics)` sees the target domain's
   features, logits and labels; only `trainable` leaves change.
   """
-  from jaxdapt.train import forward_domains
   rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     params = stop_untrained(params, trainable)
-    outputs, stats = forward_domains(model, params["model"], state.batch_stats, batch,
-                                     ("target",), bn=bn, dtype=dtype, rng=rng, mean_std=mean_std)
+    outputs, stats = forward_domains(ctx.model, params["model"], state.batch_stats, batch,
+                                     ("target",), bn=ctx.bn, dtype=ctx.dtype, rng=rng,
+                                     mean_std=ctx.mean_std)
     loss, metrics = objective(outputs["target"])
     return loss, (stats, metrics)
 
   (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  params, opt_state = apply_update(state.params, state.opt_state, grads, tx, trainable)
+  params, opt_state = apply_update(state.params, state.opt_state, grads, ctx.tx, trainable)
   metrics = {"loss": loss, "transfer_loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
   return state.replace(step=state.step + 1, params=params, batch_stats=stats,
                        opt_state=opt_state), metrics

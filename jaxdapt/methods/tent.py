@@ -19,7 +19,7 @@ experiments/digits/tent.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import numpy as np
@@ -29,7 +29,8 @@ from jaxdapt.errors import ConfigError
 from jaxdapt.methods import method_losses as ml
 from jaxdapt.methods import subset
 from jaxdapt.methods.base import METHODS, SourceFreeMethod
-from jaxdapt.optim import named_leaves
+from jaxdapt.step import StepContext
+from jaxdapt.tree import named_leaves
 
 PyTree = Any
 
@@ -48,6 +49,8 @@ def batchnorm_affine(batch_stats: PyTree) -> subset.Trainable:
 @dataclasses.dataclass(frozen=True)
 class TENT(SourceFreeMethod):
 
+  has_own_step: ClassVar[bool] = True
+
   def update_fn(self):
     return tent_train_step
 
@@ -61,10 +64,8 @@ class TENT(SourceFreeMethod):
     return {"target_online_acc": float((steps * acc).sum() / steps.sum())}
 
 
-def tent_train_step(state, batch: dict, *, model, method: TENT, tx, bn: str, dtype,
-                    total_steps: int, mean_std):
+def tent_train_step(state, batch: dict, *, ctx: StepContext):
   """The trainer's update for `tent`: entropy of the target batch, BN affine parameters only."""
-  del method, total_steps
   if not state.batch_stats:
     raise ConfigError("method tent: the model has no BatchNorm to adapt; set model.norm='batch'")
 
@@ -75,4 +76,4 @@ def tent_train_step(state, batch: dict, *, model, method: TENT, tx, bn: str, dty
                                                    target["labels"])}
 
   return subset.target_step(state, batch, objective, batchnorm_affine(state.batch_stats),
-                            model=model, tx=tx, bn=bn, dtype=dtype, mean_std=mean_std)
+                            ctx=ctx)

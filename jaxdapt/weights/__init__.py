@@ -1,4 +1,4 @@
-"""Pretrained torchvision/timm weights -> jaxdapt checkpoints (`python -m jaxdapt.weights`).
+"""Pretrained torchvision/timm weights -> jaxdapt checkpoints (`jaxdapt weights`).
 
 The trainer needs only `load_pretrained` and `merge_into`; `read_tensors`
 and `convert` are the two halves of the `import` command.

@@ -66,7 +66,7 @@ def load_pretrained(path: str | os.PathLike, *, arch: str | None = None) -> Pret
   meta_path = os.path.join(root, METADATA_FILE)
   if not os.path.isfile(meta_path):
     raise WeightsError(f"init_from: {root} is not an imported-weights directory (no "
-                       f"{METADATA_FILE}); create one with `python -m jaxdapt.weights import`")
+                       f"{METADATA_FILE}); create one with `jaxdapt weights import`")
   with open(meta_path) as f:
     metadata = json.load(f)
   if metadata.get("format") != FORMAT:

@@ -1,6 +1,6 @@
 """Runs a task × method × seed grid and writes a results table (markdown + JSON).
 
-  python -m jaxdapt.grid --tasks syn2uci,uci2ucim \
+  jaxdapt grid --tasks syn2uci,uci2ucim \
       --methods source_only,dann,dan,deep_coral,target_oracle --seeds 0,1,2 --out results/digits
 
 Two-stage methods (ADDA, TENT, SHOT) name their stage 1 in their experiment file
@@ -19,18 +19,19 @@ is better; it uses target images, never target labels.
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import json
 import os
 import platform
 import time
 import traceback
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli
+from jaxdapt.tools.cli import apply_overrides, call_get_config, config_module
 
 # Table order for `--methods all`: bounds, then the method families of issue #3; experiment
 # files not listed here follow alphabetically.
@@ -56,12 +57,8 @@ def experiment_module(method: str, experiments_dir: str):
   """The experiment file METHOD.py, imported (its get_config and optional grid hints)."""
   path = os.path.join(experiments_dir, f"{method}.py")
   if not os.path.exists(path):
-    from jaxdapt.errors import ConfigError
     raise ConfigError(f"--methods: no config {path} for method {method!r}")
-  spec = importlib.util.spec_from_file_location(f"_jaxdapt_cfg_{method}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_module(path, "--methods")
 
 
 def load_config(method: str, task: str, experiments_dir: str, overrides: Sequence[str] = ()):
@@ -70,7 +67,8 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
   train.steps=500 must not turn it into five passes)."""
   module = experiment_module(method, experiments_dir)
   pinned = set(getattr(module, "GRID_PINNED", ()))
-  return apply_overrides(module.get_config(task),
+  path = os.path.join(experiments_dir, f"{method}.py")
+  return apply_overrides(call_get_config(module, path, task, "--tasks"),
                          [o for o in overrides if o.split("=", 1)[0] not in pinned])
 
 
@@ -78,44 +76,6 @@ def stage1_of(method: str, experiments_dir: str) -> str | None:
   """The method whose finished run a two-stage method starts from (the experiment
   file's STAGE1: ADDA and TENT from source_only, SHOT from shot_source), else None."""
   return getattr(experiment_module(method, experiments_dir), "STAGE1", None)
-
-
-# What JSON value each field type takes from --set (an int field no float, no field a bool
-# unless it holds one); tuples and lists take JSON lists.
-_OVERRIDE_KINDS = {bool: (bool,), int: (int,), float: (int, float), tuple: (list,), list: (list,)}
-
-
-def _override_value(item: str, old: Any, value: str) -> Any:
-  """`value` (JSON; verbatim for a string field) as the type of the field's `old` value.
-  Refuses what a cast would silently change: 2.5 for an int field, 1 for a bool one."""
-  if isinstance(old, str):
-    return value
-  try:
-    new = json.loads(value)
-  except json.JSONDecodeError:
-    raise ConfigError(f"--set {item}: {value!r} is not JSON (the field holds "
-                      f"{type(old).__name__} {old!r})") from None
-  if old is None or new is None:
-    return new
-  allowed = _OVERRIDE_KINDS.get(type(old))
-  if allowed is None:  # a nested ConfigDict and the like: its constructor checks
-    return type(old)(new)
-  if not isinstance(new, allowed) or (isinstance(new, bool) and bool not in allowed):
-    raise ConfigError(f"--set {item}: the field holds {type(old).__name__} {old!r}; "
-                      f"got {type(new).__name__} {new!r}")
-  return type(old)(new)
-
-
-def apply_overrides(config, overrides: Sequence[str] = ()):
-  """Sets each FIELD=JSON (strings verbatim) in place; returns `config`."""
-  from jaxdapt.config import find_field
-  for item in overrides:
-    key, sep, value = item.partition("=")
-    if not sep:
-      raise ConfigError(f"--set {item}: expected FIELD=VALUE, e.g. train.steps=500")
-    group, leaf = find_field(config, key, f"--set {item}")
-    group[leaf] = _override_value(item, group[leaf], value)
-  return config
 
 
 def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
@@ -146,7 +106,7 @@ def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str
   """The run in `workdir`: its summary.json if finished, else trained from make_config()
   (resuming a checkpoint). A failure is recorded (error.txt, `ident` + 'error'), not
   raised, so one bad run does not lose the others (jaxdapt.rank shares this)."""
-  from jaxdapt import train
+  from jaxdapt import trainer
   summary_path = os.path.join(workdir, "summary.json")
   if os.path.exists(summary_path):
     with open(summary_path) as f:
@@ -157,7 +117,7 @@ def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str
   config.train.progress_bar = False
   start = time.perf_counter()
   try:
-    summary = train.train_and_evaluate(config, workdir)
+    summary = trainer.train_and_evaluate(config, workdir)
   except Exception as e:  # one failed run must not lose the grid
     error = f"{type(e).__name__}: {e}"
     print(f"[grid] {label} FAILED: {error}", flush=True)
@@ -236,7 +196,7 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
   label-free criterion picks, beside the last step and the oracle; a criterion a run
   did not log (runs from before it existed) is left out of that run's cell."""
   from jaxdapt.analysis import selection
-  from jaxdapt.analyze import LOGGED_CRITERIA
+  from jaxdapt.tools.analyze import LOGGED_CRITERIA
   names = ("last", *LOGGED_CRITERIA, "oracle")
   data: dict[str, Any] = {}
   lines = ["| task | method | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
@@ -262,8 +222,8 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
   return "\n".join(lines), data
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = cli.parser("grid", __doc__)
   parser.add_argument("--tasks", default="syn2uci,syn2ucim,uci2ucim,fashion2fashionm")
   parser.add_argument("--methods", default="source_only,dann,dan,deep_coral,target_oracle",
                       help="comma-separated experiment names, or 'all' (every file in "
@@ -271,22 +231,31 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--out", default="results/digits")
   parser.add_argument("--experiments", default="experiments/digits")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                      help="config override applied to every run, e.g. train.steps=500")
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                      help="config override applied to every run, e.g. --set train.steps=500")
   parser.add_argument("--table-only", action="store_true",
                       help="train nothing: tabulate the finished runs, list the others as not run")
   args = parser.parse_args(argv)
+  # A typo in --methods/--tasks/--seeds/--set fails now, not hours into the grid (and
+  # before OUT is created).
+  if not os.path.isdir(args.experiments):
+    raise ConfigError(f"--experiments: {args.experiments}: no such directory")
   tasks = args.tasks.split(",")
   methods = (all_methods(args.experiments) if args.methods == "all"
              else args.methods.split(","))
-  seeds = [int(s) for s in args.seeds.split(",")]
-  # A typo in --methods/--tasks/--set fails now, not hours into the grid.
+  try:
+    seeds = [int(s) for s in args.seeds.split(",")]
+  except ValueError:
+    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
+                      "integers") from None
   try:
     for task in tasks:
       for method in methods:
         load_config(method, task, args.experiments, args.set)
-  except (ConfigError, KeyError, ValueError) as e:
-    parser.exit(2, f"error: {e}\n")
+  except (KeyError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(str(e)) from None
   os.makedirs(args.out, exist_ok=True)
   start = time.perf_counter()
   results = []
@@ -327,7 +296,4 @@ def main(argv: Sequence[str] | None = None) -> None:
     json.dump({"results": results, "selection": sel_data, "wall_s": wall,
                "overrides": args.set}, f, indent=2)
   print(md + footer + sel_md)
-
-
-if __name__ == "__main__":
-  main()
+  return 0

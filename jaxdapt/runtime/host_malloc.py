@@ -1,4 +1,4 @@
-"""glibc malloc settings jaxdapt applies on import, so XLA:CPU's buffers are reused.
+"""glibc malloc settings the jaxdapt command applies at start (runtime.setup), so XLA:CPU's buffers are reused.
 
 By default glibc serves every allocation above a (dynamic, at most 32 MiB)
 threshold with a fresh `mmap` and gives it back with `munmap` when freed, and
@@ -12,7 +12,7 @@ instead of returning it to the system.
 
 The settings are global to the process: PyTorch in the same process runs under
 them too, so `jaxdapt.bench` times both under the same settings. They are applied
-through `mallopt` at import, which is as good as the MALLOC_* variables but
+through `mallopt` by runtime.setup(), which is as good as the MALLOC_* variables but
 needs nothing set before Python starts. Left alone: a process whose environment
 already sets glibc's malloc variables (MALLOC_MMAP_THRESHOLD_,
 MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, or glibc.malloc tunables in

@@ -1,4 +1,4 @@
-"""Post-hoc analysis of a finished run: python -m jaxdapt.analyze --workdir RUN
+"""Post-hoc analysis of a finished run: jaxdapt analyze --workdir RUN
 
 Rebuilds the experiment from RUN/config.json, restores the latest checkpoint,
 and compares it with the model at initialisation ("before"), or with another run's
@@ -16,15 +16,18 @@ oracle), never by a selection criterion.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+
+from jaxdapt.errors import ConfigError, JaxdaptError
+from jaxdapt.tools import cli
 
 PyTree = Any
 SPLITS = ("source", "source_val", "target", "target_test")
@@ -33,7 +36,7 @@ LOGGED_CRITERIA = ("source_val_acc", "target_test_im", "-target_test_entropy",
                    "sel_info_max", "sel_snd", "sel_snd_features", "sel_neg_dev")
 
 
-class RunError(Exception):
+class RunError(JaxdaptError):
   """RUN is not an analysable run directory; the message says what is missing."""
 
 
@@ -48,9 +51,14 @@ def load_run_config(run: str):
   """RUN/config.json merged over `base_config()`, so fields added to the schema after
   the run was trained take their defaults (as a resume would)."""
   from jaxdapt import config as config_lib
-  from jaxdapt.errors import ConfigError
-  with open(os.path.join(run, "config.json")) as f:
-    saved = json.load(f)
+  path = os.path.join(run, "config.json")
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunError(f"{path}: not readable as a run's config ({e})") from None
+  if not isinstance(saved, dict):
+    raise RunError(f"{path}: not a run's config (a JSON object)")
   config = config_lib.base_config()
 
   def merge(node, values: dict, prefix: str) -> None:
@@ -70,16 +78,16 @@ def load_run_config(run: str):
   return config
 
 
-def check_run(run: str) -> None:
+def check_run(run: str, flag: str = "--workdir") -> None:
   """Raises RunError naming the first missing piece (before anything is created in RUN)."""
   if not os.path.isdir(run):
-    raise RunError(f"--workdir {run}: no such directory")
+    raise RunError(f"{flag} {run}: no such directory")
   if not os.path.isfile(os.path.join(run, "config.json")):
-    raise RunError(f"--workdir {run}: no config.json (not a run written by jaxdapt.train)")
+    raise RunError(f"{flag} {run}: no config.json (not a run written by jaxdapt train)")
   ckpt_dir = os.path.join(run, "checkpoints")
   steps = [d for d in os.listdir(ckpt_dir) if d.isdigit()] if os.path.isdir(ckpt_dir) else []
   if not steps:
-    raise RunError(f"--workdir {run}: no checkpoint in {ckpt_dir}")
+    raise RunError(f"{flag} {run}: no checkpoint in {ckpt_dir}")
 
 
 def _before_state(exp, config, before_run: str = ""):
@@ -89,23 +97,24 @@ def _before_state(exp, config, before_run: str = ""):
   import dataclasses
 
   import jax
-  from jaxdapt import train
+
+  from jaxdapt import trainer
   state = exp.init(jax.random.key(config.seed))
   if before_run:
-    run, _ = train.split_run_step(before_run)
-    check_run(run)
+    run, _ = trainer.split_run_step(before_run)
+    check_run(run, "--before")
     other = config.copy_and_resolve_references()
     with other.unlocked():
       other.model.init_from, other.model.dont_load = before_run, ()
     try:  # strict: every parameter of this run's model must come from before_run
       short = os.path.join(*os.path.normpath(before_run).split(os.sep)[-2:])  # .../METHOD/seed_N
-      return (train.load_init_from(dataclasses.replace(exp, config=other), state),
+      return (trainer.load_init_from(dataclasses.replace(exp, config=other), state),
               f"run …/{short}")
     except Exception as e:
       raise RunError(f"--before {before_run}: not loadable into this run's model ({e})") from e
   if config.model.init_from:
     try:
-      return train.load_init_from(exp, state), f"init_from {config.model.init_from}"
+      return trainer.load_init_from(exp, state), f"init_from {config.model.init_from}"
     except Exception as e:  # the import may have moved; random init still shows the trend
       print(f"warning: init_from {config.model.init_from} not loadable ({e}); "
             f"'before' is the random initialisation", file=sys.stderr)
@@ -144,13 +153,14 @@ def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
   """Everything the command computes; writes RUN/analysis/ and returns analysis.json's dict."""
   check_run(run)
   import jax
-  from jaxdapt import checkpoint, features, train
+
+  from jaxdapt import checkpoint, features, trainer
   from jaxdapt.analysis import plots, selection, shift
   from jaxdapt.analysis._util import subsample
 
   t0 = time.perf_counter()
   config = load_run_config(run)
-  exp = train.build(config)
+  exp = trainer.build(config)
   before, before_kind = _before_state(exp, config, before_run)
   ckpt = checkpoint.Checkpointer(run, config.train.keep_checkpoints)
   try:
@@ -167,7 +177,7 @@ def analyze(run: str, *, max_train: int = 2000, tsne_points: int = 1000,
   # Each split is read with its domain's model (its DSBN branch / AdaBN statistics).
   feats = {}
   for name, state in (("before", before), ("after", after)):
-    views = train.eval_states(exp, state)
+    views = trainer.eval_states(exp, state)
     feats[name] = {split: features.extract(exp, forward, views[split.split("_")[0]],
                                            sources[split]) for split in SPLITS}
   t_extract = time.perf_counter() - t0
@@ -306,8 +316,8 @@ def summary_text(r: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--workdir", required=True, help="a run directory written by jaxdapt.train")
+  parser = cli.parser("analyze", __doc__)
+  parser.add_argument("--workdir", required=True, help="a run directory written by jaxdapt train")
   parser.add_argument("--max-train", type=int, default=2000,
                       help="rows of source train and of target train used (seeded subsample)")
   parser.add_argument("--tsne-points", type=int, default=1000,
@@ -320,19 +330,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="compare with this run's model (same architecture; e.g. the "
                            "source-only run) instead of the initialisation")
   args = parser.parse_args(argv)
-  from jaxdapt.errors import JaxdaptError
-  try:
-    result = analyze(args.workdir, max_train=args.max_train,
-                     tsne_points=args.tsne_points, shift_points=args.shift_points,
-                     n_permutations=args.permutations,
-                     seed=args.seed, before_run=args.before)
-  except (RunError, JaxdaptError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  check_run(args.workdir)  # before JAX starts or anything is written
+  if args.before:
+    from jaxdapt.init_from import split_run_step
+    check_run(split_run_step(args.before)[0], "--before")
+  result = analyze(args.workdir, max_train=args.max_train,
+                   tsne_points=args.tsne_points, shift_points=args.shift_points,
+                   n_permutations=args.permutations,
+                   seed=args.seed, before_run=args.before)
   print(summary_text(result))
   print(f"report: {result['report']}")
   return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

@@ -1,12 +1,12 @@
 """The transfer table (issue #4): uci_digits accuracy from k labels per class, per
 pretraining source and fine-tuning strategy, with negative transfer flagged.
 
-  python -m jaxdapt.transfer_table --out results/transfer --seeds 1,2,3 --k 1,5,10,all \\
+  jaxdapt transfer-table --out results/transfer --seeds 1,2,3 --k 1,5,10,all \\
       --sources fashion,syn_digits --strategies all
 On two cores, one pinned single-threaded process per core, then render both halves:
   for i in 0 1; do XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c $i \\
-    python -m jaxdapt.transfer_table --out results/transfer --shard $i/2 & done; wait
-  python -m jaxdapt.transfer_table --out results/transfer --table-only
+    jaxdapt transfer-table --out results/transfer --shard $i/2 & done; wait
+  jaxdapt transfer-table --out results/transfer --table-only
 
 Each source is pretrained once (seed 0) with experiments/transfer/pretrain.py:SOURCE
 into OUT/pretrain/SOURCE (ResNet-18, 32×32 stem, 16 base channels for the CPU budget;
@@ -56,18 +56,21 @@ import json
 import os
 import platform
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from jaxdapt import grid, negative_transfer as nt
 from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli, grid
+from jaxdapt.tools import negative_transfer as nt
 
 # negative_transfer's paired statistics and reuse guard, shared rather than copied.
 stats = nt._stats  # pylint: disable=protected-access
 
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "experiments", "transfer")
+# The repository's experiments/transfer (this file is jaxdapt/tools/transfer_table.py).
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "experiments", "transfer")
 PRETRAIN_SEED = 0
 STEPS = 100
 TASK = "syn2uci"  # the recipes' task whose target is uci_digits; the source is replaced
@@ -134,8 +137,8 @@ def stage_config(stage: Stage, k: int, seed: int, model, init_from: str,
   for field, value in model.items():
     if field not in ("init_from", "dont_load"):
       config.model[field] = value
-  grid.apply_overrides(config, (*FINETUNE, f"data.target_labeled_per_class={k}",
-                                f"model.init_from={init_from}", *stage.overrides, *overrides))
+  cli.apply_overrides(config, (*FINETUNE, f"data.target_labeled_per_class={k}",
+                               f"model.init_from={init_from}", *stage.overrides, *overrides))
   config.seed = seed
   return config
 
@@ -244,7 +247,8 @@ def backbone_features(out: str, source: str, model, overrides: Sequence[str]
   """Pooled features of the pretrained backbone on uci_digits train and test, stored in
   OUT/features/SOURCE/{train,test} (extracted once; eval-mode BN, no training)."""
   import jax
-  from jaxdapt import features, train
+
+  from jaxdapt import features, trainer
   config = stage_config(TRAINED["finetune"][0], ALL, PRETRAIN_SEED, model,
                         pretrain_dir(out, source), overrides)
   summary = _read(os.path.join(pretrain_dir(out, source), "summary.json"))
@@ -256,9 +260,9 @@ def backbone_features(out: str, source: str, model, overrides: Sequence[str]
     stored = features.load_store(path, {**meta, "split": split})
     if stored is None:
       if exp is None:
-        exp = train.build(config)
-        state = train.load_init_from(exp, exp.init(jax.random.key(PRETRAIN_SEED)))
-        state, forward = train.eval_states(exp, state)["target"], features.forward_fn(exp)
+        exp = trainer.build(config)
+        state = trainer.load_init_from(exp, exp.init(jax.random.key(PRETRAIN_SEED)))
+        state, forward = trainer.eval_states(exp, state)["target"], features.forward_fn(exp)
       stored = features.extract(exp, forward, state, exp.sources[key])
       features.save_store(path, stored, {**meta, "split": split})
     arrays[split] = stored
@@ -269,8 +273,8 @@ def probe_accuracy(strategy: str, arrays: dict[str, dict[str, np.ndarray]], k: i
                    seed: int) -> dict[str, Any]:
   """Linear probe or kNN on the features of the seed's k examples per class: the same
   draw as the fine-tuning runs' labeled batch (labeled.select_per_class of the train split)."""
-  from jaxdapt import probe
   from jaxdapt.data.labeled import select_per_class
+  from jaxdapt.tools import probe
   train, test = arrays["train"], arrays["test"]
   idx = select_per_class(train["labels"], k, seed)
   x, y = train["features"][idx], train["labels"][idx]
@@ -422,7 +426,7 @@ def _shard(text: str) -> tuple[int, int]:
 def check_configs(sources: Sequence[str], overrides: Sequence[str]):
   """Every config loads (a typo in --sources or --set fails before any training) and the
   sources share one backbone (scratch is one row for all); returns that model group."""
-  from jaxdapt import config as config_lib
+  from jaxdapt import trainer
   models = {}
   for source in sources:
     try:
@@ -435,19 +439,19 @@ def check_configs(sources: Sequence[str], overrides: Sequence[str]):
                       "scratch row needs one")
   for stages in TRAINED.values():
     for stage in stages:
-      config_lib.validate(stage_config(stage, 1, 0, model, "x", overrides))
+      trainer.validate(stage_config(stage, 1, 0, model, "x", overrides))
   return model
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = cli.parser("transfer-table", __doc__)
   parser.add_argument("--out", default="results/transfer")
   parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--k", default="1,5,10,all", help="labels per class; 'all': every one")
   parser.add_argument("--sources", default="fashion,syn_digits")
   parser.add_argument("--strategies", default="all",
                       help=f"'all' or some of {','.join(STRATEGIES)} (scratch always runs)")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                       help="config override for every run, pretraining included")
   parser.add_argument("--shard", default="0/1", help="I/N: run only cells with index % N == I")
   parser.add_argument("--table-only", action="store_true",
@@ -456,18 +460,24 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   # Runs record model.init_from under OUT: absolute, so a rerun from another directory
   # (or with OUT spelt differently) reuses them instead of refusing them.
   args.out = os.path.abspath(args.out)
+  # Every name and config is checked before anything is trained or written.
+  sources = args.sources.split(",")  # check_configs names the allowed ones
+  strategies = _names(args.strategies, STRATEGIES, "--strategies")
+  ks, shard = _ks(args.k), _shard(args.shard)
   try:
-    sources = args.sources.split(",")  # check_configs names the allowed ones
-    strategies = _names(args.strategies, STRATEGIES, "--strategies")
-    ks, shard = _ks(args.k), _shard(args.shard)
     seeds = [int(s) for s in args.seeds.split(",")]
-    model = check_configs(sources, args.set)
-  except (ConfigError, KeyError, ValueError) as e:
-    parser.exit(2, f"error: {e}\n")
+  except ValueError:
+    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
+                      "integers") from None
   try:
-    return run_table(args, sources, strategies, ks, seeds, shard, model)
-  except ConfigError as e:  # a finished run in OUT under another config
-    parser.exit(2, f"error: {e}\n")
+    model = check_configs(sources, args.set)
+  except (KeyError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(str(e)) from None
+  # A finished run in OUT under another config is a ConfigError, raised from here too.
+  run_table(args, sources, strategies, ks, seeds, shard, model)
+  return 0
 
 
 def hardware() -> str:
@@ -481,7 +491,7 @@ def run_table(args: argparse.Namespace, sources: Sequence[str], strategies: Sequ
               ) -> dict[str, Any]:
   """Pretrains this shard's sources, runs its cells, and (unsharded or --table-only)
   writes and prints the table."""
-  from jaxdapt import compile_cache
+  from jaxdapt.runtime import compile_cache
   start, train_missing = time.perf_counter(), not args.table_only
   # Every seed, k and source of a strategy runs one program: compiled once, then loaded.
   compile_cache.enable(pretrain_config(sources[0], args.set).train.compilation_cache_dir)
@@ -539,7 +549,3 @@ def run_table(args: argparse.Namespace, sources: Sequence[str], strategies: Sequ
     json.dump(summary, f, indent=2)
   print(text, flush=True)
   return summary
-
-
-if __name__ == "__main__":
-  main()

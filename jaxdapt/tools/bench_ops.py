@@ -1,6 +1,6 @@
 """Where the CPU DANN step loses to PyTorch: its layers timed one by one, JAX vs PyTorch.
 
-  python -m jaxdapt.bench_ops [--batch 128] [--repeats 30]
+  jaxdapt bench-ops [--batch 128] [--repeats 30]
 
 The digits DANN network (`dann_digits` on 32x32x3, batch = source + target) is
 two 5x5 convs, each followed by BatchNorm (batch statistics) -> 2x2 max-pool ->
@@ -15,16 +15,18 @@ Needs torch.
 """
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdapt.errors import ConfigError, JaxdaptError
 from jaxdapt.kernels import cpu_conv
 from jaxdapt.models.layers import BN_EPSILON, max_pool, normalize_by_batch
+from jaxdapt.tools import cli
 
 CONVS = {"conv1": (32, 3, 32), "conv2": (14, 32, 48)}    # input size, in, out channels
 BLOCKS = {"block1": (28, 32), "block2": (10, 48)}        # conv output size, channels
@@ -150,19 +152,19 @@ def table(rows: Sequence[dict]) -> str:
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> list[dict]:
-  parser = argparse.ArgumentParser(prog="python -m jaxdapt.bench_ops",
-                                   description=__doc__.split("\n\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = cli.parser("bench-ops", __doc__)
   parser.add_argument("--batch", type=int, default=128, help="source + target images")
   parser.add_argument("--repeats", type=int, default=30)
   args = parser.parse_args(argv)
+  if args.batch < 1 or args.repeats < 1:
+    raise ConfigError(f"--batch {args.batch} --repeats {args.repeats}: both must be >= 1")
+  if importlib.util.find_spec("torch") is None:
+    raise JaxdaptError("bench-ops times PyTorch too: install torch (pip install "
+                       "'jaxdapt[torch]')")
   import torch
   rows = measure(args.batch, args.repeats)
   print(f"batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].device_kind}, "
         f"torch {torch.__version__} with {torch.get_num_threads()} threads")
   print(table(rows))
-  return rows
-
-
-if __name__ == "__main__":
-  main()
+  return 0

@@ -1,7 +1,7 @@
 """Linear probe and kNN on frozen features: transfer with no fine-tuning at all.
 
-  python -m jaxdapt.probe --workdir RUN --dataset uci_digits            # a jaxdapt run
-  python -m jaxdapt.probe --weights weights/r18 --model resnet18 --dataset uci_digits
+  jaxdapt probe --workdir RUN --dataset uci_digits            # a jaxdapt run
+  jaxdapt probe --weights weights/r18 --model resnet18 --dataset uci_digits
 
 Features of the dataset's train and test splits are extracted once with the
 run's model (`features.extract`, jitted and data-parallel) into a store under
@@ -20,13 +20,15 @@ import dataclasses
 import functools
 import json
 import os
-import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli
 
 L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -79,7 +81,8 @@ def _lbfgs(x, y, l2, num_classes: int, max_iter: int):
   return params["w"], params["b"]
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(labels: np.ndarray, fraction: float, seed: int
+                     ) -> tuple[np.ndarray, np.ndarray]:
   """(train indices, validation indices): `fraction` of each class held out (≥ 1 per class
   with ≥ 2 rows), so every class is seen in both parts."""
   rng = np.random.default_rng(seed)
@@ -100,7 +103,8 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *,
   x = np.asarray(x, np.float32)
   y = np.asarray(y, np.int32)
   if x.ndim != 2 or len(x) != len(y):
-    raise ValueError(f"fit_linear_probe: x must be [N, D] with N = len(y); got {x.shape}, {y.shape}")
+    raise ValueError(f"fit_linear_probe: x must be [N, D] with N = len(y); got {x.shape}, "
+                     f"{y.shape}")
   if y.min() < 0 or y.max() >= num_classes:
     raise ValueError(f"fit_linear_probe: labels must be in [0, {num_classes}); got "
                      f"[{y.min()}, {y.max()}]")
@@ -162,10 +166,10 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, *
 
 def _experiment_from_args(args):
   """(exp, state, store tag) for --workdir RUN or --weights DIR --model NAME."""
-  from jaxdapt import checkpoint, config as config_lib, train
-  from jaxdapt.analyze import check_run, load_run_config
+  from jaxdapt import checkpoint, trainer
+  from jaxdapt import config as config_lib
+  from jaxdapt.tools.analyze import load_run_config
   if args.workdir:
-    check_run(args.workdir)
     config = load_run_config(args.workdir)
   else:
     config = config_lib.base_config()
@@ -176,7 +180,7 @@ def _experiment_from_args(args):
   d.source = d.target = args.dataset
   d.source_split = d.target_split = args.train_split
   d.source_val_split = d.target_test_split = args.test_split
-  exp = train.build(config)
+  exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   if args.workdir:
     ckpt = checkpoint.Checkpointer(args.workdir, config.train.keep_checkpoints)
@@ -186,18 +190,19 @@ def _experiment_from_args(args):
       ckpt.close()
     tag = f"step{int(jax.device_get(state.step))}"
   else:
-    state = train.load_init_from(exp, state)
+    state = trainer.load_init_from(exp, state)
     tag = "weights"
   # The probed dataset plays the target: a DSBN run's target branch, AdaBN if configured.
-  return exp, train.eval_states(exp, state)["target"], tag
+  return exp, trainer.eval_states(exp, state)["target"], tag
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m jaxdapt.probe", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("probe", __doc__)
+  p.formatter_class = argparse.RawDescriptionHelpFormatter
+  p.epilog = __doc__.split("\n\n", 1)[1]
   src = p.add_mutually_exclusive_group(required=True)
   src.add_argument("--workdir", help="a jaxdapt run: its latest checkpoint's backbone")
-  src.add_argument("--weights", help="a directory written by `python -m jaxdapt.weights import`")
+  src.add_argument("--weights", help="a directory written by `jaxdapt weights import`")
   p.add_argument("--model", help="architecture of --weights (e.g. resnet18)")
   p.add_argument("--dataset", required=True, help="domain to probe (e.g. uci_digits)")
   p.add_argument("--train-split", default="train")
@@ -208,12 +213,17 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = p.parse_args(argv)
   if args.weights and not args.model:
     p.error("--weights needs --model")
-  from jaxdapt import errors, features
-  try:
-    exp, state, tag = _experiment_from_args(args)
-  except (errors.ConfigError, errors.DatasetNotPreparedError, errors.CheckpointError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  if args.k < 1:
+    raise ConfigError(f"--k: {args.k}; kNN needs at least 1 neighbour")
+  # Before any data loads or anything is written: the run or the import directory exists.
+  if args.workdir:
+    from jaxdapt.tools.analyze import check_run
+    check_run(args.workdir)
+  elif not os.path.isdir(args.weights):
+    raise ConfigError(f"--weights {args.weights}: no such directory (write one with "
+                      "`jaxdapt weights import`)")
+  from jaxdapt import features
+  exp, state, tag = _experiment_from_args(args)
   out = args.out or os.path.join(args.workdir or args.weights, "features")
   forward = features.forward_fn(exp)
   arrays = {}
@@ -239,7 +249,3 @@ def main(argv: Sequence[str] | None = None) -> int:
   with open(os.path.join(out, f"probe_{args.dataset}_{tag}.json"), "w") as f:
     json.dump(result, f, indent=2)
   return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

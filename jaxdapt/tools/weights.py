@@ -1,12 +1,18 @@
-"""`python -m jaxdapt.weights import|inspect|list`: convert files, see what maps where."""
+"""`jaxdapt weights import|inspect|list`: convert torchvision/timm weights to jaxdapt
+checkpoints, see what maps where.
+
+`inspect` lists a file's tensors and what each maps to; its exit status is 1 when the file
+does NOT fit the architecture (given or guessed), so scripts can check a file before
+importing it.
+"""
 from __future__ import annotations
 
 import argparse
 import hashlib
 import os
-import sys
-from typing import Sequence
+from collections.abc import Sequence
 
+from jaxdapt.tools import cli
 from jaxdapt.weights.convert import ARCHS, convert, get_arch, guess_arch, preprocessing
 from jaxdapt.weights.errors import WeightsError
 from jaxdapt.weights.formats import read_tensors
@@ -49,7 +55,8 @@ def cmd_import(args: argparse.Namespace) -> int:
   n = sum(1 for _, _, t in conv.rows if t.startswith(("params/", "batch_stats/")))
   ignored = sum(1 for _, _, t in conv.rows if t.startswith("ignored"))
   print(f"{args.file}: {n} tensors -> {out}/checkpoint ({args.arch}, {args.source}); "
-        f"skipped: {', '.join(metadata['skipped']) or 'none'}; {ignored} BatchNorm counters ignored")
+        f"skipped: {', '.join(metadata['skipped']) or 'none'}; {ignored} BatchNorm counters "
+        "ignored")
   print(f"set config.model.name = {args.arch!r}, config.model.init_from = {out!r}; "
         f"inputs {metadata['resolution']} px, mean {metadata['mean']}, std {metadata['std']}")
   return 0
@@ -58,7 +65,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_inspect(args: argparse.Namespace) -> int:
   tensors = read_tensors(args.file)
   arch = args.arch or guess_arch(tensors)
-  rows = None
+  rows, fits = None, True
   if arch is not None:
     source = args.source or (ARCHS[arch].sources[0] if arch in ARCHS else "torchvision")
     try:
@@ -66,6 +73,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
       print(f"{args.file}: {len(tensors)} tensors; fits {arch} ({source})")
     except WeightsError as e:
       print(f"{args.file}: {len(tensors)} tensors; does NOT fit {arch}:\n{e}")
+      fits = False
   else:
     print(f"{args.file}: {len(tensors)} tensors; architecture not recognised (pass --arch)")
   targets = {k: t for k, _, t in rows} if rows else {}
@@ -73,7 +81,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
   for key, value in tensors.items():
     shape = "x".join(map(str, value.shape)) or "scalar"
     print(f"  {key:<{width}}  {str(value.dtype):<8} {shape:<18} {targets.get(key, '')}")
-  return 0
+  return 0 if fits else 1
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -84,8 +92,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m jaxdapt.weights",
-                              description="Convert torchvision/timm weights to jaxdapt checkpoints.")
+  p = cli.parser("weights", __doc__)
   sub = p.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="convert a .safetensors/.pth file into an import directory")
   imp.add_argument("--arch", required=True, help="model name, e.g. resnet50 (see `list`)")
@@ -112,8 +119,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  try:
-    return args.fn(args)
-  except WeightsError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  return args.fn(args)

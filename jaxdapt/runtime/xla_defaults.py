@@ -1,14 +1,14 @@
 """XLA flags jaxdapt sets by default, before JAX starts its backends.
 
 XLA reads `XLA_FLAGS` once, when the first backend starts, so these are added
-to the environment when `jaxdapt` is imported; a flag the user already set
+to the environment by `jaxdapt.runtime.setup()` (the command calls it first); a flag the user already set
 (same name, any value) is left as they set it. Each flag is tied to the jaxlib
 versions it was measured on: XLA aborts the process on a flag it does not know,
 so on other versions nothing is added.
 
 - `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution`: jaxlib 0.10
   hands every convolution to YNNPACK by default, which on the digits network ran
-  6-8× slower than XLA's own (Eigen) convolutions (`python -m jaxdapt.bench_ops`,
+  6-8× slower than XLA's own (Eigen) convolutions (`jaxdapt bench-ops`,
   README "Benchmark"); the '-' keeps YNNPACK for the reductions and elementwise
   ops, where it is faster. CPU only: GPU and TPU compilers ignore it.
 """

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jaxdapt import torch_models
+from jaxdapt.tools import torch_models
 
 METHODS = ("dann", "source_only")
 
@@ -173,7 +173,7 @@ def load_jax_params(net: Network, params: dict, batch_stats: dict) -> None:
 
 
 def _input(images: torch.Tensor, mean_std) -> torch.Tensor:
-  """NHWC uint8 -> normalised NCHW float32 in channels-last memory, as train.normalize:
+  """NHWC uint8 -> normalised NCHW float32 in channels-last memory, as step.normalize:
   x · 1/(255·std) − mean/std per channel."""
   mean, std = (np.asarray(v, np.float64) for v in mean_std)
   scale = torch.tensor(1.0 / (255.0 * std), dtype=torch.float32, device=images.device)
@@ -184,7 +184,7 @@ def _input(images: torch.Tensor, mean_std) -> torch.Tensor:
 
 def _amp(config: ml_collections.ConfigDict, device: torch.device) -> bool:
   """bfloat16 autocast on CUDA when the JAX step computes in bfloat16 (model.dtype)."""
-  from jaxdapt.train import compute_dtype  # model.dtype with 'auto' resolved
+  from jaxdapt.step import compute_dtype  # model.dtype with 'auto' resolved
   return device.type == "cuda" and compute_dtype(config).name == "bfloat16"
 
 
@@ -210,7 +210,7 @@ class TorchStep:
 
   def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
                num_classes: int, device: str = "cpu"):
-    from jaxdapt.train import input_mean_std
+    from jaxdapt.step import input_mean_std
     self.config, self.device = config, torch.device(device)
     self.net = build_network(config, image_shape, num_classes).to(
         self.device, memory_format=torch.channels_last)
@@ -262,7 +262,7 @@ class TorchFeatures:
 
   def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
                device: str = "cpu"):
-    from jaxdapt.train import input_mean_std
+    from jaxdapt.step import input_mean_std
     self.device = torch.device(device)
     self.backbone = build_backbone(config, image_shape).to(
         self.device, memory_format=torch.channels_last).eval()

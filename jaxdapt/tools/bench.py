@@ -1,17 +1,17 @@
 """Throughput of the training step and of feature extraction: compile time, step
 time, images/s, MFU; against the same network and step in PyTorch.
 
-  python -m jaxdapt.bench --config experiments/digits/dann.py --steps 100
-  python -m jaxdapt.bench --config experiments/digits/dann.py --pipeline --no-torch
-  python -m jaxdapt.bench throughput --model resnet50 --method dann --batch 256 [--image-size 224]
-  python -m jaxdapt.bench features --model resnet50 --batch 1024
+  jaxdapt bench --config experiments/digits/dann.py --steps 100
+  jaxdapt bench --config experiments/digits/dann.py --pipeline --no-torch
+  jaxdapt bench throughput --model resnet50 --method dann --batch 256 [--image-size 224]
+  jaxdapt bench features --model resnet50 --batch 1024
 
 Config mode builds an experiment's own step (its data sets the shapes). It feeds
 one fixed on-device batch (the step alone), or with --pipeline batches from the
 grain pipeline (step + host input). Throughput mode needs no data: random images
 of the given size, generated on device. Features mode times the eval-mode forward
 that feature extraction runs (features.forward_fn) on such images. --torch (on
-when torch is importable) also times the PyTorch twin (jaxdapt/torch_ref.py:
+when torch is importable) also times the PyTorch twin (jaxdapt/tools/torch_ref.py:
 digits and ResNet networks, source_only and DANN steps, channels-last, bf16
 autocast on CUDA when JAX computes in bf16) on the same batch and prints the ratio.
 
@@ -28,10 +28,14 @@ import os
 import platform
 import sys
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli
 
 # Peak dense bf16 FLOP/s per device, matched in order against jax's device_kind.
 PEAK_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
@@ -79,7 +83,7 @@ def _result(exp, what: str, compiled: Any, compile_s: float, step_s: float,
             domains: int) -> dict[str, Any]:
   """The fields every mode reports, for `compiled` taking `step_s` per call."""
   config, device = exp.config, jax.devices()[0]
-  from jaxdapt.train import compute_dtype
+  from jaxdapt.step import compute_dtype
   # model.conv_kernel resolved to 'direct' and some convolution eligible for the kernels.
   direct = getattr(exp.model, "conv_kernel", "xla") == "direct" and _calls_kernels(compiled)
   # XLA's cost analysis does not see into FFI calls: where jaxdapt's CPU conv kernels
@@ -143,10 +147,10 @@ def _refresh_extra(exp, state) -> tuple:
 def benchmark(config, steps: int, warmup: int, pipeline: bool,
               torch: bool = False) -> dict[str, Any]:
   """Config mode: the experiment's step on its own data (+ the PyTorch twin if `torch`)."""
-  from jaxdapt import sharding, train
-  exp = train.build(config)
+  from jaxdapt import sharding, trainer
+  exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
-  its = train.train_iterators(exp)
+  its = trainer.train_iterators(exp)
   domains = exp.method.domains
   local = next(its)
   first = sharding.global_batch({d: local[d] for d in domains}, exp.mesh)
@@ -167,16 +171,15 @@ def benchmark(config, steps: int, warmup: int, pipeline: bool,
 
 def _synthetic_experiment(config, image_size: int, num_classes: int):
   """(experiment, state, on-device batch) for `config` on random images: no dataset."""
-  from jaxdapt import config as config_lib, methods, sharding, train
-  from jaxdapt.errors import ConfigError
+  from jaxdapt import methods, sharding, trainer
   mesh = sharding.make_mesh()
-  config_lib.validate(config, device_count=mesh.size)
+  trainer.validate(config, device_count=mesh.size)
   method = methods.get_method(config.method)
   if type(method).refresh is not methods.Method.refresh:
     raise ConfigError(f"method.name: {config.method.name!r} precomputes inputs from its data "
                       "(refresh); benchmark it in config mode (--config)")
   image_shape = (image_size, image_size, 3)
-  exp = train.build_functions(config, mesh, method, image_shape, num_classes)
+  exp = trainer.build_functions(config, mesh, method, image_shape, num_classes)
   state = exp.init(jax.random.key(config.seed))
   return exp, state, synthetic_batch(exp, image_shape, num_classes)
 
@@ -201,12 +204,11 @@ def synthetic_batch(exp, image_shape: tuple[int, ...], num_classes: int, seed: i
 def throughput_config(model: str, method: str, batch: int, dtype: str = "float32",
                       overrides: Sequence[str] = ()):
   from jaxdapt import config as config_lib
-  from jaxdapt.grid import apply_overrides
   config = config_lib.base_config()
   config.model.name, config.method.name = model, method
   config.data.batch_size, config.model.dtype = batch, dtype
   config.train.progress_bar = False
-  return apply_overrides(config, overrides)
+  return cli.apply_overrides(config, overrides)
 
 
 def throughput(config, image_size: int, num_classes: int, steps: int, warmup: int,
@@ -272,7 +274,7 @@ def _torch_fields(step_s: float, images: int, device: str, amp: bool) -> dict[st
 def _torch_twin(config) -> tuple[Any, str | None]:
   """(jaxdapt.torch_ref, torch device), or (None, why the twin is skipped)."""
   try:
-    from jaxdapt import torch_ref
+    from jaxdapt.tools import torch_ref
   except ImportError:
     return None, "torch is not installed"
   reason = torch_ref.unsupported(config)
@@ -337,12 +339,13 @@ MODES = ("config", "throughput", "features")
 
 
 def _parser(mode: str) -> argparse.ArgumentParser:
-  from jaxdapt import config as config_lib
-  parser = argparse.ArgumentParser(prog="python -m jaxdapt.bench" + (
-      "" if mode == "config" else f" {mode}"), description=__doc__.split("\n\n")[0])
+  from jaxdapt import step
+  parser = cli.parser("bench" + ("" if mode == "config" else f" {mode}"), __doc__)
   if mode == "config":
-    parser.add_argument("--config", default="experiments/digits/dann.py")
-    parser.add_argument("--task", default="syn2uci")
+    cli.add_config_arguments(parser, required=False)
+    parser.set_defaults(config="experiments/digits/dann.py")
+    parser.add_argument("--task", default=None,
+                        help="the config's ARG (default syn2uci); or give it as FILE:ARG")
     parser.add_argument("--pipeline", action="store_true", help="feed the real grain pipeline")
   else:
     parser.add_argument("--model", default="resnet50")
@@ -355,15 +358,25 @@ def _parser(mode: str) -> argparse.ArgumentParser:
     if mode == "throughput":
       parser.add_argument("--num-classes", type=int, default=None,
                           help="default: 10 for digit models, else 31")
-    parser.add_argument("--dtype", default="auto", choices=config_lib.DTYPES,
+    parser.add_argument("--dtype", default="auto", choices=step.DTYPES,
                         help="model.dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="override a config field (JSON for numbers, booleans and lists; "
+                             "strings verbatim), e.g. --set model.width=8; repeatable")
   parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
                       default=_torch_available(),
                       help="also time the PyTorch twin (default: if torch is installed)")
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--warmup", type=int, default=10)
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
   return parser
+
+
+def config_spec(config: str, task: str | None) -> str:
+  """FILE:ARG for config mode: --config's own ARG, else --task, else syn2uci."""
+  path, sep, arg = config.partition(":")
+  if sep and task is not None:
+    raise ConfigError(f"--config {config} names its ARG and --task {task} another; give one")
+  return config if sep else f"{path}:{task or 'syn2uci'}"
 
 
 # With the PyTorch twin in the same process, JAX's GPU allocator takes this share of the
@@ -373,42 +386,31 @@ def _parser(mode: str) -> argparse.ArgumentParser:
 TORCH_TWIN_JAX_MEM_FRACTION = "0.5"
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+def main(argv: Sequence[str] | None = None) -> int:
   argv = sys.argv[1:] if argv is None else list(argv)
   mode = argv[0] if argv[:1] and argv[0] in MODES[1:] else "config"
   args = _parser(mode).parse_args(argv if mode == "config" else argv[1:])
-  if args.torch:
-    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", TORCH_TWIN_JAX_MEM_FRACTION)
+  if args.steps < 1 or args.warmup < 0:
+    raise ConfigError(f"--steps {args.steps} --warmup {args.warmup}: steps must be >= 1, "
+                      "warmup >= 0")
+  # Every config is built (and its errors raised) before the backend starts.
   if mode == "config":
-    from jaxdapt.grid import load_config
-    method = os.path.splitext(os.path.basename(args.config))[0]
-    config = load_config(method, args.task, os.path.dirname(args.config), args.set)
+    config = cli.load_config(config_spec(args.config, args.task), args.set)
     config.train.progress_bar = False
-    result = benchmark(config, args.steps, args.warmup, args.pipeline, torch=args.torch)
   else:
     digits = args.model in DIGITS_MODELS
     image_size = args.image_size or (32 if digits else 224)
     method = args.method if mode == "throughput" else "source_only"
     config = throughput_config(args.model, method, args.batch, args.dtype, args.set)
-    if mode == "throughput":
-      result = throughput(config, image_size, args.num_classes or (10 if digits else 31),
-                          args.steps, args.warmup, torch=args.torch)
-    else:
-      result = feature_throughput(config, image_size, args.steps, args.warmup, torch=args.torch)
+  if args.torch:
+    os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", TORCH_TWIN_JAX_MEM_FRACTION)
+  if mode == "config":
+    result = benchmark(config, args.steps, args.warmup, args.pipeline, torch=args.torch)
+  elif mode == "throughput":
+    result = throughput(config, image_size, args.num_classes or (10 if digits else 31),
+                        args.steps, args.warmup, torch=args.torch)
+  else:
+    result = feature_throughput(config, image_size, args.steps, args.warmup, torch=args.torch)
   print(report(result))
   print(json.dumps(result))
-  return result
-
-
-def cli() -> None:
-  """`python -m jaxdapt.bench`: bad input (a config typo, an unknown model) is one line."""
-  from jaxdapt.errors import JaxdaptError
-  try:
-    main()
-  except JaxdaptError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
-
-
-if __name__ == "__main__":
-  cli()
+  return 0

@@ -1,7 +1,7 @@
 """Transferability ranking: do scores computed without fine-tuning rank candidates the way
 fine-tuning does?
 
-  python -m jaxdapt.rank --candidates early=RUN@500,late=RUN,scratch=random:dann_digits \
+  jaxdapt rank --candidates early=RUN@500,late=RUN,scratch=random:dann_digits \
       --dataset uci_digits --out results/ranking [--finetune-steps 300] [--seeds 0,1,2]
 
 A candidate is NAME=RUN (a jaxdapt workdir, its latest checkpoint), NAME=RUN@STEP (that
@@ -31,13 +31,14 @@ import json
 import math
 import os
 import re
-import sys
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from jaxdapt.errors import ConfigError, JaxdaptError
+from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli
 
 SCORES = (("logme", "LogME"), ("leep", "LEEP"), ("nce", "NCE"), ("h_score", "H-score"),
           ("transrate", "TransRate"))
@@ -61,13 +62,13 @@ class Candidate:
 
 def parse_candidate(item: str) -> Candidate:
   """'NAME=RUN[@STEP]' or 'NAME=random:MODEL' → Candidate; ConfigError naming the item."""
-  from jaxdapt import models, train
-  from jaxdapt.analyze import RunError, check_run
   name, eq, spec = item.partition("=")
   where = f"--candidates {item!r}"
   if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not spec:
     raise ConfigError(f"{where}: expected NAME=RUN[@STEP] or NAME=random:MODEL "
                       "(NAME of letters, digits, _ . -)")
+  from jaxdapt import models, trainer
+  from jaxdapt.tools.analyze import RunError, check_run
   if spec.startswith(RANDOM):
     model = spec[len(RANDOM):]
     try:
@@ -75,7 +76,7 @@ def parse_candidate(item: str) -> Candidate:
     except ConfigError as e:
       raise ConfigError(f"{where}: {e}") from None
     return Candidate(name, spec, model=model)
-  run, step = train.split_run_step(spec)
+  run, step = trainer.split_run_step(spec)
   try:
     check_run(run)
   except RunError as e:
@@ -112,9 +113,9 @@ def _point_at(config, dataset: str, data_dir: str):
 
 def finetune_config(cand: Candidate, args, seed: int):
   """The digits recipe on the target, from the candidate (architecture kept)."""
-  from jaxdapt import config as config_lib, grid
-  from jaxdapt.analyze import load_run_config
-  config = _point_at(config_lib.digits_config(), args.dataset, args.data_dir)
+  from jaxdapt import configs
+  from jaxdapt.tools.analyze import load_run_config
+  config = _point_at(configs.digits_config(), args.dataset, args.data_dir)
   if cand.run:
     saved = load_run_config(cand.run).model
     for field in ("name", "norm", "small_input"):
@@ -129,13 +130,13 @@ def finetune_config(cand: Candidate, args, seed: int):
   if args.labeled_per_class:  # the few-shot regime: k labeled rows per class, drawn from seed
     config.method.name = "target_only"
     config.data.target_labeled_per_class = args.labeled_per_class
-  return grid.apply_overrides(config, args.set)
+  return cli.apply_overrides(config, args.set)
 
 
 def score_config(cand: Candidate, args):
   """A trained candidate: its own run's config (its head, BN policy), all of it loaded from
   the checkpoint; a random one: the fine-tuning recipe's model at seed 0."""
-  from jaxdapt.analyze import load_run_config
+  from jaxdapt.tools.analyze import load_run_config
   if not cand.run:
     return finetune_config(cand, args, seed=SUBSAMPLE_SEED)
   config = _point_at(load_run_config(cand.run), args.dataset, args.data_dir)
@@ -150,7 +151,8 @@ def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
   at most --max-rows rows drawn with SUBSAMPLE_SEED, or with --labeled-per-class k the k
   rows per class that fine-tuning seed `seed` trains on."""
   import jax
-  from jaxdapt import features, train
+
+  from jaxdapt import features, trainer
   from jaxdapt.data.labeled import labeled_subset
   config = score_config(cand, args)
   k = args.labeled_per_class
@@ -162,11 +164,11 @@ def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
   stored = features.load_store(path, meta)
   if stored is not None:
     return stored
-  exp = train.build(config)
+  exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   if cand.run:
-    state = train.load_init_from(exp, state)
-  view = train.eval_states(exp, state)["target"]  # a DSBN run's target branch; AdaBN if set
+    state = trainer.load_init_from(exp, state)
+  view = trainer.eval_states(exp, state)["target"]  # a DSBN run's target branch; AdaBN if set
   rows = (labeled_subset(exp.sources["target"], k, seed) if k else
           features.subset(exp.sources["target"], args.max_rows,
                           np.random.default_rng(SUBSAMPLE_SEED)))
@@ -180,6 +182,7 @@ def scores(arrays: dict[str, np.ndarray]) -> dict[str, float]:
   centred features span every centred label vector, so it is C − 1 for any features (its
   differences are rounding noise, which must not rank anything)."""
   from scipy.special import softmax
+
   from jaxdapt.analysis import transferability
   f, y = arrays["features"], arrays["labels"]
   out = transferability.transferability_report(
@@ -191,7 +194,7 @@ def scores(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 
 def finetune(cand: Candidate, args, seed: int) -> dict[str, Any]:
   """The summary of one fine-tuning run (reused when finished under the same config)."""
-  from jaxdapt import grid, negative_transfer
+  from jaxdapt.tools import grid, negative_transfer
   workdir = os.path.join(args.out, "runs", cand.name, f"seed_{seed}")
   config = finetune_config(cand, args, seed)
   negative_transfer._check_reusable(workdir, config)  # pylint: disable=protected-access
@@ -229,7 +232,7 @@ def _num(v: Any, fmt: str = ".3f") -> str:
 
 
 def markdown(rows: list[dict[str, Any]], taus: dict[str, Any], args, seeds: Sequence[int]) -> str:
-  from jaxdapt import grid
+  from jaxdapt.tools import grid
   k = args.labeled_per_class
   rows_text = (f"{args.dataset} train rows" if not k else
                f"rows, the {k} labeled {args.dataset} train rows per class that each seed "
@@ -273,8 +276,9 @@ def _finite(x: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  p = argparse.ArgumentParser(prog="python -m jaxdapt.rank", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p = cli.parser("rank", __doc__)
+  p.formatter_class = argparse.RawDescriptionHelpFormatter
+  p.epilog = __doc__.split("\n\n", 1)[1]
   p.add_argument("--candidates", required=True,
                  help="comma-separated NAME=RUN, NAME=RUN@STEP or NAME=random:MODEL")
   p.add_argument("--dataset", required=True, help="the labeled target (e.g. uci_digits)")
@@ -287,43 +291,41 @@ def main(argv: Sequence[str] | None = None) -> int:
                       "class, drawn per seed (0: the whole train split, scored on --max-rows)")
   p.add_argument("--data-dir", default="", help="TFDS data dir for every config (default: each "
                  "config's own, else $JAXDAPT_DATA_DIR)")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                 help="override for the fine-tuning runs, e.g. data.batch_size=32")
+  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                 help="override for the fine-tuning runs, e.g. --set data.batch_size=32")
   args = p.parse_args(argv)
-  from jaxdapt import compile_cache, config as config_lib
+  # Everything is checked before anything is scored, trained or written.
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
-    if args.finetune_steps <= 0 or args.max_rows <= 0 or args.labeled_per_class < 0:
-      raise ConfigError("--finetune-steps and --max-rows must be positive, "
-                        "--labeled-per-class ≥ 0")
-    cands = parse_candidates(args.candidates)
-    for cand in cands:  # a bad --set or model fails now, before anything trains
-      config = finetune_config(cand, args, seeds[0])
-      config_lib.validate(config)
-  except (ConfigError, KeyError, ValueError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  except ValueError:
+    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
+                      "integers") from None
+  if args.finetune_steps <= 0 or args.max_rows <= 0 or args.labeled_per_class < 0:
+    raise ConfigError("--finetune-steps and --max-rows must be positive, "
+                      "--labeled-per-class ≥ 0")
+  cands = parse_candidates(args.candidates)
+  from jaxdapt import trainer
+  from jaxdapt.runtime import compile_cache
+  for cand in cands:  # a bad --set or model fails now, before anything trains
+    config = finetune_config(cand, args, seeds[0])
+    trainer.validate(config)
   compile_cache.enable(config.train.compilation_cache_dir)  # seeds share compiled steps
   start = time.perf_counter()
   rows = []
-  try:
-    for cand in cands:
-      score, n_rows, dim = seed_scores(cand, args, seeds)
-      runs = [finetune(cand, args, seed) for seed in seeds]
-      ok = [r for r in runs if "error" not in r]
-      accs = [r["target_acc_last"] for r in ok]
-      rows.append({"name": cand.name, "init": cand.init_from or cand.spec, "spec": cand.spec,
-                   "step": cand.step, "n_rows": n_rows, "feature_dim": dim, "scores": score,
-                   "accuracies": accs, "accuracy_mean": float(np.mean(accs)) if accs else None,
-                   "accuracy_std": float(np.std(accs)) if accs else None,
-                   "failed": len(runs) - len(ok), "runs": runs})
-      print(f"[rank] {cand.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["scores"]
-                                                  .items())
-            + (f"; fine-tuned {100 * rows[-1]['accuracy_mean']:.1f}%" if accs else ""),
-            flush=True)
-  except JaxdaptError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+  for cand in cands:
+    score, n_rows, dim = seed_scores(cand, args, seeds)
+    runs = [finetune(cand, args, seed) for seed in seeds]
+    ok = [r for r in runs if "error" not in r]
+    accs = [r["target_acc_last"] for r in ok]
+    rows.append({"name": cand.name, "init": cand.init_from or cand.spec, "spec": cand.spec,
+                 "step": cand.step, "n_rows": n_rows, "feature_dim": dim, "scores": score,
+                 "accuracies": accs, "accuracy_mean": float(np.mean(accs)) if accs else None,
+                 "accuracy_std": float(np.std(accs)) if accs else None,
+                 "failed": len(runs) - len(ok), "runs": runs})
+    print(f"[rank] {cand.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["scores"]
+                                                .items())
+          + (f"; fine-tuned {100 * rows[-1]['accuracy_mean']:.1f}%" if accs else ""),
+          flush=True)
   taus = ranking(rows)
   md = markdown(rows, taus, args, seeds)
   os.makedirs(args.out, exist_ok=True)
@@ -337,7 +339,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                        "wall_s": time.perf_counter() - start}), f, indent=2)
   print(md, end="")
   return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())

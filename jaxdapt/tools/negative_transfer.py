@@ -1,7 +1,7 @@
 """Negative-transfer check: does the transfer recipe beat training on the k target labels alone?
 
-  python -m jaxdapt.negative_transfer --config experiments/transfer/fewshot_joint.py[:ARG] \
-      [--seeds 0,1,2] [--k 5] [--out DIR] [--set FIELD=JSON ...]
+  jaxdapt negative-transfer --config experiments/transfer/fewshot_joint.py[:ARG] \
+      [--seeds 0,1,2] [--k 5] [--out DIR] [--set FIELD=VALUE ...]
 
 Per seed it trains the recipe of --config (k labeled target examples per class,
 from model.init_from and/or with the source data) and the target-only baseline:
@@ -15,22 +15,23 @@ step, mean ± std over seeds, and the verdict on the paired per-seed difference
   transfer helps by X ± Y points
 with "(within seed noise)" appended when |mean| ≤ std. Writes
 OUT/negative_transfer.json. Runs live in OUT/{transfer,baseline}/runs/ARG/NAME/seed_N
-(jaxdapt/grid.py's layout, `grid.run_one`); a finished run is reused, and one that
-was finished under a different config is refused.
+(jaxdapt/tools/grid.py's layout, `grid.run_one`); a finished run is reused, and one that
+was finished under a different config is refused. Exit status: 0 when the check ran, 2
+for bad input, 1 when some run failed (each failure is listed).
 """
 from __future__ import annotations
 
-import argparse
-import importlib.util
 import inspect
 import json
 import os
-from typing import Any, Sequence
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from jaxdapt import grid
 from jaxdapt.errors import ConfigError
+from jaxdapt.tools import cli, grid
 
 # The baseline: the recipe's model, data and schedule, trained on the labeled target only.
 BASELINE = ("method.name=target_only", "model.init_from=", "optim.preset=", "optim.llrd=0",
@@ -41,28 +42,28 @@ ROLES = ("baseline", "transfer")
 
 
 def parse_config(spec: str) -> tuple[str, str, str]:
-  """'DIR/NAME.py[:ARG]' → (DIR, NAME, ARG); ARG defaults to get_config's default."""
-  path, _, arg = spec.partition(":")
-  if not path.endswith(".py") or not os.path.isfile(path):
-    raise ConfigError(f"--config: no config file {path!r}")
-  if not arg:
-    module_spec = importlib.util.spec_from_file_location("_jaxdapt_nt_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+  """'DIR/NAME.py[:ARG]' → (DIR, NAME, ARG); ARG defaults to get_config's default. The
+  file is loaded and get_config(ARG) called here, so a bad file or ARG is one ConfigError."""
+  path, sep, arg = spec.partition(":")
+  module = cli.config_module(path)
+  if not path.endswith(".py"):
+    raise ConfigError(f"--config: {path}: not a .py file")
+  if not sep:
     params = list(inspect.signature(module.get_config).parameters.values())
     if not params or params[0].default is inspect.Parameter.empty:
       raise ConfigError(f"--config: {path} needs its argument (FILE:ARG)")
     arg = params[0].default
+  cli.call_get_config(module, path, arg)
   return os.path.dirname(path) or ".", os.path.basename(path)[:-3], arg
 
 
 def _check_reusable(workdir: str, config) -> None:
   """A finished run is reused only if it was trained under this config."""
-  from jaxdapt import train
+  from jaxdapt import trainer
   saved = os.path.join(workdir, "config.json")
   if os.path.exists(os.path.join(workdir, "summary.json")) and os.path.exists(saved):
     with open(saved) as f:
-      train._check_same_run(json.load(f), config)  # pylint: disable=protected-access
+      trainer.check_same_run(json.load(f), config)  # pylint: disable=protected-access
 
 
 def run_pair(experiments: str, name: str, arg: str, seed: int, out: str,
@@ -119,40 +120,46 @@ def format_report(summary: dict[str, Any], title: str, name: str) -> str:
   return "\n".join(lines + [summary["verdict"]])
 
 
-def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--config", required=True, help="FILE.py[:ARG], a transfer recipe")
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = cli.parser("negative-transfer", __doc__)
+  cli.add_config_arguments(parser)
   parser.add_argument("--seeds", default="0,1,2")
   parser.add_argument("--k", type=int, default=None,
                       help="labeled target examples per class (default: the config's)")
   parser.add_argument("--out", default=None,
                       help="default results/negative_transfer/NAME_ARG_kK")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
-                      help="config override for both runs, e.g. model.init_from=runs/src")
   args = parser.parse_args(argv)
+  experiments, name, arg = parse_config(args.config)
+  overrides = list(args.set) + ([f"data.target_labeled_per_class={args.k}"]
+                                if args.k is not None else [])
   try:
-    experiments, name, arg = parse_config(args.config)
-    overrides = list(args.set) + ([f"data.target_labeled_per_class={args.k}"]
-                                  if args.k is not None else [])
     config = grid.load_config(name, arg, experiments, overrides)
-    k = config.data.target_labeled_per_class
-    if not k:
-      raise ConfigError("data.target_labeled_per_class: the check compares runs on k labeled "
-                        "target examples per class; the config has 0 (set --k)")
-    if config.method.name == "target_only" and not config.model.init_from:
-      raise ConfigError("model.init_from: this recipe trains on the labeled target alone, so "
-                        "without a starting model it is the baseline itself; set it with "
-                        "--set model.init_from=DIR")
+  except (KeyError, ValueError) as e:
+    if isinstance(e, ConfigError):
+      raise
+    raise ConfigError(str(e)) from None
+  k = config.data.target_labeled_per_class
+  if not k:
+    raise ConfigError("data.target_labeled_per_class: the check compares runs on k labeled "
+                      "target examples per class; the config has 0 (set --k)")
+  if config.method.name == "target_only" and not config.model.init_from:
+    raise ConfigError("model.init_from: this recipe trains on the labeled target alone, so "
+                      "without a starting model it is the baseline itself; set it with "
+                      "--set model.init_from=DIR")
+  try:
     seeds = [int(s) for s in args.seeds.split(",")]
-  except (ConfigError, KeyError, ValueError) as e:
-    parser.exit(2, f"error: {e}\n")
+  except ValueError:
+    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
+                      "integers") from None
   out = args.out or os.path.join("results", "negative_transfer",
                                  f"{name}_{arg.replace(',', '_')}_k{k}")
   results = [run_pair(experiments, name, arg, seed, out, overrides) for seed in seeds]
   failed = [f"seed {s} {role}: {r[role]['error']}" for s, r in zip(seeds, results)
             for role in ROLES if "error" in r[role]]
   if failed:
-    parser.exit(1, "error: runs failed (see their error.txt):\n  " + "\n  ".join(failed) + "\n")
+    print("error: runs failed (see their error.txt):\n  " + "\n  ".join(failed),
+          file=sys.stderr)
+    return 1
   summary = report(results, seeds)
   summary.update(config=args.config, k=k, overrides=overrides, out=out)
   title = (f"negative-transfer check: {args.config}, k = {'all' if k == -1 else k} labeled "
@@ -161,8 +168,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   with open(os.path.join(out, "negative_transfer.json"), "w") as f:
     json.dump(summary, f, indent=2)
   print(format_report(summary, title, name), flush=True)
-  return summary
-
-
-if __name__ == "__main__":
-  main()
+  return 0

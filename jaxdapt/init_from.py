@@ -1,0 +1,54 @@
+"""model.init_from: start a state from pretrained weights or another run's checkpoint.
+
+Loading is strict (weights.merge_into): every parameter is loaded or matches a
+model.dont_load regex. A single-branch model loads into both BatchNorm branches of a
+DSBN model; a DSBN checkpoint loads only into a DSBN model.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+
+from jaxdapt import batchnorm, checkpoint, sharding, weights
+from jaxdapt.errors import ConfigError
+from jaxdapt.step import TrainState
+
+
+def split_run_step(init_from: str) -> tuple[str, int | None]:
+  """'RUN@STEP' → (RUN, STEP): that checkpoint of a jaxdapt workdir; else (init_from, None)."""
+  run, at, step = init_from.rpartition("@")
+  return (run, int(step)) if at and step.isdigit() else (init_from, None)
+
+
+def load_init_from(exp, state: TrainState) -> TrainState:
+  """Replaces the model's initial variables by config.model.init_from (strict merge).
+
+  `exp` is the trainer's Experiment (only its config and mesh are read), so methods that
+  start from a trained model (ADDA's source encoder, the regularisers' step-0 model) load
+  it the same way the trainer does."""
+  cfg = exp.config.model
+  run, step = split_run_step(cfg.init_from)
+  if os.path.isdir(os.path.join(run, "checkpoints")):  # a jaxdapt workdir
+    params, batch_stats, step = checkpoint.load_model_variables(run, step)
+    pretrained = weights.PretrainedWeights(params, batch_stats, {"arch": cfg.name, "step": step})
+  else:  # a directory written by `jaxdapt weights import`
+    pretrained = weights.load_pretrained(cfg.init_from, arch=cfg.name)
+  params, batch_stats = jax.device_get((state.params["model"], state.batch_stats))
+  copy_branch = False  # DSBN model, one-branch weights: load one branch, copy it to all
+  if exp.config.method.bn == "dsbn":
+    plain = batchnorm.branch(params, batch_stats, "source")
+    if not batchnorm.holds_branches(pretrained.batch_stats, plain[1]):
+      (params, batch_stats), copy_branch = plain, True
+  elif batchnorm.holds_branches(pretrained.batch_stats, batch_stats):
+    raise ConfigError(f"model.init_from: {cfg.init_from} holds a DSBN model (a BatchNorm "
+                      f"branch per domain); load it with method.bn='dsbn'")
+  params, batch_stats, report = weights.merge_into(params, batch_stats, pretrained,
+                                                   tuple(cfg.dont_load))
+  if copy_branch:
+    params, batch_stats = batchnorm.stack(params, batch_stats)
+  if jax.process_index() == 0:
+    print(f"init_from {cfg.init_from}: {report.summary()}", flush=True)
+  replicated = sharding.replicated(exp.mesh)
+  return state.replace(params={**state.params, "model": jax.device_put(params, replicated)},
+                       batch_stats=jax.device_put(batch_stats, replicated))

@@ -1,5 +1,0 @@
-import sys
-
-from jaxdapt.weights.cli import main
-
-sys.exit(main())
