@@ -83,7 +83,7 @@ def test_a_workdir_saved_before_auto_resumes_where_auto_resolves_to_its_dtype():
   del saved["model"]["remat"]
   trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
   saved["model"]["dtype"] = "bfloat16"
-  with pytest.raises(ConfigError, match="model: this workdir holds a run with a different"):
+  with pytest.raises(ConfigError, match="model.dtype: the run in this workdir was started with"):
     trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access
 
 

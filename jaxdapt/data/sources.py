@@ -11,7 +11,7 @@ from jaxdapt.data.digits_real import MnistM, SynNumbers, Usps
 from jaxdapt.data.fashion_mnist import FashionMnistLocal, FashionMnistM
 from jaxdapt.data.features import OfflineBuilder
 from jaxdapt.data.office import Office31, OfficeHome, Pacs, VisDA2017
-from jaxdapt.data.paths import resolve_data_dir
+from jaxdapt.data.paths import check_writable, resolve_data_dir
 from jaxdapt.data.syn_digits import SynDigits
 from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
 from jaxdapt.errors import ConfigError, DatasetNotPreparedError
@@ -71,6 +71,7 @@ def ensure_prepared(builder: OfflineBuilder) -> None:
   """Generates a project domain on first use; never downloads."""
   if builder.is_prepared():
     return
+  check_writable(builder.data_dir, f"dataset {builder.info.full_name}")
   builder.check_inputs()
   print(f"jaxdapt: generating {builder.info.full_name} into {builder.data_dir} (first use)",
         flush=True)

@@ -119,6 +119,23 @@ def load_config(spec: str, overrides: Sequence[str] = (), label: str = "--config
   return apply_overrides(call_get_config(module, path, arg if sep else None, label), overrides)
 
 
+def check_workdir(path: str, label: str = "--workdir") -> None:
+  """`path` is a folder, or can be made one, and can be written; checked before any data
+  loads or anything compiles, so a bad workdir costs nothing and leaves nothing behind."""
+  if not path:
+    raise ConfigError(f"{label}: empty; give a folder for the run's outputs")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"{label}: {path} is a file, not a folder")
+  probe = path
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe.rstrip(os.sep)) or "."
+  if not os.path.isdir(probe):
+    raise ConfigError(f"{label}: {path}: {probe} is a file, not a folder")
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ConfigError(f"{label}: {path}: cannot write in {probe} (permissions or a "
+                      f"read-only filesystem)")
+
+
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
   """--config FILE[:ARG] and repeated --set FIELD=VALUE."""
   parser.add_argument("--config", required=required, metavar="FILE[:ARG]",

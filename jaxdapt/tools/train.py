@@ -1,7 +1,9 @@
 """Train one experiment: `jaxdapt train --config FILE[:TASK] --workdir DIR [--set F=V ...]`.
 
 Any config field can be overridden with --set (e.g. --set seed=1 --set train.steps=500).
-Rerunning the same command in the same workdir resumes from its checkpoint. With
+Rerunning the same command in the same workdir resumes from its checkpoint. Exit status:
+0 finished, 2 a user error (one line on stderr), 75 stopped by SIGTERM with its checkpoint
+saved (requeue and rerun to resume). With
 config.train.baseline set (experiments/digits/default.py), the baseline method is trained
 first in WORKDIR/BASELINE and the method in WORKDIR/METHOD, and both are printed side by
 side.
@@ -13,6 +15,11 @@ import os
 from typing import Sequence
 
 from jaxdapt.tools import cli
+
+# Exit status of a run stopped by SIGTERM after saving its checkpoint (sysexits.h's
+# EX_TEMPFAIL, "try again later"): a scheduler requeues on it, rerunning the same command
+# resumes. 0 is a finished run, 2 a user error.
+PREEMPTED = 75
 
 
 def format_summary(summaries: dict[str, dict]) -> str:
@@ -57,17 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                       help="directory for checkpoints, metrics and summary (resumed if present)")
   args = parser.parse_args(argv)
   config = cli.load_config(args.config, args.set)
+  from jaxdapt import trainer
+  trainer.validate(config)  # what needs no devices or data, before anything is written
+  cli.check_workdir(args.workdir)
   from absl import logging
   logging.set_verbosity(logging.WARNING)  # TFDS/Orbax info lines drown the progress bar
   summaries = run(config, args.workdir)
   import jax
-  if jax.process_index() != 0:
-    return 0
   stopped = {name: s["stopped_at"] for name, s in summaries.items() if "stopped_at" in s}
   if stopped:
     name, step = next(iter(stopped.items()))
-    print(f"{name}: stopped at step {step} (SIGTERM); checkpoint saved in {args.workdir}. "
-          "Rerun the same command to resume.")
-    return 0
-  print(format_summary(summaries))
+    if jax.process_index() == 0:
+      print(f"{name}: stopped at step {step} (SIGTERM); checkpoint saved in {args.workdir}. "
+            f"Rerun the same command to resume (exit status {PREEMPTED}).")
+    return PREEMPTED
+  if jax.process_index() == 0:
+    print(format_summary(summaries))
   return 0

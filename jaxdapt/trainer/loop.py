@@ -32,34 +32,46 @@ def check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None:
         f"step are kept. Lower optim.lr or method.weight.")
 
 
+# train.* fields that change nothing a run writes; every other train field is compared.
+_TRAIN_FREE = ("progress_bar", "compilation_cache_dir", "baseline")
+
+
+def _flat(tree: Any, prefix: str) -> dict[str, Any]:
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out: dict[str, Any] = {}
+  for k, v in tree.items():
+    out.update(_flat(v, f"{prefix}.{k}"))
+  return out
+
+
 def check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
-  """A workdir belongs to one experiment: refuse to resume under another config."""
+  """A workdir belongs to one experiment: refuse to resume under a config that would
+  change what the run computes or writes, naming the first field that differs. Fields
+  added to the schema after the run started are compared at their defaults; model.dtype
+  'auto' is compared as the dtype it resolves to on this backend."""
   current = json.loads(config.to_json())
-  for group in ("seed", "data", "model", "method", "optim", "regularizer"):
-    # A group added to the schema after the run started is compared at its defaults.
-    a, b = saved.get(group, {}), current.get(group)
+  defaults = json.loads(base_config().to_json())
+  platform = jax.devices()[0].platform
+  for group in ("seed", "data", "model", "method", "optim", "regularizer", "train"):
+    a, b = saved.get(group, defaults.get(group)), current.get(group)
     if isinstance(a, dict) and isinstance(b, dict):
-      # Fields added to the schema after the run started are compared at their defaults.
-      defaults = json.loads(base_config().to_json())[group]
-      a = {**{k: defaults[k] for k in b.keys() - a.keys() if k in defaults}, **a}
-      if group == "model":  # model.dtype 'auto' is the dtype it resolves to on this backend
-        platform = jax.devices()[0].platform
+      a = {**{k: defaults[group][k] for k in b.keys() - a.keys() if k in defaults[group]}, **a}
+      if group == "model":
         a, b = ({**x, "dtype": step.dtype_name(x.get("dtype", "float32"), platform)}
                 for x in (a, b))
-    if json.dumps(a, sort_keys=True) != json.dumps(b, sort_keys=True):
+      if group == "train":
+        a, b = ({k: v for k, v in x.items() if k not in _TRAIN_FREE} for x in (a, b))
+    fa, fb = _flat(a, group), _flat(b, group)
+    for field in sorted(fa.keys() | fb.keys()):
+      was, now = fa.get(field), fb.get(field)
+      if json.dumps(was, sort_keys=True) == json.dumps(now, sort_keys=True):
+        continue
+      why = {"train.steps": " (the schedules depend on it)",
+             "train.grad_accum_steps": " micro-batches per step"}.get(field, "")
       raise ConfigError(
-          f"{group}: this workdir holds a run with a different {group} ({a} vs now {b}); "
-          f"use a new --workdir or the original config")
-  if saved["train"]["steps"] != current["train"]["steps"]:
-    raise ConfigError(f"train.steps: the run in this workdir was started with "
-                      f"{saved['train']['steps']} steps (the schedules depend on it); now "
-                      f"{current['train']['steps']}")
-  # Micro-batches change BatchNorm's batch statistics, hence the trajectory.
-  accum = saved["train"].get("grad_accum_steps", 1)
-  if accum != current["train"]["grad_accum_steps"]:
-    raise ConfigError(f"train.grad_accum_steps: the run in this workdir was started with "
-                      f"{accum} micro-batches per step; now "
-                      f"{current['train']['grad_accum_steps']}")
+          f"{field}: the run in this workdir was started with {json.dumps(was)}{why}; now "
+          f"{json.dumps(now)}. Use a new --workdir, or the original value to resume")
 
 
 def summarize(writer: MetricWriter, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -88,16 +100,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   would; rerunning resumes (used by the tests).
   """
   exp = build(config, devices)
-  os.makedirs(workdir, exist_ok=True)
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   iterators = train_iterators(exp)
   state = exp.init(jax.random.key(config.seed))
   start = 0
+  # A new run loads model.init_from before anything is written, so a bad one leaves no
+  # half-made workdir behind.
+  fresh = not os.path.isdir(os.path.join(workdir, "checkpoints"))
+  if fresh and config.model.init_from:
+    state = load_init_from(exp, state)
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"workdir: cannot create {workdir}: {e.strerror}") from None
+  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
   if ckpt.latest_step() is not None:
     check_same_run(ckpt.saved_config(), config)
     state, _ = ckpt.restore(checkpoint.abstract_like(state), iterators)
     start = int(state.step)
-  elif config.model.init_from:
+  elif config.model.init_from and not fresh:
     state = load_init_from(exp, state)
   # The update's third argument, recomputed every method.refresh_every steps (methods/base.py).
   extra, every = exp.method.refresh(exp, state), config.method.refresh_every

@@ -6,6 +6,7 @@ optim.OPTIMIZERS, data.pipeline.AUGMENTS, ...); this module only checks against 
 """
 from __future__ import annotations
 
+import math
 import re
 
 import ml_collections
@@ -63,9 +64,23 @@ def _validate_finetune(optim: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"optim.unfreeze[{i}]: bad regex {entry[1]!r}: {e}") from None
 
 
+def _check_finite(config, prefix: str = "") -> None:
+  """No NaN or infinity anywhere (optim.lr=nan would compile, train and stop on a
+  non-finite loss; checked here, before anything is built or written)."""
+  for key, value in config.items():
+    name = f"{prefix}{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      _check_finite(value, name + ".")
+    values = value if isinstance(value, (tuple, list)) else (value,)
+    for v in values:
+      if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
+
+
 def validate(config: ml_collections.ConfigDict, device_count: int | None = None) -> None:
   """Raises ConfigError for the first field that cannot work."""
   _check_keys(config, base_config())
+  _check_finite(config)
   methods.METHODS.get(config.method.name)
   models.MODELS.get(config.model.name)
   if config.method.bn == "frozen":
