@@ -33,9 +33,9 @@ AdaBN (Li et al., ICLR-W 2017 / Pattern Recognition 2018): trainer/evaluate.py's
 `target_statistics` recomputes every BN layer's statistics on the target domain
 (train.eval_target_bn='target', or method adabn).
 """
+
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
@@ -73,7 +73,8 @@ def _map_bn(fn, params: PyTree, batch_stats: PyTree) -> tuple[PyTree, PyTree]:
   """`fn` on the BN leaves: params under a BN module, and every statistic."""
   bn = modules(batch_stats)
   params = jax.tree_util.tree_map_with_path(
-      lambda p, x: fn(x) if path_name(p).rpartition("/")[0] in bn else x, params)
+    lambda p, x: fn(x) if path_name(p).rpartition("/")[0] in bn else x, params
+  )
   return params, jax.tree.map(fn, batch_stats)
 
 
@@ -103,21 +104,29 @@ def holds_branches(pretrained_stats: PyTree, model_stats: PyTree) -> bool:
 def check(config: ml_collections.ConfigDict, batch_stats: PyTree, eval_target: str) -> None:
   """BN policies that need BatchNorm layers the model (abstract `batch_stats`) lacks;
   `eval_target`: the statistics target splits are evaluated with (trainer.eval_target)."""
-  uses = (("method.bn", config.method.bn, config.method.bn == "dsbn", bool(batch_stats)),
-          ("model.bn_mode", config.model.bn_mode, config.model.bn_mode != "train",
-           "backbone" in batch_stats),
-          ("train.eval_target_bn", eval_target, eval_target == "target", bool(batch_stats)))
+  uses = (
+    ("method.bn", config.method.bn, config.method.bn == "dsbn", bool(batch_stats)),
+    (
+      "model.bn_mode",
+      config.model.bn_mode,
+      config.model.bn_mode != "train",
+      "backbone" in batch_stats,
+    ),
+    ("train.eval_target_bn", eval_target, eval_target == "target", bool(batch_stats)),
+  )
   for field, value, needs, present in uses:
     if needs and not present:
       where = "backbone" if field == "model.bn_mode" else "model"
       raise ConfigError(
-          f"{field}: {value!r} acts on BatchNorm layers, but the {where} of "
-          f"{config.model.name} (model.norm={config.model.norm!r}) has none; use "
-          f"model.norm='batch' or a model with BatchNorm")
+        f"{field}: {value!r} acts on BatchNorm layers, but the {where} of "
+        f"{config.model.name} (model.norm={config.model.norm!r}) has none; use "
+        f"model.norm='batch' or a model with BatchNorm"
+      )
 
 
-def optim_config(config: ml_collections.ConfigDict,
-                 batch_stats: PyTree) -> ml_collections.ConfigDict:
+def optim_config(
+  config: ml_collections.ConfigDict, batch_stats: PyTree
+) -> ml_collections.ConfigDict:
   """config.optim, and for model.bn_mode='frozen' a copy whose rule list starts with
   (the backbone BN scale/bias names, None): the affine freeze is an optimizer rule."""
   if config.model.bn_mode != "frozen":
@@ -129,5 +138,3 @@ def optim_config(config: ml_collections.ConfigDict,
   optim.rules = (rule,) + tuple(map(tuple, rules))
   optim.preset = ""
   return optim
-
-

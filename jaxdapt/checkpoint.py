@@ -7,18 +7,19 @@ position and the config. Two managers share the workdir:
 Saves are asynchronous; `wait()` before reading or exiting. A checkpoint that
 cannot be read raises CheckpointError naming it and leaves it on disk.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from typing import Any
 
-from absl import logging as absl_logging
 import grain
 import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 
 from jaxdapt.errors import CheckpointError
 
@@ -62,16 +63,18 @@ def _save_arrays_whole_on_one_host() -> None:
   absl_logging.set_verbosity(absl_logging.ERROR)  # Orbax warns about every override
   try:
     ocp.type_handlers.register_type_handler(
-        jax.Array, ocp.type_handlers.ArrayHandler(
-            use_replica_parallel=False,
-            array_metadata_store=getattr(current, "_array_metadata_store", None)),
-        override=True)
+      jax.Array,
+      ocp.type_handlers.ArrayHandler(
+        use_replica_parallel=False,
+        array_metadata_store=getattr(current, "_array_metadata_store", None),
+      ),
+      override=True,
+    )
   finally:
     absl_logging.set_verbosity(verbosity)
 
 
 class Checkpointer:
-
   def __init__(self, workdir: str, keep: int):
     workdir = os.path.abspath(workdir)
     _save_arrays_whole_on_one_host()
@@ -81,29 +84,49 @@ class Checkpointer:
     # collides on '_async_write_complete.<step>' and hangs (single-process is unaffected).
     sync = lambda name: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
     self.latest = ocp.CheckpointManager(
-        os.path.join(workdir, "checkpoints"), item_names=item_names,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             multiprocessing_options=sync("latest")))
+      os.path.join(workdir, "checkpoints"),
+      item_names=item_names,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=keep, create=True, multiprocessing_options=sync("latest")
+      ),
+    )
     self.best = ocp.CheckpointManager(
-        os.path.join(workdir, "best"), item_names=item_names,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, create=True, best_fn=lambda m: m[BEST_METRIC], best_mode="max",
-            keep_checkpoints_without_metrics=False, multiprocessing_options=sync("best")))
+      os.path.join(workdir, "best"),
+      item_names=item_names,
+      options=ocp.CheckpointManagerOptions(
+        max_to_keep=1,
+        create=True,
+        best_fn=lambda m: m[BEST_METRIC],
+        best_mode="max",
+        keep_checkpoints_without_metrics=False,
+        multiprocessing_options=sync("best"),
+      ),
+    )
 
   @staticmethod
   def _args(state, iterator, config) -> ocp.args.Composite:
     return ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(_IteratorState(iterator)),
-        config=ocp.args.JsonSave(json.loads(config.to_json())))
+      state=ocp.args.StandardSave(state),
+      data=grain.checkpoint.CheckpointSave(_IteratorState(iterator)),
+      config=ocp.args.JsonSave(json.loads(config.to_json())),
+    )
 
-  def save(self, step: int, state: PyTree, iterator: Any, config: ml_collections.ConfigDict,
-           metrics: dict[str, float] | None = None) -> None:
+  def save(
+    self,
+    step: int,
+    state: PyTree,
+    iterator: Any,
+    config: ml_collections.ConfigDict,
+    metrics: dict[str, float] | None = None,
+  ) -> None:
     """Saves state, the iterator's position (per process) and the config at `step`."""
     self.latest.save(step, args=self._args(state, iterator, config))
     if metrics is not None and BEST_METRIC in metrics:
-      self.best.save(step, args=self._args(state, iterator, config),
-                     metrics={k: float(v) for k, v in metrics.items()})
+      self.best.save(
+        step,
+        args=self._args(state, iterator, config),
+        metrics={k: float(v) for k, v in metrics.items()},
+      )
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -114,14 +137,22 @@ class Checkpointer:
     if step is None:
       return None
     try:
-      return self.latest.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+      return self.latest.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))[
+        "config"
+      ]
     except Exception as e:
       raise CheckpointError(
-          f"checkpoint {self.latest.directory}/{step}: its config could not be read "
-          f"({type(e).__name__}: {str(e)[:200]}); it was left untouched.") from e
+        f"checkpoint {self.latest.directory}/{step}: its config could not be read "
+        f"({type(e).__name__}: {str(e)[:200]}); it was left untouched."
+      ) from e
 
-  def restore(self, abstract_state: PyTree, iterator: Any = None, step: int | None = None,
-              manager: str = "latest") -> tuple[PyTree, dict]:
+  def restore(
+    self,
+    abstract_state: PyTree,
+    iterator: Any = None,
+    step: int | None = None,
+    manager: str = "latest",
+  ) -> tuple[PyTree, dict]:
     """Restores (state, config_dict) at `step` (default: latest); sets `iterator`'s position."""
     mngr = self.latest if manager == "latest" else self.best
     step = mngr.latest_step() if step is None else step
@@ -136,9 +167,10 @@ class Checkpointer:
       restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types for unreadable files
       raise CheckpointError(
-          f"checkpoint {mngr.directory}/{step} could not be restored ({type(e).__name__}: "
-          f"{str(e)[:300]}). It was left untouched; move it aside to resume from an earlier "
-          f"step ({', '.join(map(str, mngr.all_steps()))} on disk) or use a new workdir.") from e
+        f"checkpoint {mngr.directory}/{step} could not be restored ({type(e).__name__}: "
+        f"{str(e)[:300]}). It was left untouched; move it aside to resume from an earlier "
+        f"step ({', '.join(map(str, mngr.all_steps()))} on disk) or use a new workdir."
+      ) from e
     return restored["state"], restored["config"]
 
   def wait(self) -> None:
@@ -162,13 +194,15 @@ def load_model_variables(workdir: str, step: int | None = None) -> tuple[PyTree,
   Read without a target structure, so any architecture's run can serve as a
   starting point (`config.model.init_from`); the strict merge checks the fit.
   """
-  mngr = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               item_names=("state",))
+  mngr = ocp.CheckpointManager(
+    os.path.join(os.path.abspath(workdir), "checkpoints"), item_names=("state",)
+  )
   if step is not None and step not in mngr.all_steps():
     steps = ", ".join(map(str, sorted(mngr.all_steps()))) or "none"
     mngr.close()
-    raise CheckpointError(f"init_from: no checkpoint at step {step} in {workdir}/checkpoints "
-                          f"(steps on disk: {steps})")
+    raise CheckpointError(
+      f"init_from: no checkpoint at step {step} in {workdir}/checkpoints (steps on disk: {steps})"
+    )
   step = mngr.latest_step() if step is None else step
   if step is None:
     raise CheckpointError(f"init_from: no checkpoint in {workdir}/checkpoints")
@@ -179,8 +213,9 @@ def load_model_variables(workdir: str, step: int | None = None) -> tuple[PyTree,
       args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), meta)
       tree = ckptr.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))
   except Exception as e:
-    raise CheckpointError(f"init_from: {path} could not be read ({type(e).__name__}: "
-                          f"{str(e)[:300]})") from e
+    raise CheckpointError(
+      f"init_from: {path} could not be read ({type(e).__name__}: {str(e)[:300]})"
+    ) from e
   finally:
     mngr.close()
   return tree["params"]["model"], tree.get("batch_stats", {}), step

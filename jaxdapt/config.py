@@ -7,6 +7,7 @@ imports no other layer. The checks that need the registries and subsystems
 (trainer/validate.py) run before anything is built and turn every impossible value into
 a one-line ConfigError naming the field and the allowed values.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -15,20 +16,21 @@ import ml_collections
 
 from jaxdapt.errors import ConfigError
 
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
 
   c.data = ml_collections.ConfigDict()
-  c.data.source = "syn_digits"          # labeled source domain
+  c.data.source = "syn_digits"  # labeled source domain
   c.data.source_split = "train"
   c.data.source_val_split = "validation"  # model selection without target labels
-  c.data.target = "uci_digits"          # unlabeled target domain
-  c.data.target_split = "train"         # its labels are used only by target_oracle
+  c.data.target = "uci_digits"  # unlabeled target domain
+  c.data.target_split = "train"  # its labels are used only by target_oracle
   c.data.target_test_split = "test"
-  c.data.data_dir = ""                  # '' → $JAXDAPT_DATA_DIR or ~/.cache/jaxdapt
+  c.data.data_dir = ""  # '' → $JAXDAPT_DATA_DIR or ~/.cache/jaxdapt
   c.data.augment = "shift"
-  c.data.batch_size = 64                # global, per domain
+  c.data.batch_size = 64  # global, per domain
   c.data.eval_batch_size = 512
   c.data.prefetch = 2
   # Splits whose images fit in this many MB are read into RAM once when the run starts
@@ -40,12 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = "dann_digits"
-  c.model.norm = "default"              # the model's own default (see jaxdapt/models)
-  c.model.bottleneck_dim = 0            # 0: no bottleneck
+  c.model.norm = "default"  # the model's own default (see jaxdapt/models)
+  c.model.bottleneck_dim = 0  # 0: no bottleneck
   c.model.head_hidden = (100, 100)
-  c.model.dropout = 0.0                 # head dropout, before its output layer (classifier.py)
-  c.model.cosine_temperature = 0.0      # > 0: cosine-classifier output layer (MME: 0.05)
-  c.model.small_input = False           # ResNet/VGG: stem for 32×32 inputs
+  c.model.dropout = 0.0  # head dropout, before its output layer (classifier.py)
+  c.model.cosine_temperature = 0.0  # > 0: cosine-classifier output layer (MME: 0.05)
+  c.model.small_input = False  # ResNet/VGG: stem for 32×32 inputs
   # ResNet: base width w (stem and stages w, 2w, 4w, 8w; same parameter names); 0: the
   # model's own (64, torchvision's, which imported weights need).
   c.model.width = 0
@@ -76,37 +78,37 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.method = ml_collections.ConfigDict()
   c.method.name = "source_only"
-  c.method.bn = "joint"                 # BatchNorm over two domains: joint | separate | dsbn
-  c.method.weight = 1.0                 # trade-off of the transfer loss
-  c.method.weight_schedule = "dann"     # constant | dann (2/(1+e^{-10p}) - 1)
-  c.method.disc_hidden = (100,)         # DANN domain classifier
+  c.method.bn = "joint"  # BatchNorm over two domains: joint | separate | dsbn
+  c.method.weight = 1.0  # trade-off of the transfer loss
+  c.method.weight_schedule = "dann"  # constant | dann (2/(1+e^{-10p}) - 1)
+  c.method.disc_hidden = (100,)  # DANN domain classifier
   c.method.mmd_bandwidths = (0.25, 0.5, 1.0, 2.0, 4.0)  # DAN kernels, × mean sq. distance
-  c.method.cdan_random_dim = 1024       # CDAN: randomized multilinear map width (D·C > 4096)
-  c.method.bsp_weight = 0.0             # BSP penalty in dann/cdan (paper: 1e-4); 0 = off
-  c.method.bsp_k = 1                    # BSP: number of top singular values penalised
-  c.method.mcc_temperature = 2.5        # MCC probability rescaling temperature T
+  c.method.cdan_random_dim = 1024  # CDAN: randomized multilinear map width (D·C > 4096)
+  c.method.bsp_weight = 0.0  # BSP penalty in dann/cdan (paper: 1e-4); 0 = off
+  c.method.bsp_k = 1  # BSP: number of top singular values penalised
+  c.method.mcc_temperature = 2.5  # MCC probability rescaling temperature T
   c.method.jan_softmax_bandwidth = 1.68  # JAN: kernel exp(-|p-q|²/bw) on the softmax layer
-  c.method.afn_delta_r = 1.0            # AFN (stepwise): norm increment Δr
-  c.method.mdd_margin = 4.0             # MDD margin γ
+  c.method.afn_delta_r = 1.0  # AFN (stepwise): norm increment Δr
+  c.method.mdd_margin = 4.0  # MDD margin γ
   c.method.aux_head_hidden = (100, 100)  # MDD/MCD second classifier widths (= model.head_hidden)
-  c.method.mcd_generator_steps = 4      # MCD: generator updates (step C) per iteration
-  c.method.label_smoothing = 0.0        # ε of the supervised cross-entropy (SHOT stage 1: 0.1)
-  c.method.refresh_every = 0            # steps between Method.refresh calls; 0 = only at start
-  c.method.shot_beta = 0.3              # SHOT: weight β of the pseudo-label cross-entropy
-  c.method.fixmatch_threshold = 0.95    # FixMatch: confidence τ of a weak-view pseudo-label
-  c.method.fixmatch_ops = 2             # FixMatch: RandAugment ops per strong view
-  c.method.fixmatch_cutout = 0.5        # FixMatch: cutout square side / image side (0: off)
+  c.method.mcd_generator_steps = 4  # MCD: generator updates (step C) per iteration
+  c.method.label_smoothing = 0.0  # ε of the supervised cross-entropy (SHOT stage 1: 0.1)
+  c.method.refresh_every = 0  # steps between Method.refresh calls; 0 = only at start
+  c.method.shot_beta = 0.3  # SHOT: weight β of the pseudo-label cross-entropy
+  c.method.fixmatch_threshold = 0.95  # FixMatch: confidence τ of a weak-view pseudo-label
+  c.method.fixmatch_ops = 2  # FixMatch: RandAugment ops per strong view
+  c.method.fixmatch_cutout = 0.5  # FixMatch: cutout square side / image side (0: off)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = "sgd"
   c.optim.lr = 0.01
   c.optim.momentum = 0.9
   c.optim.nesterov = False
-  c.optim.b1 = 0.9                      # adam/adamw: first-moment decay β1 (ADDA's code: 0.5)
+  c.optim.b1 = 0.9  # adam/adamw: first-moment decay β1 (ADDA's code: 0.5)
   # On conv/dense kernels only (not biases, norms, ViT tokens): L2 added to the gradient
   # for sgd/adam (torch's weight_decay), decoupled for adamw.
   c.optim.weight_decay = 0.0
-  c.optim.schedule = "dann"             # lr·(1+10p)^-0.75 (DANN paper)
+  c.optim.schedule = "dann"  # lr·(1+10p)^-0.75 (DANN paper)
   # (regex over '/'-joined paths 'model/...' or 'method/...', lr multiplier | None=frozen);
   # first match wins; every parameter must match one rule. The fields below compile to
   # such a list (jaxdapt/finetune.py); `jaxdapt optim --config ...` prints it.
@@ -124,15 +126,15 @@ def base_config() -> ml_collections.ConfigDict:
   # Against forgetting when fine-tuning from model.init_from; each 0 = off; any method with
   # the shared step (jaxdapt/methods/regularizers.py has the papers and hyperparameters).
   c.regularizer = ml_collections.ConfigDict()
-  c.regularizer.l2sp_alpha = 0.0        # L2-SP: α/2‖w − w⁰‖² on what init_from supplies
-  c.regularizer.l2sp_beta = 0.0         # L2-SP: β/2‖w‖² on the new layers (dont_load)
-  c.regularizer.delta_weight = 0.0      # DELTA: attention-weighted feature-map distance
+  c.regularizer.l2sp_alpha = 0.0  # L2-SP: α/2‖w − w⁰‖² on what init_from supplies
+  c.regularizer.l2sp_beta = 0.0  # L2-SP: β/2‖w‖² on the new layers (dont_load)
+  c.regularizer.delta_weight = 0.0  # DELTA: attention-weighted feature-map distance
   c.regularizer.delta_layers = ("backbone",)  # DELTA: modules whose outputs are compared
   c.regularizer.delta_attention_points = 128  # DELTA: rows scoring the channels, once
-  c.regularizer.bss_weight = 0.0        # BSS η (paper 0.001)
-  c.regularizer.bss_k = 1               # BSS: smallest singular values penalised
-  c.regularizer.lwf_weight = 0.0        # LwF λ_o (paper 1)
-  c.regularizer.lwf_temperature = 2.0   # LwF T (paper 2)
+  c.regularizer.bss_weight = 0.0  # BSS η (paper 0.001)
+  c.regularizer.bss_k = 1  # BSS: smallest singular values penalised
+  c.regularizer.lwf_weight = 0.0  # LwF λ_o (paper 1)
+  c.regularizer.lwf_temperature = 2.0  # LwF T (paper 2)
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
@@ -146,7 +148,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.train.eval_every = 500
   c.train.checkpoint_every = 500
   c.train.keep_checkpoints = 2
-  c.train.baseline = ""                 # e.g. 'source_only': also train it and print side by side
+  c.train.baseline = ""  # e.g. 'source_only': also train it and print side by side
   c.train.progress_bar = True
   # Rows per domain (source train, source val, target train) scored at each evaluation by
   # the label-free selection criteria SND and DEV (analysis/selection.py); 0 turns them off.
@@ -169,8 +171,10 @@ def find_field(config, dotted: str, label: str):
     if not hasattr(node, "keys") or key not in node:
       keys = sorted(node.keys()) if hasattr(node, "keys") else []
       near = difflib.get_close_matches(key, keys, n=1)
-      raise ConfigError(f"{label}: unknown config field; fields of "
-                        f"{'.'.join(path[:i]) or 'config'}: {', '.join(keys) or 'none'}"
-                        + (f"; did you mean {near[0]!r}?" if near else ""))
+      raise ConfigError(
+        f"{label}: unknown config field; fields of "
+        f"{'.'.join(path[:i]) or 'config'}: {', '.join(keys) or 'none'}"
+        + (f"; did you mean {near[0]!r}?" if near else "")
+      )
     group, node = node, node[key]
   return group, path[-1]

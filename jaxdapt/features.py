@@ -6,11 +6,13 @@ trainer uses it for label-free selection criteria at each evaluation, the
 analysis command for shift and t-SNE, and the linear probe / kNN (`probe.py`)
 read its stored arrays, so features are computed once and reused.
 """
+
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +32,9 @@ def forward_fn(exp) -> Callable:
   mean_std = input_mean_std(exp.config)
 
   def forward(params, batch_stats, images):
-    out, _ = apply_model(exp.model, params["model"], batch_stats,
-                         normalize(images, dtype, mean_std), train=False)
+    out, _ = apply_model(
+      exp.model, params["model"], batch_stats, normalize(images, dtype, mean_std), train=False
+    )
     return out["features"].astype(jnp.float32), out["logits"].astype(jnp.float32)
 
   return jax.jit(forward, out_shardings=sharding.replicated(exp.mesh))
@@ -43,17 +46,22 @@ def extract(exp, forward: Callable, state, source) -> dict[str, np.ndarray]:
   Every process gets the whole result (the forward's output is replicated)."""
   local_batch = exp.config.data.eval_batch_size // jax.process_count()
   feats, logits, labels = [], [], []
-  for batch in data.eval_batches(source, batch_size=local_batch,
-                                 process_index=jax.process_index(),
-                                 process_count=jax.process_count()):
-    f, z = forward(state.params, state.batch_stats,
-                   sharding.global_batch(batch["image"], exp.mesh))
+  for batch in data.eval_batches(
+    source,
+    batch_size=local_batch,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ):
+    f, z = forward(state.params, state.batch_stats, sharding.global_batch(batch["image"], exp.mesh))
     mask, label = _all_processes(batch["mask"]), _all_processes(batch["label"])
     feats.append(np.asarray(f)[mask])
     logits.append(np.asarray(z)[mask])
     labels.append(label[mask])
-  return {"features": np.concatenate(feats), "logits": np.concatenate(logits),
-          "labels": np.concatenate(labels).astype(np.int64)}
+  return {
+    "features": np.concatenate(feats),
+    "logits": np.concatenate(logits),
+    "labels": np.concatenate(labels).astype(np.int64),
+  }
 
 
 def _all_processes(local: np.ndarray) -> np.ndarray:
@@ -75,8 +83,9 @@ def save_store(path: str, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -
   np.savez(os.path.join(path, f"features{tmp}.npz"), **arrays)
   os.replace(os.path.join(path, f"features{tmp}.npz"), os.path.join(path, "features.npz"))
   with open(meta_path + tmp, "w") as f:
-    json.dump({"version": STORE_VERSION, **meta, "n": {k: len(v) for k, v in arrays.items()}},
-              f, indent=2)
+    json.dump(
+      {"version": STORE_VERSION, **meta, "n": {k: len(v) for k, v in arrays.items()}}, f, indent=2
+    )
   os.replace(meta_path + tmp, meta_path)
   return path
 

@@ -8,10 +8,12 @@ returns the plain (regex, multiplier | None) tuple that `optim` applies, so
 This module works on parameter names only ('/'-joined paths such as
 'model/backbone/layer1_0/conv1/kernel') and imports nothing from the trainer.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from jaxdapt.errors import ConfigError
 
@@ -19,10 +21,10 @@ Rule = tuple[str, Any]  # (regex, lr multiplier | None = frozen)
 
 # optim.preset → rules; the preset replaces optim.rules (setting both is a ConfigError).
 PRESETS: dict[str, tuple[Rule, ...]] = {
-    # Pretrained backbone at a tenth of the lr of the new layers (bottleneck, head, method).
-    "discriminative": (("model/backbone/.*", 0.1), (".*", 1.0)),
-    # Linear probe (LP-FT stage 1): only the head and the method's parameters train.
-    "linear_probe": (("model/(backbone|bottleneck)/.*", None), (".*", 1.0)),
+  # Pretrained backbone at a tenth of the lr of the new layers (bottleneck, head, method).
+  "discriminative": (("model/backbone/.*", 0.1), (".*", 1.0)),
+  # Linear probe (LP-FT stage 1): only the head and the method's parameters train.
+  "linear_probe": (("model/(backbone|bottleneck)/.*", None), (".*", 1.0)),
 }
 
 BACKBONE = "model/backbone/"
@@ -30,13 +32,13 @@ BACKBONE = "model/backbone/"
 # First name under model/backbone/ → sort key of its block; blocks at one key share a
 # depth. Keys of one family sort in forward order; None puts a module with the head.
 _BLOCKS: tuple[tuple[str, Callable[[re.Match], tuple[int, ...] | None]], ...] = (
-    (r"(?:conv|bn)(\d+)", lambda m: (0, int(m[1]))),              # ResNet stem; digits nets
-    (r"patch_embed|cls_token|pos_embed", lambda m: (0, 0)),        # ViT embedding
-    (r"layer(\d+)_(\d+)", lambda m: (1, int(m[1]), int(m[2]))),    # ResNet stage i, block j
-    (r"blocks_(\d+)", lambda m: (1, int(m[1]))),                   # ViT block i
-    (r"features_(\d+)", lambda m: (1, int(m[1]))),                 # VGG conv (BN merged)
-    (r"classifier_(\d+)", lambda m: (2, int(m[1]))),               # VGG fc6 / fc7
-    (r"norm", lambda m: None),                                     # ViT final LayerNorm
+  (r"(?:conv|bn)(\d+)", lambda m: (0, int(m[1]))),  # ResNet stem; digits nets
+  (r"patch_embed|cls_token|pos_embed", lambda m: (0, 0)),  # ViT embedding
+  (r"layer(\d+)_(\d+)", lambda m: (1, int(m[1]), int(m[2]))),  # ResNet stage i, block j
+  (r"blocks_(\d+)", lambda m: (1, int(m[1]))),  # ViT block i
+  (r"features_(\d+)", lambda m: (1, int(m[1]))),  # VGG conv (BN merged)
+  (r"classifier_(\d+)", lambda m: (2, int(m[1]))),  # VGG fc6 / fc7
+  (r"norm", lambda m: None),  # ViT final LayerNorm
 )
 
 
@@ -49,9 +51,10 @@ def _block_key(module: str, modules: set[str]) -> tuple[int, ...] | None:
       return (1, int(m[1]) - 1)  # vgg*_bn: the BatchNorm right after its conv
     return key(m)
   raise ConfigError(
-      f"optim.llrd: no depth for backbone module {BACKBONE}{module}; known blocks: "
-      f"conv<i>/bn<i>, layer<i>_<j>, patch_embed, cls_token, pos_embed, blocks_<i>, "
-      f"features_<i>, classifier_<i>, norm")
+    f"optim.llrd: no depth for backbone module {BACKBONE}{module}; known blocks: "
+    f"conv<i>/bn<i>, layer<i>_<j>, patch_embed, cls_token, pos_embed, blocks_<i>, "
+    f"features_<i>, classifier_<i>, norm"
+  )
 
 
 def backbone_depths(names: Iterable[str]) -> tuple[dict[str, int], int]:
@@ -61,7 +64,7 @@ def backbone_depths(names: Iterable[str]) -> tuple[dict[str, int], int]:
   then one depth per residual block; ViT patch embedding 0, block i at i+1,
   final norm with the head; VGG one per conv (its BatchNorm with it), fc6, fc7.
   """
-  modules = {n[len(BACKBONE):].split("/", 1)[0] for n in names if n.startswith(BACKBONE)}
+  modules = {n[len(BACKBONE) :].split("/", 1)[0] for n in names if n.startswith(BACKBONE)}
   keys = {m: _block_key(m, modules) for m in modules}
   ranks = {k: i for i, k in enumerate(sorted({k for k in keys.values() if k is not None}))}
   depth_max = len(ranks)
@@ -74,9 +77,14 @@ def llrd_rules(names: Iterable[str], decay: float) -> list[Rule]:
   by_depth: dict[int, list[str]] = {}
   for module, d in depths.items():
     by_depth.setdefault(d, []).append(module)
-  return [(f"{re.escape(BACKBONE)}(?:{'|'.join(map(re.escape, sorted(mods)))})(?:/.*)?",
-           decay ** (depth_max - d))
-          for d, mods in sorted(by_depth.items()) if d < depth_max]
+  return [
+    (
+      f"{re.escape(BACKBONE)}(?:{'|'.join(map(re.escape, sorted(mods)))})(?:/.*)?",
+      decay ** (depth_max - d),
+    )
+    for d, mods in sorted(by_depth.items())
+    if d < depth_max
+  ]
 
 
 def refine(rules: Sequence[Rule], finer: Sequence[Rule]) -> tuple[Rule, ...]:

@@ -4,6 +4,7 @@ Loading is strict (weights.merge_into): every parameter is loaded or matches a
 model.dont_load regex. A single-branch model loads into both BatchNorm branches of a
 DSBN model; a DSBN checkpoint loads only into a DSBN model.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,14 +42,19 @@ def load_init_from(exp, state: TrainState) -> TrainState:
     if not batchnorm.holds_branches(pretrained.batch_stats, plain[1]):
       (params, batch_stats), copy_branch = plain, True
   elif batchnorm.holds_branches(pretrained.batch_stats, batch_stats):
-    raise ConfigError(f"model.init_from: {cfg.init_from} holds a DSBN model (a BatchNorm "
-                      f"branch per domain); load it with method.bn='dsbn'")
-  params, batch_stats, report = weights.merge_into(params, batch_stats, pretrained,
-                                                   tuple(cfg.dont_load))
+    raise ConfigError(
+      f"model.init_from: {cfg.init_from} holds a DSBN model (a BatchNorm "
+      f"branch per domain); load it with method.bn='dsbn'"
+    )
+  params, batch_stats, report = weights.merge_into(
+    params, batch_stats, pretrained, tuple(cfg.dont_load)
+  )
   if copy_branch:
     params, batch_stats = batchnorm.stack(params, batch_stats)
   if jax.process_index() == 0:
     print(f"init_from {cfg.init_from}: {report.summary()}", flush=True)
   replicated = sharding.replicated(exp.mesh)
-  return state.replace(params={**state.params, "model": jax.device_put(params, replicated)},
-                       batch_stats=jax.device_put(batch_stats, replicated))
+  return state.replace(
+    params={**state.params, "model": jax.device_put(params, replicated)},
+    batch_stats=jax.device_put(batch_stats, replicated),
+  )

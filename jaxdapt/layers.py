@@ -7,23 +7,45 @@ the imports form a cycle. A module belongs to the first entry whose prefix names
 """
 
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    # Leaves: typed errors, name registries, parameter paths, the config schema.
-    ("leaf", ("jaxdapt", "jaxdapt.layers", "jaxdapt.errors", "jaxdapt.registry",
-              "jaxdapt.tree", "jaxdapt.config")),
-    # Building blocks: pure functions and data over trees, arrays and files.
-    ("blocks", ("jaxdapt.data", "jaxdapt.models", "jaxdapt.kernels", "jaxdapt.weights",
-                "jaxdapt.runtime", "jaxdapt.losses", "jaxdapt.optim", "jaxdapt.finetune",
-                "jaxdapt.batchnorm", "jaxdapt.checkpoint", "jaxdapt.sharding",
-                "jaxdapt.metrics")),
-    # The step layer: state, model application, pure jitted steps, feature extraction,
-    # loading a model's starting weights.
-    ("step", ("jaxdapt.step", "jaxdapt.features", "jaxdapt.init_from")),
-    # Adaptation methods and regularisers; analysis functions (no CLI).
-    ("methods", ("jaxdapt.methods", "jaxdapt.analysis")),
-    # The trainer (build, evaluate, loop, validation) and the shared recipes.
-    ("trainer", ("jaxdapt.trainer", "jaxdapt.configs")),
-    # The applications behind `jaxdapt <tool>`.
-    ("tools", ("jaxdapt.tools", "jaxdapt.__main__")),
+  # Leaves: typed errors, name registries, parameter paths, the config schema.
+  (
+    "leaf",
+    (
+      "jaxdapt",
+      "jaxdapt.layers",
+      "jaxdapt.errors",
+      "jaxdapt.registry",
+      "jaxdapt.tree",
+      "jaxdapt.config",
+    ),
+  ),
+  # Building blocks: pure functions and data over trees, arrays and files.
+  (
+    "blocks",
+    (
+      "jaxdapt.data",
+      "jaxdapt.models",
+      "jaxdapt.kernels",
+      "jaxdapt.weights",
+      "jaxdapt.runtime",
+      "jaxdapt.losses",
+      "jaxdapt.optim",
+      "jaxdapt.finetune",
+      "jaxdapt.batchnorm",
+      "jaxdapt.checkpoint",
+      "jaxdapt.sharding",
+      "jaxdapt.metrics",
+    ),
+  ),
+  # The step layer: state, model application, pure jitted steps, feature extraction,
+  # loading a model's starting weights.
+  ("step", ("jaxdapt.step", "jaxdapt.features", "jaxdapt.init_from")),
+  # Adaptation methods and regularisers; analysis functions (no CLI).
+  ("methods", ("jaxdapt.methods", "jaxdapt.analysis")),
+  # The trainer (build, evaluate, loop, validation) and the shared recipes.
+  ("trainer", ("jaxdapt.trainer", "jaxdapt.configs")),
+  # The applications behind `jaxdapt <tool>`.
+  ("tools", ("jaxdapt.tools", "jaxdapt.__main__")),
 )
 
 

@@ -3,17 +3,17 @@
 Each is a pure function of arrays so it can be unit-tested against a NumPy
 formula (tests/test_losses.py) and reused by several methods.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array,
-                  label_smoothing: float = 0.0) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
   """Mean softmax cross-entropy with integer labels, computed in float32.
 
   label_smoothing ε > 0 trains against (1 − ε)·one_hot + ε/C (Szegedy et al., 2016).
@@ -66,9 +66,12 @@ def _squared_distances(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.maximum(x2 + y2 - 2.0 * x @ y.T, 0.0)
 
 
-def mk_mmd(source: jax.Array, target: jax.Array,
-           bandwidth_multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
-           unbiased: bool = True) -> jax.Array:
+def mk_mmd(
+  source: jax.Array,
+  target: jax.Array,
+  bandwidth_multipliers: Sequence[float] = (0.25, 0.5, 1.0, 2.0, 4.0),
+  unbiased: bool = True,
+) -> jax.Array:
   """Multi-kernel Gaussian MMD² between two equally weighted samples.
 
   Kernel k(a, b) = mean_m exp(-|a-b|² / (m·σ²)) with σ² the mean pairwise

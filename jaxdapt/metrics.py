@@ -3,6 +3,7 @@
 Only process 0 writes. On resume, rows past the restored step are dropped so
 the file reads like an uninterrupted run.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,7 +21,6 @@ def _to_python(value: Any) -> Any:
 
 
 class MetricWriter:
-
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.enabled = jax.process_index() == 0
@@ -36,6 +36,7 @@ class MetricWriter:
     if self.enabled:
       try:
         from tensorboardX import SummaryWriter
+
         self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
       except ImportError:
         pass

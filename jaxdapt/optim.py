@@ -18,10 +18,12 @@ returned `Optimizer` also tells the step which leaves can ever move
 Dry run (the groups and multipliers a config gives):
   jaxdapt optim --config experiments/digits/dann.py --set optim.llrd=0.7
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +41,11 @@ OPTIMIZERS = ("sgd", "adam", "adamw")  # config.optim.name
 LR_SCHEDULES = ("constant", "dann", "cosine", "inv")
 
 
-def group_labels(params: PyTree, rules: Sequence[tuple[str, float | None]],
-                 unfreeze: Sequence[tuple[int, str]] = ()) -> PyTree:
+def group_labels(
+  params: PyTree,
+  rules: Sequence[tuple[str, float | None]],
+  unfreeze: Sequence[tuple[int, str]] = (),
+) -> PyTree:
   """A tree like `params` holding, per leaf, 'g{i}' (rule i), 'g{i}_from{s}' (rule i,
   thawing at step s: the first `unfreeze` entry matching it) or 'frozen'."""
   compiled = [(re.compile(pattern), mult) for pattern, mult in rules]
@@ -63,12 +68,14 @@ def group_labels(params: PyTree, rules: Sequence[tuple[str, float | None]],
   labels = jax.tree_util.tree_map_with_path(label, params)
   if unmatched:
     raise ConfigError(
-        f"optim.rules: {len(unmatched)} parameter(s) match no rule: {', '.join(unmatched[:10])}"
-        f"{' ...' if len(unmatched) > 10 else ''}; add a rule such as ('.*', 1.0) at the end")
+      f"optim.rules: {len(unmatched)} parameter(s) match no rule: {', '.join(unmatched[:10])}"
+      f"{' ...' if len(unmatched) > 10 else ''}; add a rule such as ('.*', 1.0) at the end"
+    )
   if forever:
     raise ConfigError(
-        f"optim.unfreeze: {forever[0]} is frozen for good by optim.rules (None); give it an lr "
-        f"multiplier there, and the unfreeze step keeps it frozen until then")
+      f"optim.unfreeze: {forever[0]} is frozen for good by optim.rules (None); give it an lr "
+      f"multiplier there, and the unfreeze step keeps it frozen until then"
+    )
   return labels
 
 
@@ -76,26 +83,30 @@ def weight_decay_mask(params: PyTree) -> PyTree:
   """True at conv/dense kernels only: biases, norm scales and biases, ViT tokens and
   position embeddings are not decayed (decay would pull them towards 0, not a prior)."""
   return jax.tree_util.tree_map_with_path(
-      lambda path, _: path_name(path).rsplit("/", 1)[-1] == "kernel", params)
+    lambda path, _: path_name(path).rsplit("/", 1)[-1] == "kernel", params
+  )
 
 
 class GateState(NamedTuple):
-  count: jax.Array        # updates seen, gated or not
-  inner: optax.OptState   # untouched before the gate opens
+  count: jax.Array  # updates seen, gated or not
+  inner: optax.OptState  # untouched before the gate opens
 
 
 def start_at(inner: optax.GradientTransformation, step: int) -> optax.GradientTransformation:
   """`inner` from update `step` (0-based) on; before it, zero updates and `inner`'s
   state (momentum, Adam moments, its step count) stays at its initial value.
   A traced condition, so opening the gate does not recompile the step."""
+
   def init(params):
     return GateState(jnp.zeros([], jnp.int32), inner.init(params))
 
   def update(updates, state, params=None):
     def hold():
       return jax.tree.map(jnp.zeros_like, updates), state.inner
+
     new_updates, new_inner = jax.lax.cond(
-        state.count >= step, lambda: inner.update(updates, state.inner, params), hold)
+      state.count >= step, lambda: inner.update(updates, state.inner, params), hold
+    )
     return new_updates, GateState(optax.safe_int32_increment(state.count), new_inner)
 
   return optax.GradientTransformation(init, update)
@@ -104,10 +115,11 @@ def start_at(inner: optax.GradientTransformation, step: int) -> optax.GradientTr
 class Optimizer(NamedTuple):
   """An optax GradientTransformation (init, update) that also says which leaves it can
   ever move, so the step differentiates only those (see `value_and_grad`)."""
+
   init: Callable
   update: Callable
   trainable: Callable[[PyTree], PyTree]  # params → tree of bools
-  rules: tuple = ()                      # the compiled rule list (for describe)
+  rules: tuple = ()  # the compiled rule list (for describe)
 
 
 def value_and_grad(loss_fn: Callable, params: PyTree, tx) -> tuple[Any, PyTree]:
@@ -126,15 +138,17 @@ def value_and_grad(loss_fn: Callable, params: PyTree, tx) -> tuple[Any, PyTree]:
     return treedef.unflatten([next(it) if f else x for f, x in zip(flags, rest)])
 
   value, grads = jax.value_and_grad(lambda moving: loss_fn(merge(moving, leaves)), has_aux=True)(
-      [x for f, x in zip(flags, leaves) if f])
+    [x for f, x in zip(flags, leaves) if f]
+  )
   return value, merge(grads, [jnp.zeros_like(x) for x in leaves])
 
 
 INV_GAMMA = 0.001  # 'inv': lr·(1 + 0.001·i)^-0.75, i the update count
 
 
-def inverse_decay(lr: float, gamma: float, period: float = 1.0,
-                  power: float = 0.75) -> optax.Schedule:
+def inverse_decay(
+  lr: float, gamma: float, period: float = 1.0, power: float = 0.75
+) -> optax.Schedule:
   """lr·(1 + gamma·step/period)^-power (Caffe's 'inv' policy; `period` = total steps makes
   gamma act on the training progress p instead of the step)."""
   return lambda step: lr * (1.0 + gamma * step / period) ** -power
@@ -155,20 +169,23 @@ def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Sc
   raise ConfigError(f"optim.schedule: unknown {config.schedule!r}")
 
 
-def _base_optimizer(config: ml_collections.ConfigDict,
-                    learning_rate: optax.Schedule) -> optax.GradientTransformation:
+def _base_optimizer(
+  config: ml_collections.ConfigDict, learning_rate: optax.Schedule
+) -> optax.GradientTransformation:
   if config.name == "sgd":
     return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
   if config.name == "adam":
     return optax.adam(learning_rate, b1=config.b1)
   if config.name == "adamw":
-    return optax.adamw(learning_rate, b1=config.b1, weight_decay=config.weight_decay,
-                       mask=weight_decay_mask)
+    return optax.adamw(
+      learning_rate, b1=config.b1, weight_decay=config.weight_decay, mask=weight_decay_mask
+    )
   raise ConfigError(f"optim.name: unknown {config.name!r}")
 
 
-def _group(config: ml_collections.ConfigDict, schedule: optax.Schedule, mult: float,
-           start: int) -> optax.GradientTransformation:
+def _group(
+  config: ml_collections.ConfigDict, schedule: optax.Schedule, mult: float, start: int
+) -> optax.GradientTransformation:
   """One rule's optimizer: lr mult·schedule(global step), weight decay on kernels,
   gated to start at update `start` (its own count then lags by `start`)."""
   lr: Callable = lambda count: mult * schedule(count + start if start else count)
@@ -182,8 +199,9 @@ def _group(config: ml_collections.ConfigDict, schedule: optax.Schedule, mult: fl
   return start_at(tx, start) if start else tx
 
 
-def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
-                    params: PyTree) -> Optimizer:
+def build_optimizer(
+  config: ml_collections.ConfigDict, total_steps: int, params: PyTree
+) -> Optimizer:
   """The optimizer for `params` (concrete or abstract: only names and structure are read)."""
   names = [name for name, _ in named_leaves(params)]
   rules = finetune.compile_rules(config, names)
@@ -205,8 +223,9 @@ def build_optimizer(config: ml_collections.ConfigDict, total_steps: int,
     return group_labels(p, rules, unfreeze)
 
   tx = optax.multi_transform(transforms, labels_of)
-  return Optimizer(tx.init, tx.update,
-                   lambda p: jax.tree.map(lambda label: label != FROZEN, labels_of(p)), rules)
+  return Optimizer(
+    tx.init, tx.update, lambda p: jax.tree.map(lambda label: label != FROZEN, labels_of(p)), rules
+  )
 
 
 def multipliers(config: ml_collections.ConfigDict, params: PyTree) -> dict[str, tuple]:
@@ -216,8 +235,11 @@ def multipliers(config: ml_collections.ConfigDict, params: PyTree) -> dict[str, 
   out = {}
   for name, label in named_leaves(labels):
     m = re.fullmatch(r"g(\d+)(?:_from(\d+))?", label)
-    out[name] = ((label, None, None) if m is None else
-                 (label, tx.rules[int(m[1])][1], None if m[2] is None else int(m[2])))
+    out[name] = (
+      (label, None, None)
+      if m is None
+      else (label, tx.rules[int(m[1])][1], None if m[2] is None else int(m[2]))
+    )
   return out
 
 
@@ -228,19 +250,25 @@ def describe(config: ml_collections.ConfigDict, params: PyTree) -> str:
   table = multipliers(config, params)
   for name, (label, mult, step) in table.items():
     groups.setdefault((label, mult, step), []).append(name)
-  lines = [f"{'group':<10} {'lr mult':>9} {'lr':>10} {'from step':>9} {'tensors':>7} "
-           f"{'params':>11}  blocks"]
+  lines = [
+    f"{'group':<10} {'lr mult':>9} {'lr':>10} {'from step':>9} {'tensors':>7} "
+    f"{'params':>11}  blocks"
+  ]
   for (label, mult, step), names in sorted(groups.items(), key=lambda kv: -(kv[0][1] or 0)):
     blocks = list(dict.fromkeys(finetune.block_of(n) for n in names))
     lines.append(
-        f"{label:<10} {'frozen' if mult is None else f'{mult:.4g}':>9} "
-        f"{'-' if mult is None else f'{mult * config.lr:.3g}':>10} "
-        f"{'-' if step is None else step:>9} {len(names):>7} "
-        f"{sum(sizes[n] for n in names):>11,}  {', '.join(blocks)}")
+      f"{label:<10} {'frozen' if mult is None else f'{mult:.4g}':>9} "
+      f"{'-' if mult is None else f'{mult * config.lr:.3g}':>10} "
+      f"{'-' if step is None else step:>9} {len(names):>7} "
+      f"{sum(sizes[n] for n in names):>11,}  {', '.join(blocks)}"
+    )
   if config.weight_decay:
     kind = "decoupled (adamw)" if config.name == "adamw" else "L2 in the gradient"
-    decayed = sum(keep and table[name][1] is not None
-                  for name, keep in named_leaves(weight_decay_mask(params)))
-    lines.append(f"weight decay {config.weight_decay:g}, {kind}, on the {decayed} kernel(s) "
-                 f"of trained groups; none on biases, norms, tokens")
+    decayed = sum(
+      keep and table[name][1] is not None for name, keep in named_leaves(weight_decay_mask(params))
+    )
+    lines.append(
+      f"weight decay {config.weight_decay:g}, {kind}, on the {decayed} kernel(s) "
+      f"of trained groups; none on biases, norms, tokens"
+    )
   return "\n".join(lines)

@@ -1,7 +1,9 @@
 """A name -> object registry whose lookup errors list the allowed names."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from jaxdapt.errors import ConfigError
 
@@ -26,6 +28,7 @@ class Registry(Generic[T]):
         raise KeyError(f"{self.kind} {name!r} registered twice")
       self._items[name] = obj
       return obj
+
     return decorator
 
   def get(self, name: str) -> T:
@@ -33,8 +36,8 @@ class Registry(Generic[T]):
       return self._items[name]
     except KeyError:
       raise ConfigError(
-          f"{self.field}: unknown {self.kind} {name!r}; allowed: "
-          f"{', '.join(sorted(self._items))}") from None
+        f"{self.field}: unknown {self.kind} {name!r}; allowed: {', '.join(sorted(self._items))}"
+      ) from None
 
   def names(self) -> list[str]:
     return sorted(self._items)

@@ -4,14 +4,17 @@ Parameters are replicated, batches are split along their leading axis. Each
 process feeds only its local rows; `global_batch` assembles them into one
 global jax.Array, so single-host and multi-host code paths are the same.
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 PyTree = Any
 
@@ -27,9 +30,10 @@ def maybe_initialize_distributed() -> bool:
   env = os.environ
   if env.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize(
-        coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
-        num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
-        process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None)
+      coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+      num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+      process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+    )
     return True
   tpu_workers = env.get("TPU_WORKER_HOSTNAMES", "")
   if int(env.get("SLURM_NTASKS", "1")) > 1 or "," in tpu_workers:
@@ -55,4 +59,5 @@ def global_batch(local: PyTree, mesh: Mesh) -> PyTree:
   """Host-local numpy batch → global jax.Arrays sharded along 'data'."""
   sharding = batch_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), local
+  )

@@ -8,13 +8,15 @@ a BatchNorm policy (`forward_domains`), gradient accumulation, and the shared
 `functools.partial` before `jax.jit`, so a step compiles once. Methods with a step of
 their own (MCD, ADDA, SHOT, TENT, FixMatch) receive the same context.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import json
 import os
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import flax
 import jax
@@ -33,14 +35,15 @@ DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; compute_dtype resolves 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: PyTree          # {'model': ..., 'method': ...}
-  batch_stats: PyTree     # the model's BatchNorm statistics ({} without BN)
+  params: PyTree  # {'model': ..., 'method': ...}
+  batch_stats: PyTree  # the model's BatchNorm statistics ({} without BN)
   opt_state: PyTree
   rng: jax.Array
 
 
-def compute_dtype(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
-                  ) -> jnp.dtype:
+def compute_dtype(
+  config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh | None = None
+) -> jnp.dtype:
   """The mixed-precision policy's compute dtype: config.model.dtype, where 'auto' is
   bfloat16 on GPU/TPU and float32 on CPU (XLA:CPU's bf16 convolutions are slow, and the
   CPU tests compare numbers in float32), by the platform of `mesh`'s devices (default:
@@ -91,12 +94,19 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
     kwargs["width"] = config.model.width
   try:
     return models.get_model(
-        config.model.name, num_classes=num_classes,
-        bottleneck_dim=config.model.bottleneck_dim or None,
-        head_hidden=tuple(config.model.head_hidden), dropout=config.model.dropout,
-        norm=config.model.norm, dtype=dtype or compute_dtype(config), remat=config.model.remat,
-        **kwargs).clone(frozen_backbone_bn=config.model.bn_mode != "train",
-                        cosine_temperature=config.model.cosine_temperature)
+      config.model.name,
+      num_classes=num_classes,
+      bottleneck_dim=config.model.bottleneck_dim or None,
+      head_hidden=tuple(config.model.head_hidden),
+      dropout=config.model.dropout,
+      norm=config.model.norm,
+      dtype=dtype or compute_dtype(config),
+      remat=config.model.remat,
+      **kwargs,
+    ).clone(
+      frozen_backbone_bn=config.model.bn_mode != "train",
+      cosine_temperature=config.model.cosine_temperature,
+    )
   except (TypeError, ValueError) as e:
     if isinstance(e, ConfigError):
       raise
@@ -110,13 +120,15 @@ def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
     variables["batch_stats"] = batch_stats
   if not train:
     return model.apply(variables, images, train=False), batch_stats
-  outputs, mutated = model.apply(variables, images, train=True, mutable=["batch_stats"],
-                                 rngs={"dropout": rng})
+  outputs, mutated = model.apply(
+    variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+  )
   return outputs, mutated.get("batch_stats", batch_stats)
 
 
-def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtype, rng,
-                    mean_std=DEFAULT_MEAN_STD):
+def forward_domains(
+  model, params, batch_stats, batch, domains, *, bn: str, dtype, rng, mean_std=DEFAULT_MEAN_STD
+):
   """Forward the listed batch keys under a BatchNorm policy (jaxdapt/batchnorm.py).
 
   Keys are domains or views named after one ('target_strong', FixMatch).
@@ -132,8 +144,10 @@ def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtyp
     by_domain: dict[str, list[str]] = {}
     for d in domains:
       by_domain.setdefault(batchnorm.domain_of(d), []).append(d)
-    passes = [(dom, tuple(keys), jax.random.fold_in(rng, i))
-              for i, (dom, keys) in enumerate(by_domain.items())]
+    passes = [
+      (dom, tuple(keys), jax.random.fold_in(rng, i))
+      for i, (dom, keys) in enumerate(by_domain.items())
+    ]
   outputs = {}
   for domain, keys, pass_rng in passes:
     x = jnp.concatenate([images[d] for d in keys]) if len(keys) > 1 else images[keys[0]]
@@ -145,7 +159,7 @@ def forward_domains(model, params, batch_stats, batch, domains, *, bn: str, dtyp
       out, batch_stats = apply_model(model, params, batch_stats, x, train=True, rng=pass_rng)
     offsets = np.cumsum([0] + [images[d].shape[0] for d in keys])
     for i, d in enumerate(keys):
-      outputs[d] = {k: v[offsets[i]:offsets[i + 1]] for k, v in out.items()}
+      outputs[d] = {k: v[offsets[i] : offsets[i + 1]] for k, v in out.items()}
   for d in domains:
     outputs[d]["labels"] = batch[d]["label"]
   return outputs, batch_stats
@@ -156,11 +170,13 @@ def micro_batches(batch: PyTree, n: int) -> PyTree:
   device's shard of the global batch gives B/(n·devices) rows to each micro-batch and no
   row moves between devices (config.validate: B divides by n × devices)."""
   return jax.tree.map(
-      lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1), batch)
+    lambda x: jnp.swapaxes(x.reshape(x.shape[0] // n, n, *x.shape[1:]), 0, 1), batch
+  )
 
 
-def accumulate_gradients(grad_fn: Callable, params: PyTree, batch_stats: PyTree, batch: dict,
-                         rng: jax.Array, n: int):
+def accumulate_gradients(
+  grad_fn: Callable, params: PyTree, batch_stats: PyTree, batch: dict, rng: jax.Array, n: int
+):
   """`grad_fn(batch_stats, batch, rng) -> ((loss, (batch_stats, metrics)), grads)` over n
   micro-batches of `batch` (train.grad_accum_steps): BatchNorm statistics threaded through
   them in order, gradients, loss and metrics averaged. One lax.scan, so the loss is traced
@@ -180,11 +196,16 @@ def accumulate_gradients(grad_fn: Callable, params: PyTree, batch_stats: PyTree,
   # slower (jaxdapt.bench: 7.9 s vs 0.39 s per DANN step of 2 micro-batches on one core);
   # tests/test_precision_accum_remat.py checks the compiled CPU step has no while loop.
   (batch_stats, grad_sum), (loss, metrics) = jax.lax.scan(
-      body, (batch_stats, zeros), (micro_batches(batch, n), jnp.arange(n)),
-      unroll=n if jax.default_backend() == "cpu" else 1)
+    body,
+    (batch_stats, zeros),
+    (micro_batches(batch, n), jnp.arange(n)),
+    unroll=n if jax.default_backend() == "cpu" else 1,
+  )
   mean = functools.partial(jnp.mean, axis=0)
-  return ((mean(loss), (batch_stats, jax.tree.map(mean, metrics))),
-          jax.tree.map(lambda g: g / n, grad_sum))
+  return (
+    (mean(loss), (batch_stats, jax.tree.map(mean, metrics))),
+    jax.tree.map(lambda g: g / n, grad_sum),
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,8 +228,9 @@ class StepContext:
   grad_accum_steps: int = 1
 
 
-def train_step(state: TrainState, batch: dict, extra: PyTree = None, *, ctx: StepContext
-               ) -> tuple[TrainState, dict[str, jax.Array]]:
+def train_step(
+  state: TrainState, batch: dict, extra: PyTree = None, *, ctx: StepContext
+) -> tuple[TrainState, dict[str, jax.Array]]:
   """One optimisation step of classification loss + the method's transfer loss (+ its
   model-level terms: a regulariser, MME; `extra` is method.refresh's result). With
   ctx.grad_accum_steps N > 1, one update from the mean gradient of N micro-batches, every
@@ -219,18 +241,31 @@ def train_step(state: TrainState, batch: dict, extra: PyTree = None, *, ctx: Ste
 
   def loss_fn(params, batch_stats, batch, rng):
     model_rng, method_rng = jax.random.split(rng)
-    outputs, batch_stats = forward_domains(model, params["model"], batch_stats, batch,
-                                           method.domains, bn=ctx.bn, dtype=ctx.dtype,
-                                           rng=model_rng, mean_std=ctx.mean_std)
+    outputs, batch_stats = forward_domains(
+      model,
+      params["model"],
+      batch_stats,
+      batch,
+      method.domains,
+      bn=ctx.bn,
+      dtype=ctx.dtype,
+      rng=model_rng,
+      mean_std=ctx.mean_std,
+    )
     sup = method.supervised_outputs(outputs)
     cls_loss = losses.cross_entropy(sup["logits"], sup["labels"], method.config.label_smoothing)
     transfer_loss, more = method.loss(params["method"], outputs, progress, method_rng)
-    model_loss, model_metrics = method.model_loss(model, params["model"], outputs, batch, extra,
-                                                  progress, jax.random.fold_in(method_rng, 1))
+    model_loss, model_metrics = method.model_loss(
+      model, params["model"], outputs, batch, extra, progress, jax.random.fold_in(method_rng, 1)
+    )
     transfer_loss = jnp.asarray(transfer_loss + model_loss, jnp.float32)
-    metrics = {"cls_loss": cls_loss, "transfer_loss": transfer_loss,
-               "train_acc": losses.accuracy(sup["logits"], sup["labels"]), **more,
-               **model_metrics}
+    metrics = {
+      "cls_loss": cls_loss,
+      "transfer_loss": transfer_loss,
+      "train_acc": losses.accuracy(sup["logits"], sup["labels"]),
+      **more,
+      **model_metrics,
+    }
     return cls_loss + transfer_loss, (batch_stats, metrics)
 
   def grad_fn(batch_stats, batch, rng):
@@ -238,27 +273,34 @@ def train_step(state: TrainState, batch: dict, extra: PyTree = None, *, ctx: Ste
     return optim.value_and_grad(lambda p: loss_fn(p, batch_stats, batch, rng), state.params, tx)
 
   (loss, (batch_stats, metrics)), grads = accumulate_gradients(
-      grad_fn, state.params, state.batch_stats, batch, rng, ctx.grad_accum_steps)
+    grad_fn, state.params, state.batch_stats, batch, rng, ctx.grad_accum_steps
+  )
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-  new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+  new_state = state.replace(
+    step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+  )
   return new_state, metrics
 
 
-def eval_step(params: PyTree, batch_stats: PyTree, batch: dict, *, model, dtype,
-              mean_std=DEFAULT_MEAN_STD) -> dict[str, jax.Array]:
+def eval_step(
+  params: PyTree, batch_stats: PyTree, batch: dict, *, model, dtype, mean_std=DEFAULT_MEAN_STD
+) -> dict[str, jax.Array]:
   """Sums over the real (mask=1) rows of a padded batch."""
-  out, _ = apply_model(model, params["model"], batch_stats,
-                       normalize(batch["image"], dtype, mean_std), train=False)
+  out, _ = apply_model(
+    model, params["model"], batch_stats, normalize(batch["image"], dtype, mean_std), train=False
+  )
   mask = batch["mask"].astype(jnp.float32)
   logits = out["logits"].astype(jnp.float32)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
   nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   probs = jax.nn.softmax(logits)
   entropy = -jnp.sum(probs * jax.nn.log_softmax(logits), -1)
-  return {"correct": (correct * mask).sum(), "nll": (nll * mask).sum(), "count": mask.sum(),
-          "entropy": (entropy * mask).sum(), "probs": (probs * mask[:, None]).sum(0)}
-
-
+  return {
+    "correct": (correct * mask).sum(),
+    "nll": (nll * mask).sum(),
+    "count": mask.sum(),
+    "entropy": (entropy * mask).sum(),
+    "probs": (probs * mask[:, None]).sum(0),
+  }

@@ -1,7 +1,9 @@
 """Parameter-path utilities: the '/'-joined names every rule list, regex and report speaks."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 

@@ -6,6 +6,7 @@ many tests build the same tiny train/eval steps, and an identical program then l
 milliseconds instead of recompiling for seconds. Subprocesses started by tests inherit
 it. A cache the user points to with $JAX_COMPILATION_CACHE_DIR is kept instead.
 """
+
 import atexit
 import os
 import shutil
@@ -35,9 +36,12 @@ def _per_process_compile_cache() -> None:
     return
   path = tempfile.mkdtemp(prefix=f"jaxdapt-test-xla-cache-{me}-")
   atexit.register(shutil.rmtree, path, ignore_errors=True)
-  os.environ.update(JAX_COMPILATION_CACHE_DIR=path, JAXDAPT_TEST_XLA_CACHE_OWNER=me,
-                    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
-                    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  os.environ.update(
+    JAX_COMPILATION_CACHE_DIR=path,
+    JAXDAPT_TEST_XLA_CACHE_OWNER=me,
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.2",
+    JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+  )
 
 
 _per_process_compile_cache()

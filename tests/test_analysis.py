@@ -1,5 +1,6 @@
 """jaxdapt.analysis: each score against an independent NumPy transcription of
 the paper's formula on fixed random inputs, plus the properties it must have."""
+
 import base64
 import json
 import math
@@ -8,7 +9,8 @@ import re
 import numpy as np
 import pytest
 
-from jaxdapt.analysis import plots, selection, shift, transferability as tr
+from jaxdapt.analysis import plots, selection, shift
+from jaxdapt.analysis import transferability as tr
 
 
 def _rng(seed=0):
@@ -24,6 +26,7 @@ def _separable(n=200, d=16, k=4, scale=3.0, seed=0):
 
 # ---------------------------------------------------------------- shift
 
+
 def test_pad_near_zero_for_one_gaussian_and_near_two_when_separated():
   rng = _rng(1)
   a, b = rng.normal(size=(300, 8)), rng.normal(size=(300, 8))
@@ -34,18 +37,23 @@ def test_pad_near_zero_for_one_gaussian_and_near_two_when_separated():
 
 def _np_unbiased_mmd2(x, y, sigma):
   def k(a, b):
-    return np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma ** 2))
+    return np.exp(-((a[:, None, :] - b[None, :, :]) ** 2).sum(-1) / (2 * sigma**2))
+
   kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
   n, m = len(x), len(y)
-  return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-          - 2 * kxy.mean())
+  return (
+    (kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+    + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    - 2 * kxy.mean()
+  )
 
 
 def test_mmd2_matches_numpy_u_statistic_and_median_heuristic():
   rng = _rng(2)
   x, y = rng.normal(size=(40, 5)), rng.normal(0.5, 1.2, size=(30, 5))
-  np.testing.assert_allclose(shift.mmd2(x, y, bandwidth=1.7), _np_unbiased_mmd2(x, y, 1.7),
-                             rtol=1e-9)
+  np.testing.assert_allclose(
+    shift.mmd2(x, y, bandwidth=1.7), _np_unbiased_mmd2(x, y, 1.7), rtol=1e-9
+  )
   z = np.concatenate([x, y])
   d2 = ((z[:, None] - z[None]) ** 2).sum(-1)
   sigma = math.sqrt(np.median(d2[np.triu_indices(len(z), 1)]))
@@ -97,6 +105,7 @@ def test_inputs_are_checked_with_named_errors():
 
 # ---------------------------------------------------------------- transferability
 
+
 def _np_logme(f, y, iters=500):
   """Per-class evidence maximisation with explicit inverses (no SVD), You et al. 2021 eq. 2-4."""
   n, d = f.shape
@@ -112,9 +121,14 @@ def _np_logme(f, y, iters=500):
       alpha, beta = gamma / (m @ m), (n - gamma) / np.sum((f @ m - t) ** 2)
     a = alpha * np.eye(d) + beta * ftf
     m = beta * np.linalg.solve(a, f.T @ t)
-    ev = (n / 2 * np.log(beta) + d / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi)
-          - beta / 2 * np.sum((f @ m - t) ** 2) - alpha / 2 * m @ m
-          - np.linalg.slogdet(a)[1] / 2)
+    ev = (
+      n / 2 * np.log(beta)
+      + d / 2 * np.log(alpha)
+      - n / 2 * np.log(2 * np.pi)
+      - beta / 2 * np.sum((f @ m - t) ** 2)
+      - alpha / 2 * m @ m
+      - np.linalg.slogdet(a)[1] / 2
+    )
     out.append(ev / n)
   return np.mean(out)
 
@@ -148,8 +162,9 @@ def test_leep_matches_empirical_conditional():
   for i in range(n):
     joint[y[i]] += theta[i] / n
   cond = joint / joint.sum(0)
-  expected = np.mean([np.log(sum(cond[y[i], z] * theta[i, z] for z in range(zdim)))
-                      for i in range(n)])
+  expected = np.mean(
+    [np.log(sum(cond[y[i], z] * theta[i, z] for z in range(zdim))) for i in range(n)]
+  )
   np.testing.assert_allclose(tr.leep(theta, y), expected, rtol=1e-10)
   with pytest.raises(ValueError, match="softmax"):
     tr.leep(np.log(theta), y)
@@ -184,7 +199,7 @@ def test_transrate_matches_logdet_coding_rates():
 
   def rate(z):
     n, d = z.shape
-    return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps ** 2) * z.T @ z)[1]
+    return 0.5 * np.linalg.slogdet(np.eye(d) + d / (n * eps**2) * z.T @ z)[1]
 
   z = f - f.mean(0)
   expected = rate(z) - sum(np.mean(y == c) * rate(z[y == c]) for c in range(3))
@@ -213,6 +228,7 @@ def test_ranking_metrics():
 
 
 # ---------------------------------------------------------------- selection
+
 
 def test_snd_matches_row_softmax_entropy():
   rng = _rng(13)
@@ -251,7 +267,7 @@ def test_density_ratios_average_to_one_and_follow_the_target():
   src, val = rng.normal(size=(400, 3)), rng.normal(size=(300, 3))
   tgt = rng.normal(size=(400, 3)) + np.array([1.0, 0, 0])
   w = selection.density_ratios(src, tgt, val)
-  assert 0.6 < w.mean() < 1.6           # E_s[p_t/p_s] = 1
+  assert 0.6 < w.mean() < 1.6  # E_s[p_t/p_s] = 1
   assert np.corrcoef(np.log(w), val[:, 0])[0, 1] > 0.9  # target lies towards +x
 
 
@@ -267,9 +283,14 @@ def test_criteria_are_oriented_higher_is_better():
   assert good["info_max"] > bad["info_max"] and good["info_max"] > coll["info_max"]
   assert good["info_max"] == pytest.approx(np.log(k), abs=0.05)
   feats, _ = _separable(n=n, d=8, k=k, seed=19)
-  full = selection.criteria(target_logits=confident, target_features=feats,
-                            source_val_logits=confident[:100], source_val_labels=y[:100],
-                            source_val_features=feats[:100], source_train_features=feats[100:])
+  full = selection.criteria(
+    target_logits=confident,
+    target_features=feats,
+    source_val_logits=confident[:100],
+    source_val_labels=y[:100],
+    source_val_features=feats[:100],
+    source_train_features=feats[100:],
+  )
   assert set(full) == set(selection.ORIENTATION)
   assert full["source_val_acc"] == 1.0
   assert full["neg_dev"] < 0  # −(a positive risk)
@@ -277,11 +298,13 @@ def test_criteria_are_oriented_higher_is_better():
 
 
 def test_select_and_selection_report():
-  history = [{"step": 10, "neg_entropy": -0.9, "snd": 2.0, "target_test_acc": 0.6},
-             {"step": 20, "neg_entropy": -0.5, "snd": float("nan"), "target_test_acc": 0.8},
-             {"step": 30, "neg_entropy": -0.5, "snd": 1.0, "target_test_acc": 0.7}]
+  history = [
+    {"step": 10, "neg_entropy": -0.9, "snd": 2.0, "target_test_acc": 0.6},
+    {"step": 20, "neg_entropy": -0.5, "snd": float("nan"), "target_test_acc": 0.8},
+    {"step": 30, "neg_entropy": -0.5, "snd": 1.0, "target_test_acc": 0.7},
+  ]
   assert selection.select(history, "neg_entropy")["step"] == 30  # tie → later step
-  assert selection.select(history, "snd")["step"] == 10         # NaN rows skipped
+  assert selection.select(history, "snd")["step"] == 10  # NaN rows skipped
   assert selection.select(history, "-target_test_acc")["step"] == 10  # '-key' minimises
   with pytest.raises(ValueError, match="info_max"):
     selection.select(history, "info_max")
@@ -293,29 +316,39 @@ def test_select_and_selection_report():
 
 def test_accepts_jax_arrays():
   import jax.numpy as jnp
+
   f, y = _separable(n=60, d=5, k=3, seed=20)
   assert tr.h_score(jnp.asarray(f), jnp.asarray(y)) == pytest.approx(tr.h_score(f, y), rel=1e-5)
 
 
 # ---------------------------------------------------------------- plots
 
+
 def test_plots_and_html_report_embed_the_images(tmp_path):
   f, y = _separable(n=60, d=6, k=3, seed=21)
   g = f[:40] + 1.0
   paths = [
-      plots.plot_tsne(str(tmp_path / "tsne.png"), f, g, y, y[:40]),
-      plots.plot_tsne_before_after(str(tmp_path / "ba.png"), (f, g), (f, g - 1.0)),
-      plots.plot_training_curves(
-          str(tmp_path / "curves.png"),
-          [{"step": s, "kind": "train", "loss": 1 / s, "lr": 0.1} for s in range(1, 5)]
-          + [{"step": s, "kind": "eval", "source_val_acc": 0.5, "target_test_acc": 0.4}
-             for s in (2, 4)], marks={"snd": 2}),
-      plots.plot_confusion(str(tmp_path / "cm.png"), y, np.roll(y, 1)),
+    plots.plot_tsne(str(tmp_path / "tsne.png"), f, g, y, y[:40]),
+    plots.plot_tsne_before_after(str(tmp_path / "ba.png"), (f, g), (f, g - 1.0)),
+    plots.plot_training_curves(
+      str(tmp_path / "curves.png"),
+      [{"step": s, "kind": "train", "loss": 1 / s, "lr": 0.1} for s in range(1, 5)]
+      + [
+        {"step": s, "kind": "eval", "source_val_acc": 0.5, "target_test_acc": 0.4} for s in (2, 4)
+      ],
+      marks={"snd": 2},
+    ),
+    plots.plot_confusion(str(tmp_path / "cm.png"), y, np.roll(y, 1)),
   ]
-  report = plots.html_report(str(tmp_path / "out"), "Run <1>", [
+  report = plots.html_report(
+    str(tmp_path / "out"),
+    "Run <1>",
+    [
       {"heading": "Shift", "text": "a & b", "table": {"pad": 1.23456, "n": 3}},
       {"heading": "Rows", "table": [{"step": 1, "acc": 0.5}, {"step": 2, "acc": 0.6}]},
-      {"heading": "Figures", "images": paths}])
+      {"heading": "Figures", "images": paths},
+    ],
+  )
   text = open(report, encoding="utf-8").read()
   embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", text)
   assert len(embedded) == len(paths)

@@ -1,4 +1,5 @@
 """`jaxdapt analyze` on a tiny finished run: outputs, report and errors."""
+
 import json
 import os
 
@@ -16,16 +17,29 @@ from jaxdapt.tools.main import run_tool
 def run_dir(tmp_path_factory, data_dir):
   """A 6-step DANN run on uci → uci_m, logging the label-free selection scores the report
   reads (tiny_config turns them off)."""
-  c = tiny_config(data_dir, "dann",
-                  selection_points=config_lib.base_config().train.selection_points)
+  c = tiny_config(
+    data_dir, "dann", selection_points=config_lib.base_config().train.selection_points
+  )
   workdir = str(tmp_path_factory.mktemp("run"))
   trainer.train_and_evaluate(c, workdir)
   return workdir
 
 
 def test_analyze_writes_json_report_and_plots(run_dir, capsys):
-  code = analyze.main(["--workdir", run_dir, "--max-train", "300", "--tsne-points", "300",
-                       "--permutations", "20", "--shift-points", "200"])
+  code = analyze.main(
+    [
+      "--workdir",
+      run_dir,
+      "--max-train",
+      "300",
+      "--tsne-points",
+      "300",
+      "--permutations",
+      "20",
+      "--shift-points",
+      "200",
+    ]
+  )
   assert code == 0
   out_dir = os.path.join(run_dir, "analysis")
   result = json.load(open(os.path.join(out_dir, "analysis.json")))
@@ -60,8 +74,16 @@ def test_before_run_replaces_the_initialisation(run_dir, tmp_path, capsys):
   """--before RUN compares with that run's model: with the run itself (latest step), before
   and after are one model, so every accuracy and shift measure matches; random init
   (the default) would not. A directory that is not a run is a one-line error."""
-  small = ["--max-train", "200", "--tsne-points", "200", "--permutations", "10",
-           "--shift-points", "150"]
+  small = [
+    "--max-train",
+    "200",
+    "--tsne-points",
+    "200",
+    "--permutations",
+    "10",
+    "--shift-points",
+    "150",
+  ]
   assert analyze.main(["--workdir", run_dir, "--before", run_dir, *small]) == 0
   result = json.load(open(os.path.join(run_dir, "analysis", "analysis.json")))
   assert result["before"] == "run …/" + "/".join(run_dir.rstrip("/").split("/")[-2:])

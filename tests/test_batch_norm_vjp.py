@@ -1,5 +1,6 @@
 """The BatchNorm fast path (layers.normalize_by_batch, a custom VJP) against autodiff
 of the plain formula and against flax's nn.BatchNorm, which it replaces in training."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -23,8 +24,11 @@ def _inputs(shape, seed=0):
   rng = np.random.default_rng(seed)
   c = shape[-1]
   x = rng.normal(2.0, 3.0, shape).astype(np.float32)
-  return (jnp.asarray(x), jnp.asarray(rng.uniform(0.5, 2.0, c).astype(np.float32)),
-          jnp.asarray(rng.normal(size=c).astype(np.float32)))
+  return (
+    jnp.asarray(x),
+    jnp.asarray(rng.uniform(0.5, 2.0, c).astype(np.float32)),
+    jnp.asarray(rng.normal(size=c).astype(np.float32)),
+  )
 
 
 @pytest.mark.parametrize("shape", [(16, 5, 5, 3), (32, 7)])
@@ -33,8 +37,9 @@ def test_values_and_gradients_match_autodiff_of_the_formula(shape):
   rng = np.random.default_rng(1)
   # A cotangent for each output: the mean and var ones are usually zero (they only
   # feed the running statistics), here they are not, so their terms are checked too.
-  cots = tuple(jnp.asarray(rng.normal(size=s).astype(np.float32))
-               for s in (shape, shape[-1:], shape[-1:]))
+  cots = tuple(
+    jnp.asarray(rng.normal(size=s).astype(np.float32)) for s in (shape, shape[-1:], shape[-1:])
+  )
   out, vjp = jax.vjp(lambda *a: layers.normalize_by_batch(*a, EPS), x, scale, bias)
   ref, vjp_ref = jax.vjp(_plain, x, scale, bias)
   for a, b in zip(out, ref):
@@ -49,12 +54,19 @@ def test_layer_matches_flax_batch_norm_in_training(dtype):
   settings; the output has the compute dtype."""
   x, _, _ = _inputs((8, 6, 6, 4))
   x = x.astype(dtype)
-  kw = dict(use_running_average=False, momentum=layers.BN_MOMENTUM, epsilon=EPS,
-            dtype=dtype, param_dtype=jnp.float32)
+  kw = dict(
+    use_running_average=False,
+    momentum=layers.BN_MOMENTUM,
+    epsilon=EPS,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+  )
   ours, ref = layers.BatchNorm(**kw), nn.BatchNorm(**kw)
   variables = ref.init(jax.random.key(0), x)
-  variables = {"params": {"scale": jnp.arange(1.0, 5.0), "bias": jnp.arange(4.0)},
-               "batch_stats": variables["batch_stats"]}
+  variables = {
+    "params": {"scale": jnp.arange(1.0, 5.0), "bias": jnp.arange(4.0)},
+    "batch_stats": variables["batch_stats"],
+  }
   assert jax.tree.structure(ours.init(jax.random.key(0), x)) == jax.tree.structure(variables)
   assert _takes_fast_path(ours, variables, x)
 
@@ -65,9 +77,11 @@ def test_layer_matches_flax_batch_norm_in_training(dtype):
 
   tol = 1e-5 if dtype == jnp.float32 else 2e-2
   (l1, (y1, s1)), g1 = jax.value_and_grad(run, argnums=(1, 2), has_aux=True)(
-      ours, variables["params"], x)
+    ours, variables["params"], x
+  )
   (l2, (y2, s2)), g2 = jax.value_and_grad(run, argnums=(1, 2), has_aux=True)(
-      ref, variables["params"], x)
+    ref, variables["params"], x
+  )
   assert y1.dtype == y2.dtype == dtype
   np.testing.assert_allclose(np.float32(y1), np.float32(y2), rtol=tol, atol=tol)
   for a, b in zip(jax.tree.leaves(s1), jax.tree.leaves(s2)):
@@ -94,5 +108,4 @@ def test_eval_and_masked_statistics_take_flax_path():
   with layers.batch_norm_override(mask=mask):
     assert not _takes_fast_path(bn, variables, x, use_running_average=False)
     _, new = bn.apply(variables, x, use_running_average=False, mutable=["batch_stats"])
-  np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * x[:4].mean((0, 1, 2)),
-                             rtol=1e-5)
+  np.testing.assert_allclose(new["batch_stats"]["mean"], 0.1 * x[:4].mean((0, 1, 2)), rtol=1e-5)

@@ -1,4 +1,5 @@
 """`jaxdapt bench-ops` times JAX and PyTorch on the same computation, piece by piece."""
+
 import numpy as np
 import pytest
 
@@ -18,8 +19,9 @@ def test_each_piece_computes_the_same_array_in_jax_and_torch():
     # NCHW activations -> NHWC; OIHW weight gradients -> HWIO
     expected = torch_fn().detach().permute((2, 3, 1, 0) if "wgrad" in name else (0, 2, 3, 1))
     for fn in (jax_fn, direct_fn or jax_fn):
-      np.testing.assert_allclose(np.asarray(fn(*args)), expected.numpy(), rtol=2e-4,
-                                 atol=2e-4, err_msg=name)
+      np.testing.assert_allclose(
+        np.asarray(fn(*args)), expected.numpy(), rtol=2e-4, atol=2e-4, err_msg=name
+      )
 
 
 def test_command_prints_a_row_per_piece(capsys, monkeypatch):

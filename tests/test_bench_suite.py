@@ -1,5 +1,6 @@
 """The benchmark suite: its dry run prints the bench commands, a real row runs in its own
 process and lands in the table, and a failing row is recorded without stopping the rest."""
+
 import pytest
 
 from jaxdapt.tools import bench_suite
@@ -11,17 +12,20 @@ def test_dry_run_prints_the_gpu_rows(capsys):
   lines = capsys.readouterr().out.splitlines()
   tail = "--steps 50 --warmup 10"
   assert lines == [
-      "python -m jaxdapt bench throughput --model resnet50 --image-size 224 --method "
-      f"source_only --batch 256 {tail}",
-      f"python -m jaxdapt bench throughput --model resnet50 --image-size 224 --method dann "
-      f"--batch 256 {tail}",
-      f"python -m jaxdapt bench features --model resnet50 --image-size 224 --batch 1024 {tail}",
-      f"python -m jaxdapt bench --config experiments/digits/dann.py {tail}"]
+    "python -m jaxdapt bench throughput --model resnet50 --image-size 224 --method "
+    f"source_only --batch 256 {tail}",
+    f"python -m jaxdapt bench throughput --model resnet50 --image-size 224 --method dann "
+    f"--batch 256 {tail}",
+    f"python -m jaxdapt bench features --model resnet50 --image-size 224 --batch 1024 {tail}",
+    f"python -m jaxdapt bench --config experiments/digits/dann.py {tail}",
+  ]
 
 
 def test_rows_run_in_their_own_process_and_failures_are_recorded(capsys):
-  rows = [("tiny", ["throughput", "--model", "dann_digits", "--batch", "8", "--no-torch"]),
-          ("typo", ["throughput", "--model", "resnet_50", "--batch", "8", "--no-torch"])]
+  rows = [
+    ("tiny", ["throughput", "--model", "dann_digits", "--batch", "8", "--no-torch"]),
+    ("typo", ["throughput", "--model", "resnet_50", "--batch", "8", "--no-torch"]),
+  ]
   results = bench_suite.run_suite(rows, steps=2, warmup=1)
   assert [r["label"] for r in results] == ["tiny", "typo"]
   tiny = results[0]["result"]
@@ -39,15 +43,31 @@ def test_rows_run_in_their_own_process_and_failures_are_recorded(capsys):
 
 
 def test_table_gives_the_torch_ratio_and_mfu():
-  result = {"devices": 1, "platform": "gpu", "device_kind": "NVIDIA H200", "host": "x86_64",
-            "jax": "0.10.2", "dtype": "bfloat16", "conv_kernel": "xla", "images_per_s": 6000.0,
-            "step_ms": 85.3, "compile_s": 40.0, "mfu": 0.412, "torch": "2.11",
-            "torch_device": "cuda", "torch_threads": 16, "torch_images_per_s": 4000.0}
-  table = bench_suite.markdown([{"label": "r50", "command": ["-m", "jaxdapt", "bench"],
-                                 "result": result}], "2026-12-02")
+  result = {
+    "devices": 1,
+    "platform": "gpu",
+    "device_kind": "NVIDIA H200",
+    "host": "x86_64",
+    "jax": "0.10.2",
+    "dtype": "bfloat16",
+    "conv_kernel": "xla",
+    "images_per_s": 6000.0,
+    "step_ms": 85.3,
+    "compile_s": 40.0,
+    "mfu": 0.412,
+    "torch": "2.11",
+    "torch_device": "cuda",
+    "torch_threads": 16,
+    "torch_images_per_s": 4000.0,
+  }
+  table = bench_suite.markdown(
+    [{"label": "r50", "command": ["-m", "jaxdapt", "bench"], "result": result}], "2026-12-02"
+  )
   assert "PyTorch 2.11 (cuda, 16 threads)" in table.splitlines()[0]
-  assert ("| r50 | bfloat16, xla convs | 6,000 | 85.3 | 40.0 | 41.2% | 4,000 | 1.50 | "
-          "`python -m jaxdapt bench` |") in table
+  assert (
+    "| r50 | bfloat16, xla convs | 6,000 | 85.3 | 40.0 | 41.2% | 4,000 | 1.50 | "
+    "`python -m jaxdapt bench` |"
+  ) in table
 
 
 def test_an_unknown_platform_is_a_usage_error(capsys):

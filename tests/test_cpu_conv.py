@@ -1,6 +1,7 @@
 """jaxdapt's CPU convolution kernels (jaxdapt/kernels/cpu_conv.*) against XLA's
 convolution, which they replace: values, both gradients, fallbacks, and how
 config model.conv_kernel resolves."""
+
 import logging
 import os
 import stat
@@ -11,19 +12,20 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxdapt import config as config_lib, configs, trainer
+from jaxdapt import config as config_lib
+from jaxdapt import trainer
 from jaxdapt.errors import ConfigError
 from jaxdapt.kernels import cpu_conv
 from jaxdapt.models import layers
 from jaxdapt.models.digits import dann_digits
 
-needs_compiler = pytest.mark.skipif(not cpu_conv.can_build(),
-                                    reason="no C++ compiler to build the kernels")
+needs_compiler = pytest.mark.skipif(
+  not cpu_conv.can_build(), reason="no C++ compiler to build the kernels"
+)
 
 
 def _xla(x, w):
-  return lax.conv_general_dilated(x, w, (1, 1), "VALID",
-                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return lax.conv_general_dilated(x, w, (1, 1), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def _value_and_grads(conv, x, w, g):
@@ -35,21 +37,22 @@ def _close(actual, expected, rtol=1e-5, what=""):
   """Equal up to float32 summation order: error relative to the array's largest value."""
   actual, expected = np.asarray(actual), np.asarray(expected)
   assert actual.shape == expected.shape, what
-  np.testing.assert_allclose(actual, expected, rtol=0, atol=rtol * np.abs(expected).max(),
-                             err_msg=what)
+  np.testing.assert_allclose(
+    actual, expected, rtol=0, atol=rtol * np.abs(expected).max(), err_msg=what
+  )
 
 
 # (batch, height, width, in channels, out channels, kernel): the digits nets' two convs,
 # batches that leave partial chunks, outputs whose pixel count leaves a tail block,
 # non-square images, 1x1 and image-sized kernels, each supported channel count.
 SHAPES = [
-    (3, 32, 32, 3, 32, 5),
-    (5, 14, 14, 32, 48, 5),
-    (9, 9, 11, 16, 16, 3),
-    (2, 7, 7, 64, 64, 1),
-    (4, 6, 6, 48, 32, 6),
-    (1, 10, 8, 1, 48, 3),
-    (11, 5, 5, 20, 64, 2),
+  (3, 32, 32, 3, 32, 5),
+  (5, 14, 14, 32, 48, 5),
+  (9, 9, 11, 16, 16, 3),
+  (2, 7, 7, 64, 64, 1),
+  (4, 6, 6, 48, 32, 6),
+  (1, 10, 8, 1, 48, 3),
+  (11, 5, 5, 20, 64, 2),
 ]
 
 
@@ -96,8 +99,9 @@ def test_eligible_only_for_what_the_kernel_computes():
   assert not cpu_conv.eligible(x, w, **{**ok, "padding": "SAME"})
   assert not cpu_conv.eligible(x, w, **ok, rhs_dilation=(2, 2))
   assert not cpu_conv.eligible(x, w, **ok, lhs_dilation=(2, 2))
-  assert not cpu_conv.eligible(x, jax.ShapeDtypeStruct((5, 5, 16, 48), jnp.float32), **ok,
-                               feature_group_count=2)
+  assert not cpu_conv.eligible(
+    x, jax.ShapeDtypeStruct((5, 5, 16, 48), jnp.float32), **ok, feature_group_count=2
+  )
   assert not cpu_conv.eligible(x, w, **{**ok, "dimension_numbers": None})  # NCHW
   for cout in (8, 20, 50, 80):
     assert not cpu_conv.eligible(x, jax.ShapeDtypeStruct((5, 5, 32, cout), jnp.float32), **ok)
@@ -115,11 +119,13 @@ def test_other_convolutions_stay_xlas():
   w = jnp.asarray(rng.standard_normal((3, 3, 3, 20)), jnp.float32)
   nhwc = ("NHWC", "HWIO", "NHWC")
   args = (x, w, (2, 2), ((1, 1), (1, 1)))
-  hooked = jax.jit(lambda x, w: cpu_conv.conv_general_dilated(x, w, *args[2:],
-                                                              dimension_numbers=nhwc))
+  hooked = jax.jit(
+    lambda x, w: cpu_conv.conv_general_dilated(x, w, *args[2:], dimension_numbers=nhwc)
+  )
   assert "jaxdapt_conv" not in hooked.lower(x, w).as_text()
-  np.testing.assert_array_equal(hooked(x, w), lax.conv_general_dilated(
-      *args, dimension_numbers=nhwc))
+  np.testing.assert_array_equal(
+    hooked(x, w), lax.conv_general_dilated(*args, dimension_numbers=nhwc)
+  )
 
 
 @needs_compiler
@@ -132,15 +138,15 @@ def test_dann_digits_direct_equals_xla():
 
   def loss(params, kernel):
     with layers.conv_kernel(kernel):
-      f, _ = backbone.apply({**variables, "params": params}, x, train=True,
-                            mutable=["batch_stats"])
+      f, _ = backbone.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
     return jnp.sum(jnp.sin(f)), f
 
   results = {}
   for kernel in ("xla", "direct"):
     fn = jax.jit(jax.grad(loss, has_aux=True), static_argnums=1)
     assert ("jaxdapt_conv" in fn.lower(variables["params"], kernel).as_text()) == (
-        kernel == "direct")
+      kernel == "direct"
+    )
     results[kernel] = fn(variables["params"], kernel)
   (g_direct, f_direct), (g_xla, f_xla) = results["direct"], results["xla"]
   _close(f_direct, f_xla)
@@ -190,11 +196,11 @@ def test_build_caches_by_source_and_reports_compiler_errors(monkeypatch, tmp_pat
     cpu_conv.build(broken)
   assert sorted(p.name for p in tmp_path.iterdir()) == ["broken.cc"]  # no partial library
   tiny = tmp_path / "tiny.cc"
-  tiny.write_text("extern \"C\" int jaxdapt_tiny() { return 7; }\n")
+  tiny.write_text('extern "C" int jaxdapt_tiny() { return 7; }\n')
   built = cpu_conv.build(tiny)
   mtime = built.stat().st_mtime_ns
   assert cpu_conv.build(tiny) == built and built.stat().st_mtime_ns == mtime  # cached
-  tiny.write_text("extern \"C\" int jaxdapt_tiny() { return 8; }\n")
+  tiny.write_text('extern "C" int jaxdapt_tiny() { return 8; }\n')
   assert cpu_conv.build(tiny) != built
 
 
@@ -204,11 +210,13 @@ def test_a_cache_others_can_write_is_refused(monkeypatch, tmp_path):
   root, owned by someone else) is refused, and nothing is loaded or compiled there."""
   monkeypatch.setenv("JAXDAPT_KERNEL_CACHE", str(tmp_path / "cache"))
   tiny = tmp_path / "tiny.cc"
-  tiny.write_text("extern \"C\" int jaxdapt_tiny() { return 7; }\n")
+  tiny.write_text('extern "C" int jaxdapt_tiny() { return 7; }\n')
   built = cpu_conv.build(tiny)
   assert stat.S_IMODE(built.parent.stat().st_mode) == 0o700  # made private
   built.chmod(0o666)
-  with pytest.raises(cpu_conv.KernelBuildError, match=r"cpu_conv-\w+\.so is writable by group or others \(mode 666\)"):
+  with pytest.raises(
+    cpu_conv.KernelBuildError, match=r"cpu_conv-\w+\.so is writable by group or others \(mode 666\)"
+  ):
     cpu_conv.build(tiny)
   built.chmod(0o755)
   assert cpu_conv.build(tiny) == built

@@ -1,4 +1,5 @@
 """Tests for jaxdapt.data: offline builders, sources, grain pipelines (CPU, small data)."""
+
 from __future__ import annotations
 
 import io
@@ -41,6 +42,7 @@ def syn(data_dir):
 
 # --- rendering and builders -------------------------------------------------------------
 
+
 @pytest.mark.parametrize("params", [V1, V3], ids=["v1", "v3"])
 def test_render_deterministic_and_order_independent(params):
   a = render.render_range(params, 7, 0, 12)
@@ -63,8 +65,9 @@ def test_parallel_render_matches_serial(monkeypatch):
   monkeypatch.setenv("JAXDAPT_DATA_WORKERS", "2")
   par = dict(render_split(V3, 3, 30))
   assert sorted(par) == list(range(30))
-  np.testing.assert_array_equal(np.stack([par[i] for i in range(30)]),
-                                render.render_range(V3, 3, 0, 30))
+  np.testing.assert_array_equal(
+    np.stack([par[i] for i in range(30)]), render.render_range(V3, 3, 0, 30)
+  )
 
 
 def test_syn_builder_splits_shapes_labels(syn, data_dir):
@@ -128,6 +131,7 @@ def test_default_data_dir(monkeypatch, tmp_path):
 
 # --- errors ------------------------------------------------------------------------------
 
+
 def test_unknown_split_and_names(tmp_path):
   with pytest.raises(ConfigError, match="allowed: train, validation, test"):
     D.get_source("syn_digits", "valid", str(tmp_path))
@@ -136,7 +140,8 @@ def test_unknown_split_and_names(tmp_path):
   with pytest.raises(ConfigError, match="uci_digits_m"):
     D.get_source("no_such_dataset", "train", str(tmp_path))
   assert not (tmp_path / "syn_digits").exists() or not any(
-      (tmp_path / "syn_digits").rglob("*.array_record*"))
+    (tmp_path / "syn_digits").rglob("*.array_record*")
+  )
 
 
 def test_catalog_not_prepared_message(tmp_path):
@@ -144,22 +149,32 @@ def test_catalog_not_prepared_message(tmp_path):
     D.get_source("mnist", "train", str(tmp_path))
   msg = str(err.value)
   assert "'mnist'" in msg and str(tmp_path) in msg
-  assert "pip install tensorflow" in msg and "download_and_prepare(file_format='array_record')" in msg
+  assert (
+    "pip install tensorflow" in msg and "download_and_prepare(file_format='array_record')" in msg
+  )
   assert f"tfds.builder('mnist', data_dir='{tmp_path}')" in msg
 
 
-def fake_catalog(data_dir, name: str, version: str,
-                 splits: dict[str, list[tuple[np.ndarray, int]]]) -> None:
+def fake_catalog(
+  data_dir, name: str, version: str, splits: dict[str, list[tuple[np.ndarray, int]]]
+) -> None:
   """Writes a tiny stand-in for a catalog dataset (same name, version; grey PNG + 10 classes)."""
   with tfds.core.registered.skip_registration():
+
     class Fake(tfds.core.GeneratorBasedBuilder):
       VERSION = tfds.core.Version(version)
 
       def _info(self):
         shape = next(iter(splits.values()))[0][0].shape
-        return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({
-            "image": tfds.features.Image(shape=(*shape, 1)),
-            "label": tfds.features.ClassLabel(num_classes=10)}))
+        return tfds.core.DatasetInfo(
+          builder=self,
+          features=tfds.features.FeaturesDict(
+            {
+              "image": tfds.features.Image(shape=(*shape, 1)),
+              "label": tfds.features.ClassLabel(num_classes=10),
+            }
+          ),
+        )
 
       def _split_generators(self, dl_manager):
         return {split: self._generate_examples(rows) for split, rows in splits.items()}
@@ -194,6 +209,7 @@ def test_catalog_prepared_loads(tmp_path):
 
 
 # --- pipeline ----------------------------------------------------------------------------
+
 
 def _take(it, n):
   return [next(it) for _ in range(n)]
@@ -239,8 +255,9 @@ def test_train_iterator_resume(syn, prefetch):
 def test_paired_iterator_resume(syn, data_dir):
   target = D.get_source("uci_digits", "train", str(data_dir))
   make = lambda: D.PairedIterator(
-      D.train_iterator(syn, global_batch_size=8, seed=0),
-      D.train_iterator(target, global_batch_size=8, seed=1))
+    D.train_iterator(syn, global_batch_size=8, seed=0),
+    D.train_iterator(target, global_batch_size=8, seed=1),
+  )
   ref = _take(make(), 6)
   it = make()
   _take(it, 2)
@@ -254,8 +271,10 @@ def test_paired_iterator_resume(syn, data_dir):
 
 def test_process_sharding_disjoint_union(syn):
   whole = _take(D.train_iterator(syn, global_batch_size=12, seed=5), 4)
-  parts = [_take(D.train_iterator(syn, global_batch_size=12, seed=5, process_index=p,
-                                  process_count=3), 4) for p in range(3)]
+  parts = [
+    _take(D.train_iterator(syn, global_batch_size=12, seed=5, process_index=p, process_count=3), 4)
+    for p in range(3)
+  ]
   for step in range(4):
     local = [parts[p][step] for p in range(3)]
     assert all(b["image"].shape[0] == 4 for b in local)
@@ -274,16 +293,19 @@ def test_eval_batches_padding_and_mask(syn):
   assert not batches[-1]["image"][12:].any()
   labels = np.concatenate([b["label"][b["mask"]] for b in batches])
   assert labels.tolist() == [syn[i]["label"] for i in range(60)]
-  shards = [list(D.eval_batches(syn, batch_size=8, process_index=p, process_count=4))
-            for p in range(4)]
+  shards = [
+    list(D.eval_batches(syn, batch_size=8, process_index=p, process_count=4)) for p in range(4)
+  ]
   assert len({len(s) for s in shards}) == 1  # same number of steps on every process
   assert sum(int(b["mask"].sum()) for s in shards for b in s) == 60
 
 
 # --- splits held in RAM (data/in_memory.py) and the shift augmentation --------------------
 
+
 def test_held_split_serves_the_same_rows_and_batches(syn):
   from jaxdapt.data import in_memory
+
   held = in_memory.hold(syn, max_bytes=1 << 30)
   assert isinstance(held, in_memory.ArraySource) and len(held) == len(syn)
   for i in (0, 17, len(syn) - 1, -1):
@@ -294,14 +316,17 @@ def test_held_split_serves_the_same_rows_and_batches(syn):
   with pytest.raises(ValueError, match="read-only"):
     held[0]["image"][0, 0, 0] = 1  # rows are views of the held array
   kw = dict(global_batch_size=8, seed=5, augment="shift")
-  _assert_batches_equal(_take(D.train_iterator(held, **kw), 10),
-                        _take(D.train_iterator(syn, **kw), 10))
-  _assert_batches_equal(list(D.eval_batches(held, batch_size=16)),
-                        list(D.eval_batches(syn, batch_size=16)))
+  _assert_batches_equal(
+    _take(D.train_iterator(held, **kw), 10), _take(D.train_iterator(syn, **kw), 10)
+  )
+  _assert_batches_equal(
+    list(D.eval_batches(held, batch_size=16)), list(D.eval_batches(syn, batch_size=16))
+  )
 
 
 def test_hold_leaves_large_and_lazy_sources_as_they_are(syn):
   from jaxdapt.data import in_memory
+
   nbytes = syn[0]["image"].nbytes * len(syn)
   assert in_memory.hold(syn, max_bytes=nbytes - 1) is syn
   assert in_memory.hold(syn, max_bytes=0) is syn
@@ -309,13 +334,16 @@ def test_hold_leaves_large_and_lazy_sources_as_they_are(syn):
   # Rows that carry more than image + label (EvalView's decoded original) stay lazy.
   extra = [{"image": np.zeros((4, 4, 3), np.uint8), "label": 0, "full": b""}] * 3
   assert in_memory.hold(extra, 1 << 20) is extra
-  mixed = [{"image": np.zeros((4, 4, 3), np.uint8), "label": 0},
-           {"image": np.zeros((5, 4, 3), np.uint8), "label": 1}]
+  mixed = [
+    {"image": np.zeros((4, 4, 3), np.uint8), "label": 0},
+    {"image": np.zeros((5, 4, 3), np.uint8), "label": 1},
+  ]
   assert in_memory.hold(mixed, 1 << 20) is mixed
 
 
 def test_shift_is_edge_pad_then_crop():
   from jaxdapt.data import pipeline
+
   img = np.random.default_rng(0).integers(0, 256, (9, 7, 3), np.uint8)
   p = pipeline.SHIFT_PX
   padded = np.pad(img, ((p, p), (p, p), (0, 0)), mode="edge")
@@ -324,6 +352,6 @@ def test_shift_is_edge_pad_then_crop():
     rng = np.random.default_rng(seed)
     dy, dx = np.random.default_rng(seed).integers(-p, p + 1, size=2)
     out = pipeline._shift({"image": img, "label": 3}, rng)["image"]
-    np.testing.assert_array_equal(out, padded[p + dy:p + dy + 9, p + dx:p + dx + 7])
+    np.testing.assert_array_equal(out, padded[p + dy : p + dy + 9, p + dx : p + dx + 7])
     seen.add((int(dy), int(dx)))
   assert len(seen) > 15  # most of the 25 shifts were exercised

@@ -1,4 +1,5 @@
 """k labeled target examples per class (data/labeled.py, methods/fewshot.py) and MME."""
+
 import functools
 import json
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from jaxdapt import checkpoint, configs, methods, models, step, trainer
+from jaxdapt import checkpoint, methods, models, trainer
 from jaxdapt import config as config_lib
 from jaxdapt.data.labeled import select_per_class
 from jaxdapt.errors import ConfigError
@@ -35,11 +36,12 @@ def test_selection_all_and_too_few():
 
 
 def test_supervised_outputs_concatenate_the_supervised_domains():
-  method = fewshot.with_labeled_target(methods.get_method(
-      config_lib.base_config().method), 5)
+  method = fewshot.with_labeled_target(methods.get_method(config_lib.base_config().method), 5)
   assert method.domains == ("source", methods.LABELED)
-  out = {d: {"logits": jnp.full((2, 3), i), "labels": jnp.full((2,), i)}
-         for i, d in enumerate(method.domains)}
+  out = {
+    d: {"logits": jnp.full((2, 3), i), "labels": jnp.full((2,), i)}
+    for i, d in enumerate(method.domains)
+  }
   sup = method.supervised_outputs(out)
   np.testing.assert_array_equal(sup["labels"], [0, 0, 1, 1])
   assert sup["logits"].shape == (4, 3)
@@ -104,13 +106,16 @@ def test_mme_trains_on_three_streams(data_dir, tmp_path):
     assert 0 < r["target_entropy"] <= np.log(10) + 1e-5
 
 
-@pytest.mark.parametrize("method, k, match", [
+@pytest.mark.parametrize(
+  "method, k, match",
+  [
     ("target_only", 0, "set k"),
     ("mcd", 5, "does not train on labeled target"),
     ("target_oracle", 5, "does not train on labeled target"),
     ("source_only", -2, "target_labeled_per_class"),
     ("mme", 5, "cosine_temperature"),
-])
+  ],
+)
 def test_bad_kshot_configs_fail_with_the_field(method, k, match):
   c = config_lib.base_config()
   c.method.name = method
@@ -121,8 +126,10 @@ def test_bad_kshot_configs_fail_with_the_field(method, k, match):
 
 # --- MME ---------------------------------------------------------------------------------
 
+
 def _cosine_model_and_params(features_dim=6, classes=4):
   from jaxdapt.models.classifier import MLPHead
+
   head = MLPHead(classes, (), cosine_temperature=0.05)
   params = head.init(jax.random.key(0), jnp.zeros((1, features_dim)), train=False)["params"]
   model = models.get_model("dann_digits", num_classes=classes).clone(cosine_temperature=0.05)

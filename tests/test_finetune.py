@@ -1,5 +1,6 @@
 """Fine-tuning policies: LLRD, presets, weight-decay mask, gradual unfreezing, LP-FT, and
 no backward pass through a frozen backbone."""
+
 import importlib.util
 import os
 import re
@@ -11,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdapt import config as config_lib, configs, trainer, finetune, methods, models, optim, sharding, step
+from jaxdapt import config as config_lib
+from jaxdapt import finetune, methods, models, optim, sharding, step, trainer
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.vit import ViT
 
@@ -53,10 +55,20 @@ def _block_multipliers(config, params):
 
 def test_llrd_resnet18_multipliers():
   d = 0.5
-  expected = {"conv1": d ** 9, "bn1": d ** 9,
-              "layer1_0": d ** 8, "layer1_1": d ** 7, "layer2_0": d ** 6, "layer2_1": d ** 5,
-              "layer3_0": d ** 4, "layer3_1": d ** 3, "layer4_0": d ** 2, "layer4_1": d,
-              "model/bottleneck": 1.0, "model/head": 1.0}
+  expected = {
+    "conv1": d**9,
+    "bn1": d**9,
+    "layer1_0": d**8,
+    "layer1_1": d**7,
+    "layer2_0": d**6,
+    "layer2_1": d**5,
+    "layer3_0": d**4,
+    "layer3_1": d**3,
+    "layer4_0": d**2,
+    "layer4_1": d,
+    "model/bottleneck": 1.0,
+    "model/head": 1.0,
+  }
   assert _block_multipliers(_optim_config(llrd=d), _resnet18_params()) == pytest.approx(expected)
   # Composes with a preset: the discriminative 0.1 times the depth factor.
   disc = _block_multipliers(_optim_config(llrd=d, preset="discriminative"), _resnet18_params())
@@ -67,18 +79,26 @@ def test_llrd_vit_multipliers_and_updates():
   d = 0.5
   params = _tiny_vit_params()
   config = _optim_config(llrd=d)
-  expected = {"cls_token": d ** 4, "pos_embed": d ** 4, "patch_embed": d ** 4,
-              "blocks_0": d ** 3, "blocks_1": d ** 2, "blocks_2": d, "norm": 1.0,
-              "model/head": 1.0}
+  expected = {
+    "cls_token": d**4,
+    "pos_embed": d**4,
+    "patch_embed": d**4,
+    "blocks_0": d**3,
+    "blocks_1": d**2,
+    "blocks_2": d,
+    "norm": 1.0,
+    "model/head": 1.0,
+  }
   assert _block_multipliers(config, params) == pytest.approx(expected)
   # The multipliers reach the updates (sgd, no momentum: update = −lr·mult·grad).
   params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params)
   tx = optim.build_optimizer(config, 10, params)
   grads = jax.tree.map(jnp.ones_like, params)
   updates, _ = tx.update(grads, tx.init(params), params)
-  np.testing.assert_allclose(updates["model"]["backbone"]["cls_token"], -0.01 * d ** 4)
-  np.testing.assert_allclose(updates["model"]["backbone"]["blocks_2"]["mlp"]["fc1"]["kernel"],
-                             -0.01 * d)
+  np.testing.assert_allclose(updates["model"]["backbone"]["cls_token"], -0.01 * d**4)
+  np.testing.assert_allclose(
+    updates["model"]["backbone"]["blocks_2"]["mlp"]["fc1"]["kernel"], -0.01 * d
+  )
   np.testing.assert_allclose(updates["model"]["head"]["out"]["bias"], -0.01)
 
 
@@ -102,10 +122,16 @@ def test_presets_are_rule_lists_and_exclude_rules():
     trainer.validate(config)
 
 
-@pytest.mark.parametrize("field,value,match", [
-    ("llrd", 1.5, "optim.llrd"), ("preset", "lp", "optim.preset"),
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
+    ("llrd", 1.5, "optim.llrd"),
+    ("preset", "lp", "optim.preset"),
     ("unfreeze", ((0, ".*"),), r"optim.unfreeze\[0\]"),
-    ("unfreeze", ((5, "(("),), "bad regex"), ("weight_decay", -1.0, "optim.weight_decay")])
+    ("unfreeze", ((5, "(("),), "bad regex"),
+    ("weight_decay", -1.0, "optim.weight_decay"),
+  ],
+)
 def test_bad_finetune_fields_are_config_errors(field, value, match):
   config = config_lib.base_config()
   config.optim[field] = value
@@ -118,16 +144,25 @@ def test_weight_decay_mask_excludes_exactly_norm_and_bias_leaves():
     names = [n for n, _ in optim.named_leaves(params)]
     excluded = {n for n, keep in optim.named_leaves(optim.weight_decay_mask(params)) if not keep}
     # Hand-written: BatchNorm/LayerNorm scale and bias, every bias, the ViT tokens.
-    expected = {n for n in names if re.search(
-        r"/(bn\d*|downsample_bn|norm\d*)/(scale|bias)$|/bias$|/(cls_token|pos_embed)$", n)}
+    expected = {
+      n
+      for n in names
+      if re.search(
+        r"/(bn\d*|downsample_bn|norm\d*)/(scale|bias)$|/bias$|/(cls_token|pos_embed)$", n
+      )
+    }
     assert excluded == expected
     assert any("/bn1/scale" in n or "/norm1/scale" in n for n in excluded)
 
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
 def test_weight_decay_moves_kernels_only(name):
-  params = {"model": {"dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
-                      "bn": {"scale": jnp.ones(2)}}}
+  params = {
+    "model": {
+      "dense": {"kernel": jnp.ones((3, 2)), "bias": jnp.ones(2)},
+      "bn": {"scale": jnp.ones(2)},
+    }
+  }
   tx = optim.build_optimizer(_optim_config(name=name, weight_decay=0.1, lr=1.0), 10, params)
   updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
   np.testing.assert_allclose(updates["model"]["dense"]["kernel"], -0.1)
@@ -137,16 +172,22 @@ def test_weight_decay_moves_kernels_only(name):
 
 def _trace_leaves(opt_state, group: str) -> list:
   """The SGD momentum buffers held for `group`."""
-  return [leaf for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
-          if group in optim.path_name(path) and "trace" in optim.path_name(path)]
+  return [
+    leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(opt_state)[0]
+    if group in optim.path_name(path) and "trace" in optim.path_name(path)
+  ]
 
 
 def test_unfreeze_holds_updates_and_momentum_until_its_step_without_recompiling():
   thaw = 3
-  params = {"model": {"backbone": {"kernel": jnp.ones((4, 4))},
-                      "head": {"kernel": jnp.ones((4, 2))}}, "method": {}}
-  config = _optim_config(momentum=0.9, schedule="dann", lr=0.1,
-                         unfreeze=((thaw, "model/backbone/.*"),))
+  params = {
+    "model": {"backbone": {"kernel": jnp.ones((4, 4))}, "head": {"kernel": jnp.ones((4, 2))}},
+    "method": {},
+  }
+  config = _optim_config(
+    momentum=0.9, schedule="dann", lr=0.1, unfreeze=((thaw, "model/backbone/.*"),)
+  )
   total = 20
   tx = optim.build_optimizer(config, total, params)
   traces = []
@@ -154,9 +195,11 @@ def test_unfreeze_holds_updates_and_momentum_until_its_step_without_recompiling(
   @jax.jit
   def step(params, opt_state, x):
     traces.append(1)  # runs once per trace, not per call
+
     def loss(p):
       h = jnp.tanh(x @ p["model"]["backbone"]["kernel"])
       return jnp.sum((h @ p["model"]["head"]["kernel"]) ** 2)
+
     grads = jax.grad(loss)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, grads
@@ -178,8 +221,9 @@ def test_unfreeze_holds_updates_and_momentum_until_its_step_without_recompiling(
       g = grads["model"]["backbone"]["kernel"]
       np.testing.assert_allclose(momentum, g, rtol=1e-6)
       lr = optim.lr_schedule(config, total)(thaw)
-      np.testing.assert_allclose(backbone, before["model"]["backbone"]["kernel"] - lr * g,
-                                 rtol=1e-6)
+      np.testing.assert_allclose(
+        backbone, before["model"]["backbone"]["kernel"] - lr * g, rtol=1e-6
+      )
     else:
       assert not np.array_equal(backbone, before["model"]["backbone"]["kernel"])
   assert len(traces) == 1
@@ -190,15 +234,22 @@ def test_unfreeze_entries_must_apply():
   with pytest.raises(ConfigError, match="matches no parameter"):
     optim.build_optimizer(_optim_config(unfreeze=((5, "model/typo/.*"),)), 10, params)
   with pytest.raises(ConfigError, match="frozen for good"):
-    optim.build_optimizer(_optim_config(rules=(("model/backbone/.*", None), (".*", 1.0)),
-                                        unfreeze=((5, "model/backbone/.*"),)), 10, params)
+    optim.build_optimizer(
+      _optim_config(
+        rules=(("model/backbone/.*", None), (".*", 1.0)), unfreeze=((5, "model/backbone/.*"),)
+      ),
+      10,
+      params,
+    )
 
 
 # --- LP-FT through the trainer ---------------------------------------------------------
 
+
 def _lp_ft_config(stage: str, data_dir: str) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(
-      "lp_ft", os.path.join(ROOT, "experiments", "transfer", "lp_ft.py"))
+    "lp_ft", os.path.join(ROOT, "experiments", "transfer", "lp_ft.py")
+  )
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config(stage)
@@ -218,6 +269,7 @@ def _named(tree) -> dict[str, np.ndarray]:
 
 def _final_params(workdir: str) -> dict[str, np.ndarray]:
   from jaxdapt import checkpoint
+
   params, _, _ = checkpoint.load_model_variables(workdir)
   return _named({"model": params})
 
@@ -234,11 +286,14 @@ def test_lp_ft_two_stages(data_dir, tmp_path, monkeypatch):
 
   start = {}
   load = trainer.load_init_from
+
   def spy(exp, state):
     state = load(exp, state)
     start.update(_named(state.params))  # a copy: the step donates the state
     return state
+
   from jaxdapt.trainer import loop
+
   monkeypatch.setattr(loop, "load_init_from", spy)
   finetune_config = _lp_ft_config("finetune", data_dir)
   finetune_config.model.init_from = str(tmp_path / "lp")
@@ -247,11 +302,13 @@ def test_lp_ft_two_stages(data_dir, tmp_path, monkeypatch):
   for name, value in probed.items():  # head included: stage 2 starts from the probe
     np.testing.assert_array_equal(start[name], value, err_msg=name)
   tuned = _final_params(str(tmp_path / "ft"))
-  assert not np.array_equal(tuned["model/backbone/conv1/kernel"],
-                            probed["model/backbone/conv1/kernel"])
+  assert not np.array_equal(
+    tuned["model/backbone/conv1/kernel"], probed["model/backbone/conv1/kernel"]
+  )
 
 
 # --- no backward pass through a frozen backbone ------------------------------------------
+
 
 def _step_experiment(rules):
   c = config_lib.base_config()
@@ -259,8 +316,9 @@ def _step_experiment(rules):
   c.model.head_hidden = (32,)
   c.data.batch_size = 16
   c.optim.rules = rules
-  return trainer.build_functions(c, sharding.make_mesh(), methods.get_method(c.method),
-                               (28, 28, 3), 10)
+  return trainer.build_functions(
+    c, sharding.make_mesh(), methods.get_method(c.method), (28, 28, 3), 10
+  )
 
 
 def _flops(exp, state, batch) -> float:
@@ -270,10 +328,19 @@ def _flops(exp, state, batch) -> float:
 
 def test_frozen_backbone_step_skips_backward_and_matches_set_to_zero():
   rng = np.random.default_rng(0)
-  batches = [sharding.global_batch(
-      {d: {"image": rng.integers(0, 256, (16, 28, 28, 3)).astype(np.uint8),
-           "label": rng.integers(0, 10, 16).astype(np.int32)} for d in ("source", "target")},
-      sharding.make_mesh()) for _ in range(3)]
+  batches = [
+    sharding.global_batch(
+      {
+        d: {
+          "image": rng.integers(0, 256, (16, 28, 28, 3)).astype(np.uint8),
+          "label": rng.integers(0, 10, 16).astype(np.int32),
+        }
+        for d in ("source", "target")
+      },
+      sharding.make_mesh(),
+    )
+    for _ in range(3)
+  ]
   full = _step_experiment(((".*", 1.0),))
   frozen = _step_experiment((("model/backbone/.*", None), (".*", 1.0)))
   state = frozen.init(jax.random.key(0))
@@ -282,10 +349,20 @@ def test_frozen_backbone_step_skips_backward_and_matches_set_to_zero():
 
   # The previous step: gradients of every leaf, set_to_zero discards the frozen ones.
   tx = frozen.tx
-  previous = jax.jit(lambda s, b: step.train_step(s, b, ctx=step.StepContext(
-      model=frozen.model, method=frozen.method,
-      tx=optax.GradientTransformation(tx.init, tx.update), bn="joint", dtype=jnp.float32,
-      total_steps=frozen.config.train.steps)))
+  previous = jax.jit(
+    lambda s, b: step.train_step(
+      s,
+      b,
+      ctx=step.StepContext(
+        model=frozen.model,
+        method=frozen.method,
+        tx=optax.GradientTransformation(tx.init, tx.update),
+        bn="joint",
+        dtype=jnp.float32,
+        total_steps=frozen.config.train.steps,
+      ),
+    )
+  )
   new, old = state, jax.tree.map(jnp.copy, state)
   for batch in batches:
     new, new_metrics = frozen.update(new, batch)

@@ -1,6 +1,7 @@
 """FixMatch (jaxdapt/methods/fixmatch.py) and its on-device strong augmentation
 (jaxdapt/data/augment.py): the loss against NumPy, the pseudo-label branch carries no
 gradient, each op against NumPy / PIL or a property, and a 2-step training run."""
+
 import json
 
 import jax
@@ -8,12 +9,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-
-from jaxdapt import step, trainer
-from jaxdapt.data import augment
-from jaxdapt.methods.fixmatch import fixmatch_loss
 from test_train import tiny_config
 
+from jaxdapt import trainer
+from jaxdapt.data import augment
+from jaxdapt.methods.fixmatch import fixmatch_loss
 
 _apply_op = jax.jit(augment.apply_op)  # one compile for every op index and magnitude
 
@@ -43,7 +43,8 @@ def test_no_gradient_flows_through_the_pseudo_labels():
   weak = jnp.asarray([[4.0, 0.0, 0.0], [0.5, 0.4, 0.0]])
   strong = jnp.asarray([[0.1, 0.2, 0.3], [1.0, 0.0, -1.0]])
   g_weak, g_strong = jax.grad(lambda w, s: fixmatch_loss(w, s, 0.95)[0], argnums=(0, 1))(
-      weak, strong)
+    weak, strong
+  )
   np.testing.assert_array_equal(g_weak, 0.0)
   assert np.abs(g_strong[0]).sum() > 0  # the confident row trains the strong view
   np.testing.assert_array_equal(g_strong[1], 0.0)  # the masked one does not

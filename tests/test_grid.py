@@ -1,4 +1,5 @@
 """The grid runner: reuse of finished runs, a crash that loses nothing else, and its tables."""
+
 import json
 import os
 import re
@@ -20,9 +21,16 @@ def _write_run(out, task, method, seed, evals, summary=True):
   if summary:
     last = evals[-1]
     with open(os.path.join(d, "summary.json"), "w") as f:
-      json.dump({"method": method, "seed": seed, "target_acc_last": last["target_test_acc"],
-                 "target_acc_best_source_val": last["target_test_acc"],
-                 "target_acc_oracle": max(r["target_test_acc"] for r in evals)}, f)
+      json.dump(
+        {
+          "method": method,
+          "seed": seed,
+          "target_acc_last": last["target_test_acc"],
+          "target_acc_best_source_val": last["target_test_acc"],
+          "target_acc_oracle": max(r["target_test_acc"] for r in evals),
+        },
+        f,
+      )
   return d
 
 
@@ -33,22 +41,38 @@ def _fake_training(calls, fail=()):
       raise FloatingPointError("boom")
     acc = 0.5 + 0.01 * config.seed
     runs, task, method, _ = workdir.rsplit(os.sep, 3)
-    _write_run(os.path.dirname(runs), task, method, config.seed,
-               [{"step": 1, "target_test_acc": acc, "source_val_acc": 0.9,
-                 "target_test_im": 1.0}], summary=False)
-    return {"method": config.method.name, "seed": config.seed, "target_acc_last": acc,
-            "target_acc_best_source_val": acc, "target_acc_oracle": acc}
+    _write_run(
+      os.path.dirname(runs),
+      task,
+      method,
+      config.seed,
+      [{"step": 1, "target_test_acc": acc, "source_val_acc": 0.9, "target_test_im": 1.0}],
+      summary=False,
+    )
+    return {
+      "method": config.method.name,
+      "seed": config.seed,
+      "target_acc_last": acc,
+      "target_acc_best_source_val": acc,
+      "target_acc_oracle": acc,
+    }
+
   return fake
 
 
 def test_finished_runs_are_reused_and_a_crash_loses_nothing(tmp_path, monkeypatch, capsys):
   out = str(tmp_path / "grid")
-  _write_run(out, "uci2ucim", "source_only", 0,
-             [{"step": 1, "target_test_acc": 0.25, "source_val_acc": 0.9}])
+  _write_run(
+    out, "uci2ucim", "source_only", 0, [{"step": 1, "target_test_acc": 0.25, "source_val_acc": 0.9}]
+  )
   calls = []
   monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls, fail=("dan",)))
-  assert grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dan,dann", "--seeds", "0,1",
-                    "--out", out]) == 0
+  assert (
+    grid.main(
+      ["--tasks", "uci2ucim", "--methods", "source_only,dan,dann", "--seeds", "0,1", "--out", out]
+    )
+    == 0
+  )
   # source_only seed 0 had a summary: not retrained; dan crashed on both seeds, dann still ran.
   assert calls == [("source_only", 1), ("dan", 0), ("dan", 1), ("dann", 0), ("dann", 1)]
   results = json.load(open(os.path.join(out, "results.json")))["results"]
@@ -63,11 +87,17 @@ def test_finished_runs_are_reused_and_a_crash_loses_nothing(tmp_path, monkeypatc
 
 def test_selection_table_reports_what_each_criterion_picks(tmp_path):
   out = str(tmp_path)
-  evals = {0: [{"step": 10, "target_test_acc": 0.40, "source_val_acc": 0.95, "sel_snd": 1.0},
-               {"step": 20, "target_test_acc": 0.60, "source_val_acc": 0.90, "sel_snd": 3.0},
-               {"step": 30, "target_test_acc": 0.50, "source_val_acc": 0.92, "sel_snd": 2.0}],
-           1: [{"step": 10, "target_test_acc": 0.70, "source_val_acc": 0.80, "sel_snd": 5.0},
-               {"step": 20, "target_test_acc": 0.30, "source_val_acc": 0.99, "sel_snd": 4.0}]}
+  evals = {
+    0: [
+      {"step": 10, "target_test_acc": 0.40, "source_val_acc": 0.95, "sel_snd": 1.0},
+      {"step": 20, "target_test_acc": 0.60, "source_val_acc": 0.90, "sel_snd": 3.0},
+      {"step": 30, "target_test_acc": 0.50, "source_val_acc": 0.92, "sel_snd": 2.0},
+    ],
+    1: [
+      {"step": 10, "target_test_acc": 0.70, "source_val_acc": 0.80, "sel_snd": 5.0},
+      {"step": 20, "target_test_acc": 0.30, "source_val_acc": 0.99, "sel_snd": 4.0},
+    ],
+  }
   results = []
   for seed, rows in evals.items():
     _write_run(out, "t", "dann", seed, rows)
@@ -78,7 +108,7 @@ def test_selection_table_reports_what_each_criterion_picks(tmp_path):
   assert picked["oracle"] == [0.60, 0.70]
   assert picked["source_val_acc"] == [0.40, 0.30]
   assert picked["sel_snd"] == [0.60, 0.70]
-  assert picked["sel_neg_dev"] == []          # not logged by these runs: left out, not zero
+  assert picked["sel_neg_dev"] == []  # not logged by these runs: left out, not zero
   header = md.splitlines()[0]
   assert header.startswith("| task | method | last |") and header.endswith("| oracle |")
   row = md.splitlines()[2].split(" | ")
@@ -92,18 +122,30 @@ def test_selection_table_reports_what_each_criterion_picks(tmp_path):
   assert row[header.split(" | ").index("source_val_acc")] == "35.0 ± 5.0"
 
 
-@pytest.mark.parametrize("bad, message", [
+@pytest.mark.parametrize(
+  "bad, message",
+  [
     (["--methods", "dann,nope"], "--methods: no config experiments/digits/nope.py"),
     (["--tasks", "uci2ucim,nope"], "task: unknown 'nope'"),
     (["--set", "train.stepz=5"], "--set train.stepz=5: unknown config field"),
     (["--seeds", "0,one"], "--seeds: '0,one' is not a comma-separated list of integers"),
     (["--experiments", "experiments/nope"], "--experiments: experiments/nope: no such directory"),
-])
+  ],
+)
 def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys, bad, message):
   calls = []
   monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
-  argv = ["--tasks", "uci2ucim", "--methods", "dann", "--seeds", "0",
-          "--out", str(tmp_path / "g"), *bad]
+  argv = [
+    "--tasks",
+    "uci2ucim",
+    "--methods",
+    "dann",
+    "--seeds",
+    "0",
+    "--out",
+    str(tmp_path / "g"),
+    *bad,
+  ]
   with pytest.raises(ConfigError, match=re.escape(message)):
     grid.main(argv)
   assert run_tool("grid", argv) == 2
@@ -115,19 +157,30 @@ def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys, bad, message
 
 def test_set_refuses_what_a_cast_would_silently_change():
   from jaxdapt import configs
+
   c = configs.digits_config("syn2uci")
-  grid.apply_overrides(c, ["train.steps=7", "optim.lr=1", "model.conv_kernel=xla",
-                           "model.head_hidden=[5, 6]", "train.progress_bar=false"])
+  grid.apply_overrides(
+    c,
+    [
+      "train.steps=7",
+      "optim.lr=1",
+      "model.conv_kernel=xla",
+      "model.head_hidden=[5, 6]",
+      "train.progress_bar=false",
+    ],
+  )
   assert (c.train.steps, c.model.conv_kernel, c.model.head_hidden) == (7, "xla", (5, 6))
   assert type(c.optim.lr) is float and c.optim.lr == 1.0 and c.train.progress_bar is False
-  for bad, message in [("train.steps=2.5", "the field holds int 7; got float 2.5"),
-                       ("train.steps=true", "holds int 7; got bool True"),
-                       ("optim.lr=true", "holds float 1.0; got bool True"),
-                       ("train.steps=abc", "'abc' is not JSON"),
-                       ("model.head_hidden=3", "holds tuple (5, 6); got int 3"),
-                       ("train.steps", "expected FIELD=VALUE"),
-                       ("train.stepz=3", "unknown config field; fields of train: "),
-                       ("trian.steps=3", "did you mean 'train'?")]:
+  for bad, message in [
+    ("train.steps=2.5", "the field holds int 7; got float 2.5"),
+    ("train.steps=true", "holds int 7; got bool True"),
+    ("optim.lr=true", "holds float 1.0; got bool True"),
+    ("train.steps=abc", "'abc' is not JSON"),
+    ("model.head_hidden=3", "holds tuple (5, 6); got int 3"),
+    ("train.steps", "expected FIELD=VALUE"),
+    ("train.stepz=3", "unknown config field; fields of train: "),
+    ("trian.steps=3", "did you mean 'train'?"),
+  ]:
     with pytest.raises(ConfigError) as e:
       grid.apply_overrides(c, [bad])
     assert str(e.value).startswith(f"--set {bad}: ") and message in str(e.value), e.value
@@ -142,8 +195,22 @@ def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
       _write_run(out, "uci2ucim", method, seed, [{"step": 1, "target_test_acc": acc}])
   calls = []
   monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
-  assert grid.main(["--tasks", "uci2ucim", "--methods", "source_only,dann,dan",
-                    "--seeds", "0,1,2", "--out", out, "--table-only"]) == 0
+  assert (
+    grid.main(
+      [
+        "--tasks",
+        "uci2ucim",
+        "--methods",
+        "source_only,dann,dan",
+        "--seeds",
+        "0,1,2",
+        "--out",
+        out,
+        "--table-only",
+      ]
+    )
+    == 0
+  )
   assert calls == []
   md = open(os.path.join(out, "results.md")).read()
   # dann: +10.0 with stds of 0.8 → clear; dan: +5.0 but std 4.0 → not clear; seed 2 not run.
@@ -163,23 +230,43 @@ def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
     return fake(config, workdir)
 
   monkeypatch.setattr(trainer, "train_and_evaluate", recording)
-  assert grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann_bsp,tent", "--seeds", "0",
-                    "--out", out, "--set", "train.steps=7"]) == 0
+  assert (
+    grid.main(
+      [
+        "--tasks",
+        "uci2ucim",
+        "--methods",
+        "adda,dann_bsp,tent",
+        "--seeds",
+        "0",
+        "--out",
+        out,
+        "--set",
+        "train.steps=7",
+      ]
+    )
+    == 0
+  )
   so_dir = os.path.abspath(os.path.join(out, "runs", "uci2ucim", "source_only", "seed_0"))
   tent_steps = grid.load_config("tent", "uci2ucim", "experiments/digits").train.steps
   assert tent_steps != 7
   # source_only once (reused by tent), both stage-2 runs from its workdir; TENT keeps its
   # one pass over the test stream.
-  assert seen == [("source_only", 0, "", 7), ("adda", 0, so_dir, 7), ("dann", 0, so_dir, 7),
-                  ("tent", 0, so_dir, tent_steps)]
+  assert seen == [
+    ("source_only", 0, "", 7),
+    ("adda", 0, so_dir, 7),
+    ("dann", 0, so_dir, 7),
+    ("tent", 0, so_dir, tent_steps),
+  ]
 
 
 def test_a_failed_stage1_is_reported_on_the_stage2_run(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls, fail=("source_only",)))
   out = str(tmp_path / "grid")
-  assert grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann", "--seeds", "0",
-                    "--out", out]) == 0
+  assert (
+    grid.main(["--tasks", "uci2ucim", "--methods", "adda,dann", "--seeds", "0", "--out", out]) == 0
+  )
   assert calls == [("source_only", 0), ("dann", 0)]  # adda not attempted; dann still ran
   results = json.load(open(os.path.join(out, "results.json")))["results"]
   assert results[0]["error"].startswith("stage 1 (source_only) failed: FloatingPointError")
@@ -188,17 +275,23 @@ def test_a_failed_stage1_is_reported_on_the_stage2_run(tmp_path, monkeypatch):
 def test_methods_all_trains_every_experiment_once(tmp_path, monkeypatch):
   trained = []
   fake = _fake_training([])
-  monkeypatch.setattr(trainer, "train_and_evaluate",
-                      lambda config, workdir: (trained.append(workdir.split(os.sep)[-2]),
-                                               fake(config, workdir))[1])
+  monkeypatch.setattr(
+    trainer,
+    "train_and_evaluate",
+    lambda config, workdir: (trained.append(workdir.split(os.sep)[-2]), fake(config, workdir))[1],
+  )
   out = str(tmp_path / "grid")
   assert grid.main(["--tasks", "uci2ucim", "--methods", "all", "--seeds", "0", "--out", out]) == 0
-  files = sorted(f[:-3] for f in os.listdir("experiments/digits")
-                 if f.endswith(".py") and f != "default.py")
+  files = sorted(
+    f[:-3] for f in os.listdir("experiments/digits") if f.endswith(".py") and f != "default.py"
+  )
   # Stage-1 runs (source_only, shot_source) are trained once although three methods need them.
   assert sorted(trained) == files
-  rows = [line.split(" | ")[1] for line in open(os.path.join(out, "results.md"))
-          if line.startswith("| uci2ucim |")]
+  rows = [
+    line.split(" | ")[1]
+    for line in open(os.path.join(out, "results.md"))
+    if line.startswith("| uci2ucim |")
+  ]
   assert rows[0] == "source_only" and rows[-1] == "target_oracle" and len(rows) == 2 * len(files)
 
 
@@ -208,10 +301,14 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
   out = str(tmp_path / "grid")
   calls = []
   fake = _fake_training(calls)
-  monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: (
-      {"stopped_at": 3} if config.method.name == "dan" else fake(config, workdir)))
-  args = ["--tasks", "uci2ucim", "--methods", "dann,dan,deep_coral", "--seeds", "0",
-          "--out", out]
+  monkeypatch.setattr(
+    trainer,
+    "train_and_evaluate",
+    lambda config, workdir: (
+      {"stopped_at": 3} if config.method.name == "dan" else fake(config, workdir)
+    ),
+  )
+  args = ["--tasks", "uci2ucim", "--methods", "dann,dan,deep_coral", "--seeds", "0", "--out", out]
   with pytest.raises(SystemExit) as e:
     grid.main(args)
   assert e.value.code == 0 and "stopped at step 3" in capsys.readouterr().out
@@ -228,8 +325,12 @@ def test_rows_are_experiments_not_trainer_method_names(tmp_path, monkeypatch):
   calls = []
   monkeypatch.setattr(trainer, "train_and_evaluate", _fake_training(calls))
   out = str(tmp_path / "grid")
-  assert grid.main(["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0",
-                    "--out", out]) == 0
+  assert (
+    grid.main(
+      ["--tasks", "uci2ucim", "--methods", "dann,dann_bsp,dsbn", "--seeds", "0", "--out", out]
+    )
+    == 0
+  )
   assert [m for m, _ in calls] == ["dann", "source_only", "dann", "dann"]
   md = open(os.path.join(out, "results.md")).read()
   for name in ("dann", "dann_bsp", "dsbn"):

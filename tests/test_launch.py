@@ -1,5 +1,6 @@
 """Each launcher checks the config, then its dry run prints exactly what it would execute
 (`python -m jaxdapt train --config ... --set ...`), and runs nothing."""
+
 import shlex
 import subprocess
 
@@ -13,13 +14,25 @@ from jaxdapt.tools.main import run_tool
 CONFIG = "experiments/digits/dann.py:uci2ucim"
 COMMON = ["--config", CONFIG, "--workdir", "runs/x", "--dry-run"]
 SETS = ["--set", "seed=3", "--set", 'optim.rules=[[".*", 1.0]]']
-TRAIN = ["-m", "jaxdapt", "train", "--config", CONFIG, "--workdir", "runs/x", "--set", "seed=3",
-         "--set", 'optim.rules=[[".*", 1.0]]']
+TRAIN = [
+  "-m",
+  "jaxdapt",
+  "train",
+  "--config",
+  CONFIG,
+  "--workdir",
+  "runs/x",
+  "--set",
+  "seed=3",
+  "--set",
+  'optim.rules=[[".*", 1.0]]',
+]
 
 
 def _refuse(monkeypatch):
   def refuse(*a, **k):
     raise AssertionError(f"executed {a}")
+
   monkeypatch.setattr(subprocess, "call", refuse)
   monkeypatch.setattr(subprocess, "run", refuse)
 
@@ -32,14 +45,17 @@ def _dry(capsys, argv, monkeypatch):
 
 def test_local_dry_run(capsys, monkeypatch):
   out = _dry(capsys, ["local", "--cpu-devices", "8", *COMMON, *SETS], monkeypatch)
-  assert shlex.split(out) == ["env", "JAX_PLATFORMS=cpu",
-                              "XLA_FLAGS=--xla_force_host_platform_device_count=8", "python",
-                              *TRAIN]
+  assert shlex.split(out) == [
+    "env",
+    "JAX_PLATFORMS=cpu",
+    "XLA_FLAGS=--xla_force_host_platform_device_count=8",
+    "python",
+    *TRAIN,
+  ]
 
 
 def test_slurm_dry_run(capsys, monkeypatch):
-  out = _dry(capsys, ["slurm", "--nodes", "4", "--gpus-per-node", "8", *COMMON, *SETS],
-             monkeypatch)
+  out = _dry(capsys, ["slurm", "--nodes", "4", "--gpus-per-node", "8", *COMMON, *SETS], monkeypatch)
   lines = out.splitlines()
   assert lines[0] == "#!/bin/bash"
   assert "#SBATCH --nodes=4" in lines and "#SBATCH --ntasks-per-node=1" in lines
@@ -48,8 +64,9 @@ def test_slurm_dry_run(capsys, monkeypatch):
 
 
 def test_tpu_dry_run(capsys, monkeypatch):
-  out = _dry(capsys, ["tpu", "--tpu", "pod", "--zone", "us-central2-b", *COMMON, *SETS],
-             monkeypatch)
+  out = _dry(
+    capsys, ["tpu", "--tpu", "pod", "--zone", "us-central2-b", *COMMON, *SETS], monkeypatch
+  )
   argv = shlex.split(out)
   assert argv[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "pod"]
   assert "--worker=all" in argv and "--zone=us-central2-b" in argv
@@ -57,8 +74,7 @@ def test_tpu_dry_run(capsys, monkeypatch):
 
 
 def test_k8s_dry_run_is_a_jobset_with_coordinator(capsys, monkeypatch):
-  out = _dry(capsys, ["k8s", "--replicas", "4", "--image", "img:1", *COMMON, *SETS],
-             monkeypatch)
+  out = _dry(capsys, ["k8s", "--replicas", "4", "--image", "img:1", *COMMON, *SETS], monkeypatch)
   doc = yaml.safe_load(out)
   assert doc["kind"] == "JobSet"
   job = doc["spec"]["replicatedJobs"][0]["template"]["spec"]
@@ -77,13 +93,17 @@ def test_missing_required_argument_exits(capsys):
 
 
 @pytest.mark.parametrize("target", ["local", "slurm", "tpu", "k8s"])
-@pytest.mark.parametrize("config, sets, message", [
+@pytest.mark.parametrize(
+  "config, sets, message",
+  [
     ("nope.py", [], "--config: nope.py: no such file"),
     (CONFIG, ["--set", "train.stepz=3"], "--set train.stepz=3: unknown config field"),
     ("experiments/digits/dann.py:nope", [], "task: unknown 'nope'"),
-])
+  ],
+)
 def test_a_config_that_does_not_load_is_refused_before_any_script(
-    capsys, monkeypatch, target, config, sets, message):
+  capsys, monkeypatch, target, config, sets, message
+):
   """`launch slurm --config nope.py --dry-run` used to print a job script and exit 0."""
   _refuse(monkeypatch)
   extra = {"tpu": ["--tpu", "pod", "--zone", "z"], "k8s": ["--image", "img:1"]}.get(target, [])
@@ -101,4 +121,5 @@ def test_a_missing_submit_tool_is_one_line(capsys, monkeypatch):
   monkeypatch.setenv("PATH", "/nonexistent")
   assert run_tool("launch", ["slurm", "--config", CONFIG, "--workdir", "runs/x"]) == 2
   assert capsys.readouterr().err == (
-      "error: sbatch: not found on PATH (--dry-run prints what would run)\n")
+    "error: sbatch: not found on PATH (--dry-run prints what would run)\n"
+  )

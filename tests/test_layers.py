@@ -1,5 +1,6 @@
 """The layer rule of jaxdapt/layers.py: no import (inside functions included) reaches a
 layer above the importer's, and the module graph has no cycle."""
+
 import ast
 import os
 import subprocess
@@ -69,9 +70,11 @@ def test_no_module_imports_a_layer_above_its_own():
     mine = layers.layer_of(module)
     for line, target in imports:
       if layers.layer_of(target) > mine:
-        bad.append(f"{os.path.relpath(mods[module], os.path.dirname(ROOT))}:{line} imports "
-                   f"{target} ({layers.LAYERS[layers.layer_of(target)][0]}) from layer "
-                   f"{layers.LAYERS[mine][0]}")
+        bad.append(
+          f"{os.path.relpath(mods[module], os.path.dirname(ROOT))}:{line} imports "
+          f"{target} ({layers.LAYERS[layers.layer_of(target)][0]}) from layer "
+          f"{layers.LAYERS[mine][0]}"
+        )
   assert not bad, "\n".join(bad)
 
 
@@ -84,7 +87,7 @@ def _cycle(edges: dict[str, list[tuple[int, str]]]) -> list[str] | None:
     stack.append(m)
     for _, t in edges[m]:
       if state.get(t) == 1:
-        return stack[stack.index(t):] + [t]
+        return stack[stack.index(t) :] + [t]
       if t not in state:
         found = visit(t)
         if found:
@@ -118,11 +121,14 @@ def test_the_checks_catch_what_they_are_for():
 
 
 def _environment_changed_by(first: str, then: str) -> bool:
-  probe = (f"import os, json; {first}; before = dict(os.environ); {then}; "
-           "print(json.dumps(dict(os.environ) != before))")
+  probe = (
+    f"import os, json; {first}; before = dict(os.environ); {then}; "
+    "print(json.dumps(dict(os.environ) != before))"
+  )
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
-                       check=True, env=env).stdout.split()
+  out = subprocess.run(
+    [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+  ).stdout.split()
   return out[-1] == "true"
 
 
@@ -135,5 +141,6 @@ def test_importing_jaxdapt_leaves_the_environment_unchanged():
   # ... whereas the command's process setup does change it (so this probe can fail),
   # where this jaxlib has a default flag.
   from jaxdapt.runtime import xla_defaults
+
   if xla_defaults.with_defaults("", xla_defaults._jaxlib_version()):  # noqa: SLF001
     assert _environment_changed_by(deps, "import jaxdapt.runtime; jaxdapt.runtime.setup()")

@@ -1,4 +1,5 @@
 """Each loss against an independent NumPy formula or a property it must have."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +12,7 @@ def test_gradient_reversal_backward_is_minus_coeff_times_incoming():
   x = jnp.arange(6.0).reshape(2, 3)
   upstream = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3)), jnp.float32)
   for coeff in (0.0, 0.3, 1.0, 2.5):
-    y, vjp = jax.vjp(lambda a: losses.gradient_reversal(a, jnp.float32(coeff)), x)
+    y, vjp = jax.vjp(lambda a: losses.gradient_reversal(a, jnp.float32(coeff)), x)  # noqa: B023
     np.testing.assert_array_equal(y, x)
     (g,) = vjp(upstream)
     np.testing.assert_allclose(g, -coeff * np.asarray(upstream), rtol=1e-6)
@@ -56,17 +57,21 @@ def test_mk_mmd_matches_numpy(unbiased):
   rng = np.random.default_rng(2)
   x, y = rng.normal(size=(20, 5)), rng.normal(0.5, 1.0, size=(16, 5))
   mults = (0.25, 0.5, 1.0, 2.0, 4.0)
-  np.testing.assert_allclose(losses.mk_mmd(x, y, mults, unbiased), _np_mk_mmd(x, y, mults, unbiased),
-                             rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(
+    losses.mk_mmd(x, y, mults, unbiased), _np_mk_mmd(x, y, mults, unbiased), rtol=1e-4, atol=1e-6
+  )
 
 
 def test_unbiased_mmd_near_zero_for_one_distribution_and_grows_with_shift():
   rng = np.random.default_rng(3)
-  same = [float(losses.mk_mmd(rng.normal(size=(64, 8)), rng.normal(size=(64, 8))))
-          for _ in range(20)]
+  same = [
+    float(losses.mk_mmd(rng.normal(size=(64, 8)), rng.normal(size=(64, 8)))) for _ in range(20)
+  ]
   assert abs(np.mean(same)) < 3 * np.std(same) / np.sqrt(len(same)) + 1e-3
-  values = [float(losses.mk_mmd(rng.normal(size=(64, 8)), rng.normal(shift, 1, size=(64, 8))))
-            for shift in (0.25, 0.5, 1.0, 2.0)]
+  values = [
+    float(losses.mk_mmd(rng.normal(size=(64, 8)), rng.normal(shift, 1, size=(64, 8))))
+    for shift in (0.25, 0.5, 1.0, 2.0)
+  ]
   assert values == sorted(values) and values[0] > max(same)
 
 
@@ -75,5 +80,6 @@ def test_cross_entropy_matches_numpy():
   logits, labels = rng.normal(size=(10, 4)), rng.integers(0, 4, 10)
   p = np.exp(logits - logits.max(1, keepdims=True))
   p /= p.sum(1, keepdims=True)
-  np.testing.assert_allclose(losses.cross_entropy(logits, labels),
-                             -np.log(p[np.arange(10), labels]).mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.cross_entropy(logits, labels), -np.log(p[np.arange(10), labels]).mean(), rtol=1e-5
+  )

@@ -1,11 +1,12 @@
 """Each method loss against an independent NumPy formula, closed form or property."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, configs, trainer
-from jaxdapt import methods
+from jaxdapt import config as config_lib
+from jaxdapt import methods, trainer
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import method_losses as ml
 
@@ -24,6 +25,7 @@ def _rng(seed):
 
 
 # --- CDAN ---------------------------------------------------------------------------------
+
 
 def test_multilinear_map_is_flattened_outer_product():
   f, g = _rng(0).normal(size=(5, 7)), _softmax(_rng(1).normal(size=(5, 3)))
@@ -47,8 +49,9 @@ def test_randomized_multilinear_map_matches_formula_and_preserves_inner_products
     rf, rg = ml.cdan_random_matrices(30, 6, 1024, seed)
     t = (f @ rf) * (g @ rg) / np.sqrt(1024)
     grams.append(t @ t.T)
-  np.testing.assert_allclose(np.mean(grams, 0), full @ full.T, rtol=0.1,
-                             atol=0.05 * np.abs(full @ full.T).max())
+  np.testing.assert_allclose(
+    np.mean(grams, 0), full @ full.T, rtol=0.1, atol=0.05 * np.abs(full @ full.T).max()
+  )
 
 
 def test_entropy_weights_normalised_and_favour_confident_examples():
@@ -69,9 +72,14 @@ def _method(name, **fields):
 
 def _outputs(seed, b=8, d=12, c=4):
   r = _rng(seed)
-  return {dom: {"features": jnp.asarray(np.abs(r.normal(size=(b, d))), jnp.float32),
-                "logits": jnp.asarray(r.normal(size=(b, c)) * 2, jnp.float32),
-                "labels": jnp.asarray(r.integers(0, c, b))} for dom in ("source", "target")}
+  return {
+    dom: {
+      "features": jnp.asarray(np.abs(r.normal(size=(b, d))), jnp.float32),
+      "logits": jnp.asarray(r.normal(size=(b, c)) * 2, jnp.float32),
+      "labels": jnp.asarray(r.integers(0, c, b)),
+    }
+    for dom in ("source", "target")
+  }
 
 
 @pytest.mark.parametrize("name", ["cdan", "cdan_e"])
@@ -114,11 +122,15 @@ def test_cdan_reverses_the_gradient_into_the_features():
   def loss_of_feats(fs, coeff_one):
     o = {k: dict(v) for k, v in out.items()}
     o["source"]["features"] = fs
-    m = method if not coeff_one else _method("cdan", disc_hidden=(16,),
-                                              weight_schedule="constant", weight=0.0)
+    m = (
+      method
+      if not coeff_one
+      else _method("cdan", disc_hidden=(16,), weight_schedule="constant", weight=0.0)
+    )
     return m.loss(params, o, jnp.float32(0.3), jax.random.key(0))[0]
 
   g_rev = jax.grad(loss_of_feats)(out["source"]["features"], False)
+
   # Same loss without reversal: the discriminator's own gradient w.r.t. its input direction.
   def plain(fs):
     o = {k: dict(v) for k, v in out.items()}
@@ -129,11 +141,14 @@ def test_cdan_reverses_the_gradient_into_the_features():
     logit = method.discriminator.apply({"params": params["discriminator"]}, h)
     y = jnp.r_[jnp.ones(8), jnp.zeros(8)]
     return jnp.mean(jnp.logaddexp(0, logit) - y * logit)
-  np.testing.assert_allclose(g_rev, -0.5 * jax.grad(plain)(out["source"]["features"]),
-                             rtol=1e-4, atol=1e-7)
+
+  np.testing.assert_allclose(
+    g_rev, -0.5 * jax.grad(plain)(out["source"]["features"]), rtol=1e-4, atol=1e-7
+  )
 
 
 # --- MCC ----------------------------------------------------------------------------------
+
 
 def _np_mcc(z, t):
   p = _softmax(z / t)
@@ -158,16 +173,19 @@ def test_mcc_is_zero_for_confident_one_per_class_predictions():
 
 # --- entropy minimisation -----------------------------------------------------------------
 
+
 def test_entropy_min_matches_numpy():
   out = _outputs(7)
   loss, m = _method("entropy_min", weight=0.1, weight_schedule="constant").loss(
-      {}, out, jnp.float32(0.5), jax.random.key(0))
+    {}, out, jnp.float32(0.5), jax.random.key(0)
+  )
   expected = _entropy(_softmax(np.asarray(out["target"]["logits"]))).mean()
   np.testing.assert_allclose(m["target_entropy"], expected, rtol=1e-5)
   np.testing.assert_allclose(loss, 0.1 * expected, rtol=1e-5)
 
 
 # --- JAN ----------------------------------------------------------------------------------
+
 
 def _np_gauss(z, mults=None, fixed=None):
   d = ((z[:, None] - z[None]) ** 2).sum(-1)
@@ -182,7 +200,8 @@ def test_jan_matches_numpy_product_kernel():
   out = _outputs(8, b=10, d=6)
   mults = (0.25, 0.5, 1.0, 2.0, 4.0)
   loss, m = _method("jan", weight=1.0, weight_schedule="constant").loss(
-      {}, out, jnp.float32(0.5), jax.random.key(0))
+    {}, out, jnp.float32(0.5), jax.random.key(0)
+  )
   f = np.concatenate([np.asarray(out[k]["features"]) for k in ("source", "target")])
   p = _softmax(np.concatenate([np.asarray(out[k]["logits"]) for k in ("source", "target")]))
   k = _np_gauss(f, mults) * _np_gauss(p, fixed=1.68)
@@ -200,6 +219,7 @@ def test_jmmd_of_identical_samples_is_zero():
 
 # --- AFN ----------------------------------------------------------------------------------
 
+
 def test_afn_value_and_gradient_match_numpy():
   h = _rng(10).normal(size=(6, 5))
   np.testing.assert_allclose(ml.stepwise_feature_norm(h, 1.0), 1.0, rtol=1e-6)
@@ -209,12 +229,14 @@ def test_afn_value_and_gradient_match_numpy():
   np.testing.assert_allclose(g, -2.0 * h / norms / 6, rtol=1e-4)
   out = _outputs(11)
   loss, _ = _method("afn", weight=0.05, weight_schedule="constant").loss(
-      {}, out, jnp.float32(0.5), jax.random.key(0))
+    {}, out, jnp.float32(0.5), jax.random.key(0)
+  )
   np.testing.assert_allclose(loss, 0.05 * 2 * 1.0, rtol=1e-5)  # λ (Δr² + Δr²)
   assert np.all(np.isfinite(jax.grad(lambda x: ml.stepwise_feature_norm(x))(jnp.zeros((2, 3)))))
 
 
 # --- MDD ----------------------------------------------------------------------------------
+
 
 def test_mdd_disparities_match_numpy():
   r = _rng(12)
@@ -224,33 +246,40 @@ def test_mdd_disparities_match_numpy():
   np.testing.assert_allclose(ml.mdd_source_disparity(aux, main), -np.log(p).mean(), rtol=1e-5)
   np.testing.assert_allclose(ml.mdd_target_disparity(aux, main), -np.log1p(-p).mean(), rtol=1e-4)
   # Stable when f' is certain of the pseudo-label (1 − p underflows in float32).
-  big = np.zeros((1, 3)); big[0, 0] = 60.0
+  big = np.zeros((1, 3))
+  big[0, 0] = 60.0
   v = float(ml.mdd_target_disparity(big, np.array([[1.0, 0, 0]])))
   np.testing.assert_allclose(v, 60.0 - np.log(2), rtol=1e-4)
 
 
 def test_mdd_loss_weighs_source_by_margin_and_reverses_feature_gradient():
-  method = _method("mdd", aux_head_hidden=(8,), mdd_margin=4.0, weight=1.0,
-                   weight_schedule="constant")
+  method = _method(
+    "mdd", aux_head_hidden=(8,), mdd_margin=4.0, weight=1.0, weight_schedule="constant"
+  )
   out = _outputs(13)
   params = method.init(jax.random.key(0), 12, 4)
   loss, m = method.loss(params, out, jnp.float32(0.5), jax.random.key(0))
   np.testing.assert_allclose(loss, 4.0 * m["mdd_source"] + m["mdd_target"], rtol=1e-6)
   # f' descends the loss; the features' gradient is the negated gradient (GRL, coeff 1).
   head = method.head(4)
+
   def direct(fs):
     aux = head.apply({"params": params["aux_head"]}, fs, train=False)
-    return (4.0 * ml.mdd_source_disparity(aux, out["source"]["logits"]))
+    return 4.0 * ml.mdd_source_disparity(aux, out["source"]["logits"])
+
   def through_method(fs):
     o = {k: dict(v) for k, v in out.items()}
     o["source"]["features"] = fs
     return method.loss(params, o, jnp.float32(0.5), jax.random.key(0))[0]
+
   fs = out["source"]["features"]
-  np.testing.assert_allclose(jax.grad(through_method)(fs), -jax.grad(direct)(fs), rtol=1e-4,
-                             atol=1e-7)
+  np.testing.assert_allclose(
+    jax.grad(through_method)(fs), -jax.grad(direct)(fs), rtol=1e-4, atol=1e-7
+  )
 
 
 # --- BSP ----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_bsp_matches_numpy_svd(k):
@@ -268,21 +297,32 @@ def test_bsp_adds_weighted_penalty_in_dann_and_cdan(name):
   l0, m0 = base.loss(params, out, jnp.float32(0.5), jax.random.key(0))
   assert "bsp" not in m0
   l1, m1 = _method(name, disc_hidden=(16,), bsp_weight=1e-4).loss(
-      params, out, jnp.float32(0.5), jax.random.key(0))
-  expected = sum((np.linalg.svd(np.asarray(out[d]["features"]), compute_uv=False)[0]) ** 2
-                 for d in ("source", "target"))
+    params, out, jnp.float32(0.5), jax.random.key(0)
+  )
+  expected = sum(
+    (np.linalg.svd(np.asarray(out[d]["features"]), compute_uv=False)[0]) ** 2
+    for d in ("source", "target")
+  )
   np.testing.assert_allclose(m1["bsp"], expected, rtol=1e-4)
   np.testing.assert_allclose(l1 - l0, 1e-4 * expected, rtol=1e-3)
 
 
 # --- config checks ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,field,value", [
-    ("mcc", "mcc_temperature", 0.0), ("afn", "afn_delta_r", -1.0),
-    ("mdd", "mdd_margin", -4.0), ("mdd", "aux_head_hidden", (0,)),
-    ("cdan", "cdan_random_dim", 0), ("dann", "bsp_weight", -1e-4),
-    ("cdan_e", "bsp_k", 0), ("jan", "jan_softmax_bandwidth", 0),
-])
+
+@pytest.mark.parametrize(
+  "name,field,value",
+  [
+    ("mcc", "mcc_temperature", 0.0),
+    ("afn", "afn_delta_r", -1.0),
+    ("mdd", "mdd_margin", -4.0),
+    ("mdd", "aux_head_hidden", (0,)),
+    ("cdan", "cdan_random_dim", 0),
+    ("dann", "bsp_weight", -1e-4),
+    ("cdan_e", "bsp_k", 0),
+    ("jan", "jan_softmax_bandwidth", 0),
+  ],
+)
 def test_bad_method_field_is_named(name, field, value):
   with pytest.raises(ConfigError, match=f"method.{field}"):
     _method(name, **{field: value})
@@ -298,9 +338,11 @@ def test_unknown_method_still_gives_registry_error():
 
 # --- MCD ----------------------------------------------------------------------------------
 
+
 def test_mcd_discrepancy_is_mean_l1_between_softmaxes():
   r = _rng(16)
   a, b = r.normal(size=(7, 5)), r.normal(size=(7, 5))
-  np.testing.assert_allclose(ml.classifier_discrepancy(a, b),
-                             np.abs(_softmax(a) - _softmax(b)).mean(), rtol=1e-5)
+  np.testing.assert_allclose(
+    ml.classifier_discrepancy(a, b), np.abs(_softmax(a) - _softmax(b)).mean(), rtol=1e-5
+  )
   assert float(ml.classifier_discrepancy(a, a)) == 0.0

@@ -1,17 +1,21 @@
 """SHOT, TENT and ADDA: losses against NumPy formulas, and properties of one update step."""
+
+import functools
+
 import jax
 import numpy as np
 import pytest
-
-from jaxdapt import config as config_lib, configs, trainer, losses, sharding, step
-from jaxdapt.errors import ConfigError
-from jaxdapt.methods import adda, subset, tent
-from jaxdapt.methods import method_losses as ml
 from test_methods import _entropy, _rng, _softmax
 from test_methods_train import _named, tiny
 
+from jaxdapt import config as config_lib
+from jaxdapt import losses, sharding, step, trainer
+from jaxdapt.errors import ConfigError
+from jaxdapt.methods import adda, subset, tent
+from jaxdapt.methods import method_losses as ml
 
 # --- pure losses ---------------------------------------------------------------------------
+
 
 def test_information_maximization_matches_formula():
   z = 3.0 * _rng(0).normal(size=(8, 5))
@@ -20,8 +24,9 @@ def test_information_maximization_matches_formula():
   p_bar = p.mean(0)
   diversity = -(p_bar * np.log(p_bar)).sum()
   im, ent, div = ml.information_maximization(z)
-  np.testing.assert_allclose([im, ent, div], [mean_entropy - diversity, mean_entropy, diversity],
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    [im, ent, div], [mean_entropy - diversity, mean_entropy, diversity], rtol=1e-5, atol=1e-6
+  )
   # Confident and diverse (one-hot, all classes) reaches the minimum −log C; collapse does not.
   confident = 50.0 * np.eye(5)
   np.testing.assert_allclose(ml.information_maximization(confident)[0], -np.log(5), atol=1e-4)
@@ -39,7 +44,7 @@ def _np_shot_pseudo_labels(features, logits):
     c = centroids[classes] / np.linalg.norm(centroids[classes], axis=1, keepdims=True)
     return classes[(1.0 - f @ c.T).argmin(1)]  # cosine distance
 
-  c0 = np.stack([(p[:, k:k + 1] * f).sum(0) / p[:, k].sum() for k in range(p.shape[1])])
+  c0 = np.stack([(p[:, k : k + 1] * f).sum(0) / p[:, k].sum() for k in range(p.shape[1])])
   y0 = assign(c0, np.unique(p.argmax(1)))
   present = np.unique(y0)
   c1 = np.zeros_like(c0)
@@ -60,8 +65,9 @@ def test_shot_pseudo_labels_match_numpy_weighted_centroids():
   centroids, valid = ml.shot_centroids(features, logits)
   np.testing.assert_array_equal(np.flatnonzero(valid), present)
   unit = lambda c: c / np.linalg.norm(c, axis=-1, keepdims=True)
-  np.testing.assert_allclose(unit(np.asarray(centroids)[present]), unit(c1[present]),
-                             rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(
+    unit(np.asarray(centroids)[present]), unit(c1[present]), rtol=1e-4, atol=1e-5
+  )
   labels = np.asarray(ml.nearest_centroid(features, centroids, valid))
   np.testing.assert_array_equal(labels, expected)
   assert (labels != num_classes - 1).all()
@@ -75,24 +81,31 @@ def test_label_smoothed_cross_entropy_matches_formula():
   eps = 0.1
   expected = -((1 - eps) * logp[np.arange(7), y] + eps * logp.mean(1)).mean()
   np.testing.assert_allclose(losses.cross_entropy(z, y, eps), expected, rtol=1e-5)
-  np.testing.assert_allclose(losses.cross_entropy(z, y, 0.0), -logp[np.arange(7), y].mean(),
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+    losses.cross_entropy(z, y, 0.0), -logp[np.arange(7), y].mean(), rtol=1e-5
+  )
 
 
 def test_tent_online_accuracy_is_weighted_over_the_steps_rows_cover():
-  rows = [{"step": 2, "online_acc": 0.5}, {"step": 4, "online_acc": 1.0},
-          {"step": 5, "online_acc": 0.0}]
+  rows = [
+    {"step": 2, "online_acc": 0.5},
+    {"step": 4, "online_acc": 1.0},
+    {"step": 5, "online_acc": 0.0},
+  ]
   method = tent.TENT(config_lib.base_config().method)
   assert method.summarize(rows) == {"target_online_acc": pytest.approx((1 + 2 + 0) / 5)}
   assert method.summarize([{"step": 1, "loss": 0.0}]) == {}
 
 
-@pytest.mark.parametrize("field,value,match", [
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
     ("model.init_from", "", "model.init_from"),
     ("model.dont_load", ("head/.*",), "model.dont_load"),
     ("method.label_smoothing", 1.0, "label_smoothing"),
     ("method.refresh_every", -1, "refresh_every"),
-])
+  ],
+)
 def test_config_checks_of_the_stage2_methods(field, value, match):
   c = config_lib.base_config()
   c.method.name = "shot"
@@ -107,6 +120,7 @@ def test_config_checks_of_the_stage2_methods(field, value, match):
 
 # --- one update step on the tiny digits model ----------------------------------------------
 
+
 def _exp(data_dir, method, **optim):
   c = tiny(data_dir, method, norm="batch")
   c.model.init_from = "unused: build does not load it"
@@ -120,8 +134,10 @@ def _batch(exp, labels_seed=None):
   local = next(trainer.train_iterators(exp))
   if labels_seed is not None:
     for i, d in enumerate(local):
-      local[d] = {**local[d], "label": _rng(labels_seed + i).integers(
-          0, 10, local[d]["label"].shape).astype(np.int32)}
+      local[d] = {
+        **local[d],
+        "label": _rng(labels_seed + i).integers(0, 10, local[d]["label"].shape).astype(np.int32),
+      }
   return sharding.global_batch(local, exp.mesh)
 
 
@@ -160,9 +176,14 @@ def test_shot_step_uses_no_label_and_keeps_the_head(data_dir):
   for name, old in before.items():
     if name.startswith("model/head/"):
       np.testing.assert_array_equal(old, params[name], err_msg=name)
-  assert any(not np.array_equal(before[n], params[n]) for n in before
-             if subset.is_feature_extractor(n))
+  assert any(
+    not np.array_equal(before[n], params[n]) for n in before if subset.is_feature_extractor(n)
+  )
   assert all(np.isfinite(metrics[k]) for k in ("loss", "im_loss", "pseudo_ce"))
+
+
+def _adda_loss_only(kind, p, s, *, batch_stats, batch, kw):
+  return adda.adda_loss(kind, p, s, batch_stats, batch, jax.random.key(2), **kw)[0]
 
 
 def test_adda_gradients_reach_only_their_substep_and_never_the_source_encoder(data_dir):
@@ -172,14 +193,13 @@ def test_adda_gradients_reach_only_their_substep_and_never_the_source_encoder(da
   source = exp.init(jax.random.key(1))
   source_model = {"params": source.params["model"], "batch_stats": source.batch_stats}
   batch = _batch(exp)
-  kw = dict(model=exp.model, method=exp.method, dtype=np.float32,
-            mean_std=step.DEFAULT_MEAN_STD)
+  kw = dict(model=exp.model, method=exp.method, dtype=np.float32, mean_std=step.DEFAULT_MEAN_STD)
 
   for kind, trains in (("D", adda.is_discriminator), ("M", subset.is_feature_extractor)):
-    loss = lambda p, s: adda.adda_loss(kind, p, s, state.batch_stats, batch, jax.random.key(2),
-                                       **kw)[0]
-    to_params, to_source = map(_named, jax.jit(jax.grad(loss, (0, 1)))(state.params,
-                                                                         source_model))
+    loss = functools.partial(
+      _adda_loss_only, kind, batch_stats=state.batch_stats, batch=batch, kw=kw
+    )
+    to_params, to_source = map(_named, jax.jit(jax.grad(loss, (0, 1)))(state.params, source_model))
     assert to_source and all(not v.any() for v in to_source.values()), kind
     assert all(not v.any() for n, v in to_params.items() if not trains(n)), kind
     assert any(v.any() for n, v in to_params.items() if trains(n)), kind

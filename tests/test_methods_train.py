@@ -4,6 +4,7 @@ Each experiments/digits config is loaded, shrunk, and trained end to end
 (train_and_evaluate: steps, eval, checkpoint) with BatchNorm, alternating the
 two-domain BN policies (joint / separate) across methods to keep CI short.
 """
+
 import functools
 import json
 
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from jaxdapt import sharding, step, trainer
+from jaxdapt import sharding, trainer
 from jaxdapt.tools import grid
 
 NEW_METHODS = ["cdan", "cdan_e", "mcc", "entropy_min", "jan", "afn", "mdd", "dann_bsp", "mcd"]
@@ -50,20 +51,23 @@ def train_tiny(c, workdir) -> tuple[dict, list[dict]]:
   return summary, train_rows
 
 
-@pytest.mark.parametrize("experiment,bn", [(m, ("joint", "separate")[i % 2])
-                                           for i, m in enumerate(NEW_METHODS)])
+@pytest.mark.parametrize(
+  "experiment,bn", [(m, ("joint", "separate")[i % 2]) for i, m in enumerate(NEW_METHODS)]
+)
 def test_method_trains_end_to_end(data_dir, tmp_path, experiment, bn):
   train_tiny(tiny(data_dir, experiment, norm="batch", bn=bn), tmp_path)
 
 
 def _named(tree):
   from jaxdapt.tree import named_leaves
+
   return dict(named_leaves(jax.device_get(tree)))
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_mcd_substeps_update_only_their_parameters(data_dir, optimizer):
   from jaxdapt.methods import mcd
+
   c = tiny(data_dir, "mcd", norm="batch", bn="joint")
   c.optim.name = optimizer
   exp = trainer.build(c)
@@ -74,8 +78,9 @@ def test_mcd_substeps_update_only_their_parameters(data_dir, optimizer):
   # Compiled, as the trainer runs them (op-by-op dispatch on 8 devices is far slower).
   substep = lambda kind, *args: jax.jit(functools.partial(mcd.mcd_substep, kind, **kw))(*args)
   # One A step first, so momentum / Adam moments are non-zero for every parameter.
-  params, opt, stats, _ = substep("A", state.params, state.opt_state, state.batch_stats,
-                                  batch, jax.random.key(1))
+  params, opt, stats, _ = substep(
+    "A", state.params, state.opt_state, state.batch_stats, batch, jax.random.key(1)
+  )
   before_p, before_o = _named(params), _named(opt)
   for kind in ("B", "C"):
     p2, o2, _, m = substep(kind, params, opt, stats, batch, jax.random.key(2))
@@ -85,7 +90,7 @@ def test_mcd_substeps_update_only_their_parameters(data_dir, optimizer):
       moved = not np.array_equal(old, after_p[name])
       assert moved == (mcd.is_generator(name) == (kind == "C")), (kind, name)
     for name, old in before_o.items():  # optimizer state of the fixed part untouched too
-      pname = next((name[name.index(k):] for k in ("model/", "method/") if k in name), None)
+      pname = next((name[name.index(k) :] for k in ("model/", "method/") if k in name), None)
       if pname is None:  # step counts advance only in sub-step A
         np.testing.assert_array_equal(old, after_o[name])
       elif (mcd.is_generator(pname) == (kind == "C")) is False:

@@ -1,11 +1,12 @@
 """Stage 1 (shot_source: source-only, label smoothing) then SHOT, TENT and ADDA from it,
 each through trainer.train_and_evaluate on the tiny uci2ucim config (4 steps, batch 16)."""
+
 import numpy as np
 import pytest
+from test_methods_train import _named, tiny, train_tiny
 
 from jaxdapt import checkpoint
 from jaxdapt.methods import shot, tent
-from test_methods_train import _named, tiny, train_tiny
 
 
 def _tiny(data_dir, experiment):
@@ -40,13 +41,16 @@ def _assert_moved_exactly(before, after, moves):
     assert (not np.array_equal(old, after[name])) == moves("model/" + name), name
 
 
-def test_shot_from_stage1_keeps_the_loaded_head_and_refreshes(data_dir, stage1, tmp_path,
-                                                              monkeypatch):
+def test_shot_from_stage1_keeps_the_loaded_head_and_refreshes(
+  data_dir, stage1, tmp_path, monkeypatch
+):
   calls = []
   refresh = shot.SHOT.refresh
-  monkeypatch.setattr(shot.SHOT, "refresh",
-                      lambda self, exp, state: calls.append(int(state.step)) or
-                      refresh(self, exp, state))
+  monkeypatch.setattr(
+    shot.SHOT,
+    "refresh",
+    lambda self, exp, state: calls.append(int(state.step)) or refresh(self, exp, state),
+  )
   _, rows, (before, after) = _run_stage2(data_dir, stage1, tmp_path, "shot", refresh_every=2)
   assert calls == [0, 2]  # before step 1 and before step 3
   _assert_moved_exactly(before, after, lambda n: not n.startswith("model/head/"))

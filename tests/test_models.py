@@ -2,6 +2,7 @@
 
 Big nets are only traced (jax.eval_shape); compiled forwards use digit nets.
 """
+
 import math
 
 import flax.linen as nn
@@ -15,17 +16,36 @@ from jaxdapt.models import MODELS, feature_dim, get_model
 from jaxdapt.models.layers import adaptive_avg_pool, max_pool
 from jaxdapt.models.vgg import VGG
 
-ALL = ["dann_digits", "dann_svhn", "dtn", "lenet", "lenet_tllib", "resnet18", "resnet34",
-       "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d", "vgg11",
-       "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "vit_s16",
-       "vit_b16"]
+ALL = [
+  "dann_digits",
+  "dann_svhn",
+  "dtn",
+  "lenet",
+  "lenet_tllib",
+  "resnet18",
+  "resnet34",
+  "resnet50",
+  "resnet101",
+  "resnet152",
+  "wide_resnet50_2",
+  "resnext50_32x4d",
+  "vgg11",
+  "vgg13",
+  "vgg16",
+  "vgg19",
+  "vgg11_bn",
+  "vgg13_bn",
+  "vgg16_bn",
+  "vgg19_bn",
+  "vit_s16",
+  "vit_b16",
+]
 
 
 def _shapes(model, shape=(2, 32, 32, 3), train=False, **kw):
   """(outputs, variables) as ShapeDtypeStructs: traced, never compiled."""
   x = jnp.zeros(shape, jnp.float32)
-  return jax.eval_shape(
-      lambda: model.init_with_output(jax.random.key(0), x, train=train, **kw))
+  return jax.eval_shape(lambda: model.init_with_output(jax.random.key(0), x, train=train, **kw))
 
 
 def _count(tree) -> int:
@@ -51,13 +71,13 @@ def test_every_model_builds(name, bottleneck_dim):
 
 
 TORCHVISION_TOTALS = {  # (total params, params of the final fc layer)
-    "resnet18": (11_689_512, 513_000),
-    "resnet34": (21_797_672, 513_000),
-    "resnet50": (25_557_032, 2_049_000),
-    "vgg11": (132_863_336, 4_097_000),
-    "vgg16": (138_357_544, 4_097_000),
-    "vgg11_bn": (132_868_840, 4_097_000),
-    "vgg16_bn": (138_365_992, 4_097_000),
+  "resnet18": (11_689_512, 513_000),
+  "resnet34": (21_797_672, 513_000),
+  "resnet50": (25_557_032, 2_049_000),
+  "vgg11": (132_863_336, 4_097_000),
+  "vgg16": (138_357_544, 4_097_000),
+  "vgg11_bn": (132_868_840, 4_097_000),
+  "vgg16_bn": (138_365_992, 4_097_000),
 }
 
 
@@ -70,8 +90,9 @@ def test_backbone_param_count_matches_torchvision(name):
   assert _count(variables["params"]) == total  # head == torchvision's fc
 
 
-@pytest.mark.parametrize("shape,window", [((2, 8, 8, 3), 2), ((3, 9, 11, 4), 2),
-                                          ((2, 10, 8, 3), 3)])
+@pytest.mark.parametrize(
+  "shape,window", [((2, 8, 8, 3), 2), ((3, 9, 11, 4), 2), ((2, 10, 8, 3), 3)]
+)
 def test_max_pool_matches_nn_max_pool(shape, window):
   x = jax.random.normal(jax.random.key(1), shape)
   ref = lambda x: nn.max_pool(x, (window, window), strides=(window, window), padding="VALID")
@@ -97,8 +118,9 @@ def test_adaptive_avg_pool_follows_torch_bins():
 def test_resnet_spatial_sizes_match_torchvision(name):
   model = get_model(name, num_classes=10)
   x = jnp.zeros((1, 224, 224, 3))
-  _, state = jax.eval_shape(lambda: model.init_with_output(
-      jax.random.key(0), x, train=False, capture_intermediates=True))
+  _, state = jax.eval_shape(
+    lambda: model.init_with_output(jax.random.key(0), x, train=False, capture_intermediates=True)
+  )
   inter = state["intermediates"]["backbone"]
   size = lambda path: inter[path]["__call__"][0].shape[1:3]
   assert size("conv1") == (112, 112)
@@ -119,10 +141,19 @@ def test_stem_max_pool_pads_with_minus_inf_like_torch():
 def test_resnet_torchvision_names():
   _, v = _shapes(get_model("resnet50", num_classes=10), (1, 64, 64, 3))
   bb = v["params"]["backbone"]
-  assert set(bb) == {"conv1", "bn1"} | {f"layer{i}_{j}" for i, n in
-                                         enumerate((3, 4, 6, 3), 1) for j in range(n)}
-  assert set(bb["layer1_0"]) == {"conv1", "bn1", "conv2", "bn2", "conv3", "bn3",
-                                 "downsample_conv", "downsample_bn"}
+  assert set(bb) == {"conv1", "bn1"} | {
+    f"layer{i}_{j}" for i, n in enumerate((3, 4, 6, 3), 1) for j in range(n)
+  }
+  assert set(bb["layer1_0"]) == {
+    "conv1",
+    "bn1",
+    "conv2",
+    "bn2",
+    "conv3",
+    "bn3",
+    "downsample_conv",
+    "downsample_bn",
+  }
   assert "downsample_conv" not in bb["layer1_1"]
   assert bb["layer2_0"]["conv2"]["kernel"].shape == (3, 3, 128, 128)  # v1.5: stride here
   assert bb["conv1"]["kernel"].shape == (7, 7, 3, 64)
@@ -143,7 +174,9 @@ def test_small_input_variants():
   assert not any(k.startswith("classifier") for k in v["params"]["backbone"])
   names = sorted(v["params"]["backbone"], key=lambda k: int(k.split("_")[1]))
   assert names[:3] == ["features_0", "features_1", "features_3"]  # conv, bn, conv
-  assert set(v["batch_stats"]["backbone"]) == {k for k in names if "scale" in v["params"]["backbone"][k]}
+  assert set(v["batch_stats"]["backbone"]) == {
+    k for k in names if "scale" in v["params"]["backbone"][k]
+  }
 
 
 def test_resnet_width_thins_tensors_and_keeps_names():
@@ -155,8 +188,9 @@ def test_resnet_width_thins_tensors_and_keeps_names():
     return _shapes(get_model("resnet18", num_classes=10, **kw), (1, 32, 32, 3))[1]["params"]
 
   def names(tree):
-    return sorted("/".join(str(k.key) for k in path)
-                  for path, _ in jax.tree_util.tree_leaves_with_path(tree))
+    return sorted(
+      "/".join(str(k.key) for k in path) for path, _ in jax.tree_util.tree_leaves_with_path(tree)
+    )
 
   default, wide, thin = params(), params(width=64), params(width=16, small_input=True)
   assert _count(wide["backbone"]) == _count(default["backbone"]) == total - fc
@@ -171,7 +205,9 @@ def test_resnet_width_thins_tensors_and_keeps_names():
 
 
 def test_config_model_width_reaches_the_resnet():
-  from jaxdapt import config as config_lib, configs, trainer, step
+  from jaxdapt import config as config_lib
+  from jaxdapt import step
+
   c = config_lib.base_config()
   c.model.name, c.model.width, c.model.head_hidden = "resnet18", 16, ()
   assert feature_dim(step.build_model(c, 10), (32, 32, 3)) == 128
@@ -194,9 +230,11 @@ def test_vgg_names_and_channel_first_flatten():
   params["classifier_0"]["bias"] = jnp.zeros(4096)
   params["classifier_3"]["kernel"] = jnp.eye(4096)
   out = model.apply({"params": params}, x, train=False)
-  fmap = jax.nn.relu(model.apply({"params": params}, x, train=False, capture_intermediates=True,
-                                 mutable=["intermediates"])[1]["intermediates"]["features_0"]
-                     ["__call__"][0])
+  fmap = jax.nn.relu(
+    model.apply(
+      {"params": params}, x, train=False, capture_intermediates=True, mutable=["intermediates"]
+    )[1]["intermediates"]["features_0"]["__call__"][0]
+  )
   np.testing.assert_allclose(out[0, 0], fmap[0, 3, 5, 2], rtol=1e-6)
 
 
@@ -243,8 +281,14 @@ def test_train_updates_batch_stats_and_eval_uses_them():
 
 
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
-  model = get_model("dann_digits", num_classes=10, norm="batch", bottleneck_dim=16,
-                    head_hidden=(8,), dtype=jnp.bfloat16)
+  model = get_model(
+    "dann_digits",
+    num_classes=10,
+    norm="batch",
+    bottleneck_dim=16,
+    head_hidden=(8,),
+    dtype=jnp.bfloat16,
+  )
   x = jnp.ones((2, 32, 32, 3))
   variables = model.init(jax.random.key(0), x, train=False)
   assert all(a.dtype == jnp.float32 for a in jax.tree_util.tree_leaves(variables))

@@ -6,6 +6,7 @@ collective that only some processes reach fails the test instead of hanging CI.
 Also here: a second process finds the first one's compiled step in the persistent
 compilation cache.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ def _free_port() -> int:
 
 def _env(devices: int, **extra: str) -> dict[str, str]:
   env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", **extra)
+  env.update(
+    JAX_PLATFORMS="cpu",
+    PYTHONPATH=ROOT + os.pathsep + env.get("PYTHONPATH", ""),
+    XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    **extra,
+  )
   return env
 
 
@@ -42,8 +47,15 @@ def _run(envs: list[dict[str, str]], data_dir: str, workdir: str, tmp_path) -> d
   for i, env in enumerate(envs):
     log = open(tmp_path / f"{os.path.basename(workdir)}.{i}.log", "w+")
     logs.append(log)
-    procs.append(subprocess.Popen([sys.executable, WORKER, data_dir, workdir, out], cwd=ROOT,
-                                  env=env, stdout=log, stderr=subprocess.STDOUT))
+    procs.append(
+      subprocess.Popen(
+        [sys.executable, WORKER, data_dir, workdir, out],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
+    )
   failure = None
   try:
     for p in procs:
@@ -91,14 +103,21 @@ def _assert_trees_close(a: dict, b: dict) -> None:
 
 def test_two_processes_train_like_one(tmp_path):
   from jaxdapt import data
+
   data_dir = str(tmp_path / "data")
   for name in ("uci_digits", "uci_digits_m"):  # generate once; workers only read
     data.get_source(name, "train", data_dir)
   one = _run([_env(4)], data_dir, str(tmp_path / "one"), tmp_path)
   coordinator = f"127.0.0.1:{_free_port()}"
-  two = _run([_env(2, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2",
-                   JAX_PROCESS_ID=str(i)) for i in range(2)],
-             data_dir, str(tmp_path / "two"), tmp_path)
+  two = _run(
+    [
+      _env(2, JAX_COORDINATOR_ADDRESS=coordinator, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
+      for i in range(2)
+    ],
+    data_dir,
+    str(tmp_path / "two"),
+    tmp_path,
+  )
   assert (one["process_count"], one["device_count"]) == (1, 4)
   assert (two["process_count"], two["device_count"]) == (2, 4)
   assert [r["step"] for r in two["train"]] == [r["step"] for r in one["train"]]
@@ -109,8 +128,7 @@ def test_two_processes_train_like_one(tmp_path):
     assert row1.keys() == row2.keys()
     for k, v in row1.items():
       if isinstance(v, float):  # accuracies, NLL, entropies, label-free selection scores
-        np.testing.assert_allclose(row2[k], v, rtol=_EVAL_RTOL.get(k, 1e-4), atol=1e-6,
-                                   err_msg=k)
+        np.testing.assert_allclose(row2[k], v, rtol=_EVAL_RTOL.get(k, 1e-4), atol=1e-6, err_msg=k)
       else:
         assert row2[k] == v, k
   assert len(one["eval"]) == len(two["eval"]) == 2
@@ -134,8 +152,14 @@ print(json.dumps({"hits": events.count("/jax/compilation_cache/cache_hits")}))
 
 
 def _cache_hits_of_a_new_process(cache) -> int:
-  proc = subprocess.run([sys.executable, "-c", _COMPILE, str(cache)], cwd=ROOT, env=_env(1),
-                        capture_output=True, text=True, timeout=TIMEOUT_S)
+  proc = subprocess.run(
+    [sys.executable, "-c", _COMPILE, str(cache)],
+    cwd=ROOT,
+    env=_env(1),
+    capture_output=True,
+    text=True,
+    timeout=TIMEOUT_S,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   return json.loads(proc.stdout.strip().splitlines()[-1])["hits"]
 
@@ -148,8 +172,9 @@ def test_second_process_loads_the_step_from_the_compilation_cache(tmp_path):
 
 
 def test_compilation_cache_setting():
-  from jaxdapt.runtime import compile_cache
   from jaxdapt.errors import ConfigError
+  from jaxdapt.runtime import compile_cache
+
   assert compile_cache.enable("") is None  # '' disables and touches nothing
   with pytest.raises(ConfigError, match="train.compilation_cache_dir"):
     compile_cache.enable(None)

@@ -1,4 +1,5 @@
 """The per-parameter rule list: freezing, multipliers, unmatched parameters."""
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -6,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from jaxdapt import config as config_lib, configs, trainer, optim
+from jaxdapt import config as config_lib
+from jaxdapt import optim
 from jaxdapt.errors import ConfigError
 
 
@@ -32,7 +34,8 @@ def _grads(params):
 def test_frozen_leaves_are_bit_identical_and_hold_no_state():
   params = _tree()
   tx = optim.build_optimizer(
-      _optim_config(((r"model/backbone/.*", None), (".*", 1.0)), momentum=0.9), 10, params)
+    _optim_config(((r"model/backbone/.*", None), (".*", 1.0)), momentum=0.9), 10, params
+  )
   state = tx.init(params)
   state_leaves = [x.shape for x in jax.tree.leaves(state)]
   # momentum is kept for the head's bias only
@@ -41,14 +44,17 @@ def test_frozen_leaves_are_bit_identical_and_hold_no_state():
   for _ in range(5):
     updates, state = tx.update(_grads(p), state, p)
     p = optax.apply_updates(p, updates)
-  np.testing.assert_array_equal(p["model"]["backbone"]["kernel"], params["model"]["backbone"]["kernel"])
+  np.testing.assert_array_equal(
+    p["model"]["backbone"]["kernel"], params["model"]["backbone"]["kernel"]
+  )
   assert not np.array_equal(p["model"]["head"]["bias"], params["model"]["head"]["bias"])
 
 
 def test_multiplier_scales_sgd_update():
   params = _tree()
   tx = optim.build_optimizer(
-      _optim_config(((r"model/backbone/.*", 0.1), (".*", 1.0)), lr=0.2), 10, params)
+    _optim_config(((r"model/backbone/.*", 0.1), (".*", 1.0)), lr=0.2), 10, params
+  )
   updates, _ = tx.update(_grads(params), tx.init(params), params)
   np.testing.assert_allclose(updates["model"]["head"]["bias"], -0.2 * 0.5, rtol=1e-6)
   np.testing.assert_allclose(updates["model"]["backbone"]["kernel"], -0.1 * 0.2 * 0.5, rtol=1e-6)
@@ -84,7 +90,7 @@ def test_adam_b1_is_the_first_moment_decay(name):
   for t, g in enumerate((np.array([1.0, -2.0]), np.array([0.5, 3.0])), start=1):
     updates, state = tx.update({"model": {"head": {"bias": jnp.asarray(g)}}}, state, params)
     m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
-    expected = -lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+    expected = -lr * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
     np.testing.assert_allclose(updates["model"]["head"]["bias"], expected, rtol=1e-5)
 
 
@@ -92,4 +98,4 @@ def test_dann_lr_schedule():
   c = _optim_config(((".*", 1.0),), schedule="dann", lr=0.01)
   sched = optim.lr_schedule(c, 100)
   np.testing.assert_allclose(sched(0), 0.01)
-  np.testing.assert_allclose(sched(100), 0.01 * 11 ** -0.75, rtol=1e-6)
+  np.testing.assert_allclose(sched(100), 0.01 * 11**-0.75, rtol=1e-6)

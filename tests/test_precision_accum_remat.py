@@ -4,6 +4,7 @@ rematerialisation (model.remat): what each must leave unchanged.
 Steps are built from synthetic shapes (trainer.build_functions, no data); dtype checks
 trace with jax.eval_shape, so only the numeric comparisons compile.
 """
+
 import re
 import types
 
@@ -12,15 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, configs, trainer, losses, methods, models, sharding, step
+from jaxdapt import config as config_lib
+from jaxdapt import losses, methods, models, sharding, step, trainer
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods.dann import DomainDiscriminator
 
 IMAGE_SHAPE, NUM_CLASSES = (16, 16, 3), 10  # dann_digits: 48 features
 
 
-def _config(method: str = "source_only", *, batch: int = 16, accum: int = 1,
-            **model) -> config_lib.ml_collections.ConfigDict:
+def _config(
+  method: str = "source_only", *, batch: int = 16, accum: int = 1, **model
+) -> config_lib.ml_collections.ConfigDict:
   c = config_lib.base_config()
   c.method.name = method
   c.method.aux_head_hidden = (16,)
@@ -34,22 +37,30 @@ def _config(method: str = "source_only", *, batch: int = 16, accum: int = 1,
 
 
 def _experiment(config) -> trainer.Experiment:
-  return trainer.build_functions(config, sharding.make_mesh(), methods.for_experiment(config),
-                               IMAGE_SHAPE, NUM_CLASSES)
+  return trainer.build_functions(
+    config, sharding.make_mesh(), methods.for_experiment(config), IMAGE_SHAPE, NUM_CLASSES
+  )
 
 
 def _batch(exp: trainer.Experiment, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   b = exp.config.data.batch_size
   return sharding.global_batch(
-      {d: {"image": rng.integers(0, 256, (b, *IMAGE_SHAPE), dtype=np.uint8),
-           "label": rng.integers(0, NUM_CLASSES, b).astype(np.int32)}
-       for d in exp.method.domains}, exp.mesh)
+    {
+      d: {
+        "image": rng.integers(0, 256, (b, *IMAGE_SHAPE), dtype=np.uint8),
+        "label": rng.integers(0, NUM_CLASSES, b).astype(np.int32),
+      }
+      for d in exp.method.domains
+    },
+    exp.mesh,
+  )
 
 
 def _float_dtypes(tree) -> set[str]:
-  return {jnp.dtype(x.dtype).name for x in jax.tree.leaves(tree)
-          if jnp.issubdtype(x.dtype, jnp.floating)}
+  return {
+    jnp.dtype(x.dtype).name for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)
+  }
 
 
 def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
@@ -59,6 +70,7 @@ def _assert_trees_close(a, b, rtol=1e-5, atol=1e-6):
 
 
 # --- mixed precision -------------------------------------------------------------------------
+
 
 def test_auto_dtype_is_float32_on_cpu_and_bfloat16_on_accelerators():
   config = _config(dtype="auto")
@@ -78,6 +90,7 @@ def test_a_workdir_saved_before_auto_resumes_where_auto_resolves_to_its_dtype():
   """Runs saved with model.dtype='float32' and no model.remat resume under the defaults
   on CPU ('auto' → float32); a bfloat16 run does not."""
   import json
+
   saved = json.loads(config_lib.base_config().to_json())
   saved["model"]["dtype"] = "float32"
   del saved["model"]["remat"]
@@ -92,8 +105,12 @@ def _own_step_extra(exp: trainer.Experiment, state) -> tuple:
   name = exp.config.method.name
   if name == "shot":
     dim = state.params["model"]["head"]["hidden_0"]["kernel"].shape[0]  # the features' width
-    return ({"centroids": jax.ShapeDtypeStruct((NUM_CLASSES, dim), jnp.float32),
-             "valid": jax.ShapeDtypeStruct((NUM_CLASSES,), jnp.bool_)},)
+    return (
+      {
+        "centroids": jax.ShapeDtypeStruct((NUM_CLASSES, dim), jnp.float32),
+        "valid": jax.ShapeDtypeStruct((NUM_CLASSES,), jnp.bool_),
+      },
+    )
   if name == "adda":
     return ({"params": state.params["model"], "batch_stats": state.batch_stats},)
   return ()
@@ -115,8 +132,9 @@ def test_bfloat16_compute_keeps_state_losses_and_metrics_float32_for_every_metho
     exp = _experiment(config)
     assert exp.model.dtype == jnp.bfloat16
     state = jax.eval_shape(exp.init, jax.random.key(0))
-    new_state, metrics = jax.eval_shape(exp.update, state, _batch(exp),
-                                        *_own_step_extra(exp, state))
+    new_state, metrics = jax.eval_shape(
+      exp.update, state, _batch(exp), *_own_step_extra(exp, state)
+    )
     for part in ("params", "opt_state", "batch_stats"):
       assert _float_dtypes(getattr(new_state, part)) <= {"float32"}, (name, part)
     assert jax.tree.leaves(new_state.batch_stats), name
@@ -125,34 +143,40 @@ def test_bfloat16_compute_keeps_state_losses_and_metrics_float32_for_every_metho
 
 
 def test_bfloat16_activations_but_float32_features_logits_and_heads():
-  model = models.get_model("dann_digits", num_classes=NUM_CLASSES, head_hidden=(32,),
-                           norm="batch", dtype="bfloat16")
+  model = models.get_model(
+    "dann_digits", num_classes=NUM_CLASSES, head_hidden=(32,), norm="batch", dtype="bfloat16"
+  )
   x = jnp.zeros((2, *IMAGE_SHAPE))
   variables = jax.eval_shape(lambda: model.init(jax.random.key(0), x, train=False))
   assert _float_dtypes(variables) == {"float32"}
-  assert jax.eval_shape(lambda v: model.apply(v, x, train=False, method="extract"),
-                        variables).dtype == jnp.bfloat16  # computes in bfloat16
+  assert (
+    jax.eval_shape(lambda v: model.apply(v, x, train=False, method="extract"), variables).dtype
+    == jnp.bfloat16
+  )  # computes in bfloat16
   out = jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)
   assert out["features"].dtype == jnp.float32 and out["logits"].dtype == jnp.float32
   disc = DomainDiscriminator((8,))
   disc_vars = jax.eval_shape(disc.init, jax.random.key(0), jnp.zeros((2, 4), jnp.bfloat16))
   assert _float_dtypes(disc_vars) == {"float32"}
-  assert jax.eval_shape(disc.apply, disc_vars,
-                        jnp.zeros((2, 4), jnp.bfloat16)).dtype == jnp.float32
+  assert jax.eval_shape(disc.apply, disc_vars, jnp.zeros((2, 4), jnp.bfloat16)).dtype == jnp.float32
   logits = jnp.asarray([[4.0, -1.0, 0.5]], jnp.bfloat16)
   assert losses.cross_entropy(logits, jnp.asarray([0])).dtype == jnp.float32
 
 
 def test_bfloat16_forward_and_backward_run_and_give_float32_gradients():
-  model = models.get_model("dann_digits", num_classes=NUM_CLASSES, norm="batch",
-                           dtype="bfloat16")
+  model = models.get_model("dann_digits", num_classes=NUM_CLASSES, norm="batch", dtype="bfloat16")
   x = jax.random.normal(jax.random.key(1), (2, *IMAGE_SHAPE))
   variables = jax.jit(lambda: model.init(jax.random.key(0), x, train=False))()
 
   def f(params):
-    out, stats = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                             train=True, mutable=["batch_stats"])
+    out, stats = model.apply(
+      {"params": params, "batch_stats": variables["batch_stats"]},
+      x,
+      train=True,
+      mutable=["batch_stats"],
+    )
     return losses.cross_entropy(out["logits"], jnp.arange(2)), stats
+
   (loss, stats), grads = jax.jit(jax.value_and_grad(f, has_aux=True))(variables["params"])
   assert loss.dtype == jnp.float32 and np.isfinite(float(loss))
   assert _float_dtypes(grads) == _float_dtypes(stats) == {"float32"}
@@ -160,14 +184,16 @@ def test_bfloat16_forward_and_backward_run_and_give_float32_gradients():
 
 # --- gradient accumulation -------------------------------------------------------------------
 
+
 def test_two_micro_batches_give_the_same_update_as_one_batch_and_trace_once(monkeypatch):
   """Without BatchNorm the loss is a mean over rows, so the mean of the two micro-batch
   gradients is the full-batch gradient: the same parameters after one SGD-momentum step.
   The step's loss is traced once (a lax.scan over micro-batches, not a Python loop)."""
   traced = []
   cross_entropy = losses.cross_entropy
-  monkeypatch.setattr(losses, "cross_entropy",
-                      lambda *a, **k: traced.append(1) or cross_entropy(*a, **k))
+  monkeypatch.setattr(
+    losses, "cross_entropy", lambda *a, **k: traced.append(1) or cross_entropy(*a, **k)
+  )
   full = _experiment(_config("source_only", norm="none"))
   accum = _experiment(_config("source_only", norm="none", accum=2))
   batch = _batch(full)
@@ -180,8 +206,9 @@ def test_two_micro_batches_give_the_same_update_as_one_batch_and_trace_once(monk
   again, _ = full.update(want, batch)
   _assert_trees_close(jax.device_get(got.params), jax.device_get(again.params))
   np.testing.assert_allclose(float(got_metrics["loss"]), float(want_metrics["loss"]), rtol=1e-5)
-  np.testing.assert_allclose(float(got_metrics["grad_norm"]), float(want_metrics["grad_norm"]),
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    float(got_metrics["grad_norm"]), float(want_metrics["grad_norm"]), rtol=1e-4
+  )
   assert int(got.step) == 2
 
 
@@ -198,42 +225,57 @@ def test_batchnorm_statistics_move_through_the_micro_batches_in_order():
   def sequential(stats, images):
     for i in range(2):  # micro-batch i: rows i, i+2, ... (step.micro_batches)
       x = step.normalize(images[i::2], jnp.float32)
-      _, stats = step.apply_model(plain, state.params["model"], stats, x, train=True,
-                                   rng=jax.random.key(0))
+      _, stats = step.apply_model(
+        plain, state.params["model"], stats, x, train=True, rng=jax.random.key(0)
+      )
     return stats
+
   stats = sequential(state.batch_stats, jnp.asarray(np.asarray(batch["source"]["image"])))
   _assert_trees_close(jax.device_get(new_state.batch_stats), jax.device_get(stats))
 
 
 def test_grad_accum_config_errors():
   trainer.validate(_config("dann", accum=2), device_count=8)
-  with pytest.raises(ConfigError, match=r"train.grad_accum_steps: method 'mcd' has its own "
-                                        r"update step"):
+  with pytest.raises(
+    ConfigError,
+    match=r"train.grad_accum_steps: method 'mcd' has its own "
+    r"update step",
+  ):
     trainer.validate(_config("mcd", accum=2), device_count=8)
-  with pytest.raises(ConfigError, match=r"data.batch_size: 16 does not split into 4 "
-                                        r"micro-batches .* multiple of 32"):
+  with pytest.raises(
+    ConfigError,
+    match=r"data.batch_size: 16 does not split into 4 "
+    r"micro-batches .* multiple of 32",
+  ):
     trainer.validate(_config("dann", accum=4), device_count=8)
   with pytest.raises(ConfigError, match="train.grad_accum_steps: must be a positive integer"):
     trainer.validate(_config("dann", accum=0))
-  assert not any(methods.METHODS.get(m).accumulates_gradients
-                 for m in ("mcd", "adda", "shot", "tent"))
+  assert not any(
+    methods.METHODS.get(m).accumulates_gradients for m in ("mcd", "adda", "shot", "tent")
+  )
 
 
 # --- rematerialisation -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,options,shape", [
+
+@pytest.mark.parametrize(
+  "name,options,shape",
+  [
     ("dann_digits", {"norm": "batch"}, (1, 28, 28, 3)),
     ("resnet18", {"small_input": True}, (1, 16, 16, 3)),
     ("resnet50", {}, (1, 32, 32, 3)),
     ("vgg11_bn", {"small_input": True}, (1, 32, 32, 3)),
     ("vgg16", {}, (1, 32, 32, 3)),
     ("vit_s16", {"img_size": 32}, (1, 32, 32, 3)),
-])
+  ],
+)
 def test_remat_keeps_the_variable_tree(name, options, shape):
   """Same paths and shapes, so checkpoints and imported weights load either way."""
+
   def variables(remat):
     model = models.get_model(name, num_classes=5, remat=remat, **options)
     return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(shape), train=False))
+
   plain, remat = variables(False), variables(True)
   assert jax.tree.structure(plain) == jax.tree.structure(remat)
   assert jax.tree.map(lambda x: x.shape, plain) == jax.tree.map(lambda x: x.shape, remat)
@@ -257,6 +299,7 @@ def _dann_digits(remat: bool):
 
 def _resnet(remat: bool):
   from jaxdapt.models import resnet
+
   return resnet.ResNet(resnet.BasicBlock, (1, 1), small_input=True, remat=remat)
 
 
@@ -273,10 +316,15 @@ def test_remat_gives_the_same_loss_gradients_and_statistics(build):
     model = build(remat)
 
     def f(params):
-      out, stats = model.apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
-                               train=True, mutable=["batch_stats"])
+      out, stats = model.apply(  # noqa: B023
+        {"params": params, "batch_stats": variables["batch_stats"]},
+        x,
+        train=True,
+        mutable=["batch_stats"],
+      )
       out = out["logits"] if isinstance(out, dict) else out
       return jnp.mean(out.astype(jnp.float32) ** 2), stats
+
     compiled = jax.jit(jax.value_and_grad(f, has_aux=True)).lower(variables["params"]).compile()
     results.append(compiled(variables["params"]))
     temp.append(_temp_bytes(compiled))
@@ -292,6 +340,7 @@ def test_resume_refuses_another_grad_accum_steps_and_accepts_runs_saved_before_t
   """Micro-batching changes BatchNorm statistics, so a workdir keeps its accumulation;
   a run saved before the field existed counts as 1 micro-batch."""
   import json
+
   saved = json.loads(config_lib.base_config().to_json())
   del saved["train"]["grad_accum_steps"]
   trainer.check_same_run(saved, config_lib.base_config())  # pylint: disable=protected-access

@@ -1,4 +1,6 @@
-"""SIGTERM → checkpoint at the current step → clean exit → the same command resumes to the same end."""
+"""SIGTERM → checkpoint at the current step → exit 75 → the same command resumes to the same
+end."""
+
 import json
 import os
 import signal
@@ -12,13 +14,34 @@ STEPS = 200
 
 
 def _command(workdir, data_dir):
-  return [sys.executable, "-m", "jaxdapt", "train",
-          "--config", "experiments/digits/source_only.py:uci2ucim", "--workdir", workdir,
-          "--set", f"data.data_dir={data_dir}", "--set", "data.batch_size=16",
-          "--set", "model.norm=none", "--set", "model.head_hidden=[32]",
-          "--set", f"train.steps={STEPS}", "--set", "train.log_every=5",
-          "--set", f"train.eval_every={STEPS}", "--set", f"train.checkpoint_every={STEPS}",
-          "--set", "train.progress_bar=false"]
+  return [
+    sys.executable,
+    "-m",
+    "jaxdapt",
+    "train",
+    "--config",
+    "experiments/digits/source_only.py:uci2ucim",
+    "--workdir",
+    workdir,
+    "--set",
+    f"data.data_dir={data_dir}",
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "model.norm=none",
+    "--set",
+    "model.head_hidden=[32]",
+    "--set",
+    f"train.steps={STEPS}",
+    "--set",
+    "train.log_every=5",
+    "--set",
+    f"train.eval_every={STEPS}",
+    "--set",
+    f"train.checkpoint_every={STEPS}",
+    "--set",
+    "train.progress_bar=false",
+  ]
 
 
 def _env():
@@ -33,12 +56,24 @@ def _final_eval(workdir):
 
 
 def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path, data_dir):
-  straight = subprocess.run(_command(tmp_path / "straight", data_dir), cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=900)
+  straight = subprocess.run(
+    _command(tmp_path / "straight", data_dir),
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=900,
+  )
   assert straight.returncode == 0, straight.stderr[-2000:]
   workdir = tmp_path / "preempted"
-  proc = subprocess.Popen(_command(workdir, data_dir), cwd=ROOT, env=_env(),
-                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+    _command(workdir, data_dir),
+    cwd=ROOT,
+    env=_env(),
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+  )
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 600
   while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
@@ -52,7 +87,8 @@ def test_sigterm_checkpoints_and_rerun_resumes_to_the_same_result(tmp_path, data
   stopped_at = int(out.split("stopped at step ")[1].split()[0])
   assert 0 < stopped_at < STEPS
   assert (workdir / "checkpoints" / str(stopped_at)).is_dir()
-  resumed = subprocess.run(_command(workdir, data_dir), cwd=ROOT, env=_env(),
-                           capture_output=True, text=True, timeout=900)
+  resumed = subprocess.run(
+    _command(workdir, data_dir), cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900
+  )
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert _final_eval(workdir) == _final_eval(tmp_path / "straight")

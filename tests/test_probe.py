@@ -1,4 +1,5 @@
 """Linear probe (JAX L-BFGS) against scikit-learn, kNN against brute force, the feature store."""
+
 import json
 import os
 import re
@@ -87,14 +88,16 @@ def test_knn_matches_brute_force(k):
 
 
 def test_feature_store_round_trip_and_staleness(tmp_path):
-  arrays = {"features": np.arange(12, dtype=np.float32).reshape(4, 3),
-            "labels": np.array([0, 1, 1, 0])}
+  arrays = {
+    "features": np.arange(12, dtype=np.float32).reshape(4, 3),
+    "labels": np.array([0, 1, 1, 0]),
+  }
   path = str(tmp_path / "store")
   features.save_store(path, arrays, {"model": "step10", "dataset": "d"})
   got = features.load_store(path, {"model": "step10"})
   np.testing.assert_array_equal(got["features"], arrays["features"])
-  assert features.load_store(path, {"model": "step20"}) is None       # another checkpoint
-  os.remove(os.path.join(path, "meta.json"))                          # an interrupted write
+  assert features.load_store(path, {"model": "step20"}) is None  # another checkpoint
+  os.remove(os.path.join(path, "meta.json"))  # an interrupted write
   assert features.load_store(path) is None
 
 
@@ -108,20 +111,35 @@ def test_probe_command_on_a_trained_run(tiny_run, capsys, monkeypatch):
   assert len(stores) == 2
   # A second call reads the store instead of extracting again (the probe's fit, checked
   # above, is not what this call is about: a stand-in keeps it quick).
-  monkeypatch.setattr(probe, "fit_linear_probe", lambda *a, **k: probe.LinearProbe(
-      np.zeros((result["feature_dim"], 10), np.float32), np.zeros(10, np.float32), 0.0, 1.0,
-      1e-3, None))
+  monkeypatch.setattr(
+    probe,
+    "fit_linear_probe",
+    lambda *a, **k: probe.LinearProbe(
+      np.zeros((result["feature_dim"], 10), np.float32),
+      np.zeros(10, np.float32),
+      0.0,
+      1.0,
+      1e-3,
+      None,
+    ),
+  )
   mtimes = {d: os.path.getmtime(os.path.join(run, "features", d, "features.npz")) for d in stores}
   assert probe.main(["--workdir", run, "--dataset", "uci_digits", "--k", "5"]) == 0
-  assert mtimes == {d: os.path.getmtime(os.path.join(run, "features", d, "features.npz"))
-                    for d in stores}
+  assert mtimes == {
+    d: os.path.getmtime(os.path.join(run, "features", d, "features.npz")) for d in stores
+  }
 
 
-@pytest.mark.parametrize("argv, message", [
+@pytest.mark.parametrize(
+  "argv, message",
+  [
     (["--workdir", "{tmp}/nope"], "--workdir {tmp}/nope: no such directory"),
-    (["--weights", "{tmp}/nope", "--model", "resnet18"],
-     "--weights {tmp}/nope: no such directory (write one with `jaxdapt weights import`)"),
-])
+    (
+      ["--weights", "{tmp}/nope", "--model", "resnet18"],
+      "--weights {tmp}/nope: no such directory (write one with `jaxdapt weights import`)",
+    ),
+  ],
+)
 def test_probe_command_reports_a_missing_run(tmp_path, capsys, argv, message):
   """One line (exit 2), not a traceback, and checked before any data loads or is written."""
   argv = [a.format(tmp=tmp_path) for a in argv] + ["--dataset", "uci_digits"]

@@ -1,5 +1,6 @@
 """experiments/protocols/: every config validates, carries its paper's recipe and published
 numbers, and runs on generated stand-ins of its data through trainer.build (digits: train)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -9,16 +10,24 @@ import os
 import jax
 import numpy as np
 import pytest
+from test_real_datasets import (  # noqa: F401  (a fixture)
+  _clean_env,
+  digit_rows,
+  fake_catalog,
+  fake_folder_dataset,
+  write_mnist_m,
+  write_usps_bz2,
+)
 
-from jaxdapt import config as config_lib, configs, trainer, data, optim, step
+from jaxdapt import config as config_lib
+from jaxdapt import data, optim, step, trainer
 from jaxdapt.data.office import Office31
 from jaxdapt.errors import ConfigError
-from test_real_datasets import (_clean_env, digit_rows, fake_catalog,  # noqa: F401  (a fixture)
-                                fake_folder_dataset, write_mnist_m, write_usps_bz2)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _spec = importlib.util.spec_from_file_location(
-    "protocols_table", os.path.join(ROOT, "experiments", "protocols", "table.py"))
+  "protocols_table", os.path.join(ROOT, "experiments", "protocols", "table.py")
+)
 table = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(table)
 MODULES = {name: table.load(name) for name in table.PROTOCOLS}
@@ -94,10 +103,14 @@ def digits_data(tmp_path_factory):
   """Fake mnist + svhn_cropped (TFDS catalog), USPS (LIBSVM files), MNIST-M (folder)."""
   root = tmp_path_factory.mktemp("digits")
   ddir = str(root / "tfds")
-  fake_catalog(ddir, "mnist", {"train": digit_rows(16, (28, 28, 1)),
-                               "test": digit_rows(8, (28, 28, 1), 1)})
-  fake_catalog(ddir, "svhn_cropped", {"train": digit_rows(16, (32, 32, 3)),
-                                      "test": digit_rows(8, (32, 32, 3), 1)})
+  fake_catalog(
+    ddir, "mnist", {"train": digit_rows(16, (28, 28, 1)), "test": digit_rows(8, (28, 28, 1), 1)}
+  )
+  fake_catalog(
+    ddir,
+    "svhn_cropped",
+    {"train": digit_rows(16, (32, 32, 3)), "test": digit_rows(8, (32, 32, 3), 1)},
+  )
   (root / "usps").mkdir()
   write_usps_bz2(root / "usps")
   write_mnist_m(root / "mnist_m")
@@ -118,12 +131,15 @@ def test_tllib_digits_trains_on_stand_ins(digits_data, monkeypatch, tmp_path):
   assert summary["source"] == "usps@28x28x1" and summary["target"] == "mnist"
 
 
-@pytest.mark.parametrize("name,task,shape", [
+@pytest.mark.parametrize(
+  "name,task,shape",
+  [
     ("digits_tllib", "svhn2mnist", (32, 32, 3)),
     ("digits_tllib", "mnist2usps", (28, 28, 1)),
     ("digits_dann", "mnist2mnistm", (28, 28, 3)),
     ("digits_dann", "svhn2mnist", (32, 32, 3)),
-])
+  ],
+)
 def test_digit_protocols_build_and_read(digits_data, monkeypatch, name, task, shape):
   root, ddir = digits_data
   _digit_env(monkeypatch, root)
@@ -142,8 +158,9 @@ def test_office31_protocol_on_a_fake_folder(tmp_path, monkeypatch):
   monkeypatch.setenv("JAXDAPT_OFFICE31_DIR", str(root))
   weights = tmp_path / "resnet50_tv"  # an import's metadata: the inputs' mean/std
   weights.mkdir()
-  (weights / "metadata.json").write_text(json.dumps(
-      {"arch": "resnet50", "mean": IMAGENET[0], "std": IMAGENET[1]}))
+  (weights / "metadata.json").write_text(
+    json.dumps({"arch": "resnet50", "mean": IMAGENET[0], "std": IMAGENET[1]})
+  )
   c = _small(MODULES["office31"].get_config("A2W"), str(tmp_path / "tfds"))
   c.model.init_from = str(weights)
   assert step.input_mean_std(c) == IMAGENET

@@ -1,5 +1,6 @@
-"""The transferability ranking command (jaxdapt/rank.py) on tiny runs: end to end, reuse,
+"""The transferability ranking command (jaxdapt/tools/rank.py) on tiny runs: end to end, reuse,
 RUN@STEP and bad candidate specs."""
+
 import json
 
 import jax
@@ -41,18 +42,37 @@ def runs(data_dir, tmp_path_factory):
 
 
 def _argv(data_dir, out, candidates):
-  return ["--candidates", candidates, "--dataset", "uci_digits", "--out", str(out),
-          "--finetune-steps", "2", "--seeds", "0", "--max-rows", "128", "--data-dir", data_dir,
-          "--set", "data.batch_size=16", "--set", "data.eval_batch_size=256",
-          "--set", "train.compilation_cache_dir="]  # no persistent cache in the test process
+  return [
+    "--candidates",
+    candidates,
+    "--dataset",
+    "uci_digits",
+    "--out",
+    str(out),
+    "--finetune-steps",
+    "2",
+    "--seeds",
+    "0",
+    "--max-rows",
+    "128",
+    "--data-dir",
+    data_dir,
+    "--set",
+    "data.batch_size=16",
+    "--set",
+    "data.eval_batch_size=256",
+    "--set",
+    "train.compilation_cache_dir=",
+  ]  # no persistent cache in the test process
 
 
 def _fail(*args, **kwargs):
   raise AssertionError("nothing should be recomputed")
 
 
-def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_path,
-                                                            monkeypatch, capsys):
+def test_ranks_candidates_end_to_end_then_reuses_everything(
+  data_dir, runs, tmp_path, monkeypatch, capsys
+):
   _one_device(monkeypatch)  # scoring and fine-tuning on one device: half the compile time
   argv = _argv(data_dir, tmp_path, f"early={runs[0]}@2,late={runs[1]},scratch=random:dann_digits")
   assert rank.main(argv) == 0
@@ -73,8 +93,9 @@ def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_
     assert 0.0 <= r["accuracy_mean"] <= 1.0
     assert (tmp_path / "runs" / name / "seed_0" / "summary.json").exists()
   # Trained candidates start from their checkpoint; the random one from scratch.
-  configs = {n: json.loads((tmp_path / "runs" / n / "seed_0" / "config.json").read_text())
-             for n in rows}
+  configs = {
+    n: json.loads((tmp_path / "runs" / n / "seed_0" / "config.json").read_text()) for n in rows
+  }
   assert configs["early"]["model"]["init_from"] == f"{runs[0]}@2"
   assert configs["scratch"]["model"]["init_from"] == ""
   assert configs["late"]["train"]["steps"] == 2
@@ -97,11 +118,13 @@ def test_ranks_candidates_end_to_end_then_reuses_everything(data_dir, runs, tmp_
   assert (tmp_path / "results.md").read_text() == md
 
 
-def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_dir, runs,
-                                                                          tmp_path, monkeypatch):
+def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(
+  data_dir, runs, tmp_path, monkeypatch
+):
   """--labeled-per-class k: seed s is scored on, and fine-tunes (target_only) on, the k rows
   per class that seed s draws; the table's score is the mean over seeds."""
   from jaxdapt.data.labeled import select_per_class
+
   build = _one_device(monkeypatch)
   argv = _argv(data_dir, tmp_path, f"early={runs[0]}@2,late={runs[1]}")
   argv[argv.index("--seeds") + 1] = "0,1"
@@ -109,8 +132,10 @@ def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_
   saved = json.loads((tmp_path / "results.json").read_text())
   row = saved["candidates"][0]
   assert row["n_rows"] == 20 and saved["labeled_per_class"] == 2
-  exp = build(rank.score_config(rank.parse_candidate(f"early={runs[0]}@2"),
-                                _args(data_dir, tmp_path)), ONE_DEVICE)
+  exp = build(
+    rank.score_config(rank.parse_candidate(f"early={runs[0]}@2"), _args(data_dir, tmp_path)),
+    ONE_DEVICE,
+  )
   labels = np.array([exp.sources["target"][i]["label"] for i in range(len(exp.sources["target"]))])
   per_seed = []
   for seed in (0, 1):
@@ -122,14 +147,24 @@ def test_labeled_per_class_scores_and_fine_tunes_on_each_seeds_k_shot_rows(data_
     per_seed.append(rank.scores(arrays))
   assert per_seed[0]["logme"] != per_seed[1]["logme"]  # two draws, two scores
   assert row["scores"]["logme"] == pytest.approx((per_seed[0]["logme"] + per_seed[1]["logme"]) / 2)
-  assert ("20 rows, the 2 labeled uci_digits train rows per class"
-          in (tmp_path / "results.md").read_text())
+  assert (
+    "20 rows, the 2 labeled uci_digits train rows per class"
+    in (tmp_path / "results.md").read_text()
+  )
 
 
 def _args(data_dir, out):
   import argparse
-  return argparse.Namespace(dataset="uci_digits", data_dir=data_dir, out=str(out),
-                            labeled_per_class=2, max_rows=128, finetune_steps=2, set=[])
+
+  return argparse.Namespace(
+    dataset="uci_digits",
+    data_dir=data_dir,
+    out=str(out),
+    labeled_per_class=2,
+    max_rows=128,
+    finetune_steps=2,
+    set=[],
+  )
 
 
 def test_run_at_step_loads_that_checkpoint(data_dir, runs):
@@ -140,8 +175,10 @@ def test_run_at_step_loads_that_checkpoint(data_dir, runs):
   state = exp.init(jax.random.key(3))
   ckpt = checkpoint.Checkpointer(run, 2)
   try:
-    saved = {s: jax.device_get(ckpt.restore(checkpoint.abstract_like(state), step=s)[0].params)
-             for s in (2, 4)}
+    saved = {
+      s: jax.device_get(ckpt.restore(checkpoint.abstract_like(state), step=s)[0].params)
+      for s in (2, 4)
+    }
   finally:
     ckpt.close()
   flat = lambda tree: np.concatenate([np.ravel(x) for x in jax.tree.leaves(tree)])
@@ -149,16 +186,19 @@ def test_run_at_step_loads_that_checkpoint(data_dir, runs):
   for init_from, at in ((f"{run}@2", 2), (run, 4)):
     config.model.init_from = init_from
     loaded = trainer.load_init_from(exp, state)
-    np.testing.assert_array_equal(flat(jax.device_get(loaded.params["model"])),
-                                  flat(saved[at]["model"]))
+    np.testing.assert_array_equal(
+      flat(jax.device_get(loaded.params["model"])), flat(saved[at]["model"])
+    )
   with pytest.raises(CheckpointError, match="no checkpoint at step 3 .*steps on disk: 2, 4"):
     checkpoint.load_model_variables(run, 3)
 
 
-@pytest.mark.parametrize("bad", ["oops", "x=random:no_such_model", "x=/no/such/run", "RUN@3",
-                                 "r=random:dann_digits"])
-def test_a_bad_candidate_is_a_one_line_error_naming_it(data_dir, runs, tmp_path, monkeypatch,
-                                                       capsys, bad):
+@pytest.mark.parametrize(
+  "bad", ["oops", "x=random:no_such_model", "x=/no/such/run", "RUN@3", "r=random:dann_digits"]
+)
+def test_a_bad_candidate_is_a_one_line_error_naming_it(
+  data_dir, runs, tmp_path, monkeypatch, capsys, bad
+):
   monkeypatch.setattr(trainer, "train_and_evaluate", _fail)
   monkeypatch.setattr(features, "extract", _fail)
   bad = bad.replace("RUN", f"x={runs[0]}")

@@ -4,6 +4,7 @@ Every dataset is read through `jaxdapt.data.get_source`, the path the trainer ta
 fake folders laid out like the releases (a few generated images per class), fake TFDS
 catalog datasets written by the catalog's own builder classes in ArrayRecord.
 """
+
 from __future__ import annotations
 
 import bz2
@@ -17,13 +18,21 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 import jaxdapt.data as D
-from jaxdapt.data import catalog, imagenet_pipeline as ip, throughput, views
+from jaxdapt.data import catalog, throughput, views
+from jaxdapt.data import imagenet_pipeline as ip
 from jaxdapt.data.office import Office31, OfficeHome, Pacs, VisDA2017
 from jaxdapt.errors import ConfigError, DatasetNotPreparedError
 
-ENV_VARS = ("JAXDAPT_MANUAL_DIR", "JAXDAPT_OFFICE31_DIR", "JAXDAPT_OFFICE_HOME_DIR",
-            "JAXDAPT_VISDA2017_DIR", "JAXDAPT_PACS_DIR", "JAXDAPT_USPS_DIR",
-            "JAXDAPT_MNIST_M_DIR", "JAXDAPT_SYN_NUMBERS_DIR")
+ENV_VARS = (
+  "JAXDAPT_MANUAL_DIR",
+  "JAXDAPT_OFFICE31_DIR",
+  "JAXDAPT_OFFICE_HOME_DIR",
+  "JAXDAPT_VISDA2017_DIR",
+  "JAXDAPT_PACS_DIR",
+  "JAXDAPT_USPS_DIR",
+  "JAXDAPT_MNIST_M_DIR",
+  "JAXDAPT_SYN_NUMBERS_DIR",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -33,6 +42,7 @@ def _clean_env(monkeypatch):
 
 
 # --- generated stand-ins (also used by tests/test_protocols.py) ----------------------------
+
 
 def encoded(image: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
   pil = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
@@ -48,8 +58,16 @@ def fill(label: int, shape=(20, 26, 3)) -> np.ndarray:
   return np.full(shape, 7 * label % 256, np.uint8)
 
 
-def fake_folder_dataset(root, cls, domain: str, per_class: int = 1, *, tllib_list: bool = False,
-                        folder: str | None = None, skip: tuple[str, ...] = ()) -> None:
+def fake_folder_dataset(
+  root,
+  cls,
+  domain: str,
+  per_class: int = 1,
+  *,
+  tllib_list: bool = False,
+  folder: str | None = None,
+  skip: tuple[str, ...] = (),
+) -> None:
   """`cls`'s `domain` under root: <folder>/<class>/<i>.png, or TLlib's list layout."""
   spec = next(d for d in cls.DOMAINS if d.name == domain)
   folder = folder or spec.folders[0]
@@ -75,6 +93,7 @@ def fake_catalog(data_dir, name: str, splits: dict[str, list[tuple[np.ndarray, i
   base, _, config = name.partition("/")
   real = type(tfds.builder(name, data_dir=str(data_dir)))
   with tfds.core.registered.skip_registration():
+
     class Fake(real):
       def _split_generators(self, dl_manager):
         return {split: self._rows(rows) for split, rows in splits.items()}
@@ -85,10 +104,11 @@ def fake_catalog(data_dir, name: str, splits: dict[str, list[tuple[np.ndarray, i
           for key in self.info.features:  # ids and file names
             ex.setdefault(key, f"fake_{i}")
           yield i, ex
+
   Fake.name = base
-  Fake(data_dir=str(data_dir), config=config or None,
-       file_format="array_record").download_and_prepare(
-           download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  Fake(
+    data_dir=str(data_dir), config=config or None, file_format="array_record"
+  ).download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
 
 
 def digit_rows(n: int, shape: tuple[int, int, int], seed: int = 0):
@@ -98,8 +118,10 @@ def digit_rows(n: int, shape: tuple[int, int, int], seed: int = 0):
 
 def write_usps_bz2(root, n_train: int = 12, n_test: int = 5) -> None:
   for fname, n in (("usps.bz2", n_train), ("usps.t.bz2", n_test)):
-    lines = [f"{i % 10 + 1} " + " ".join(f"{j + 1}:{(-1 + 2 * ((i + j) % 5) / 4):.4f}"
-                                         for j in range(256)) for i in range(n)]
+    lines = [
+      f"{i % 10 + 1} " + " ".join(f"{j + 1}:{(-1 + 2 * ((i + j) % 5) / 4):.4f}" for j in range(256))
+      for i in range(n)
+    ]
     with bz2.open(os.path.join(root, fname), "wt") as f:
       f.write("\n".join(lines) + "\n")
 
@@ -122,6 +144,7 @@ def message(excinfo) -> str:
 
 
 # --- TFDS catalog ------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", catalog.NAMES)
 def test_catalog_names_resolve_and_name_the_prepare_command(tmp_path, name):
@@ -154,8 +177,9 @@ def test_catalog_config_name_with_variable_size_images(tmp_path):
 
 
 def test_catalog_views_resize_and_convert(tmp_path):
-  fake_catalog(tmp_path, "mnist", {"train": digit_rows(6, (28, 28, 1)),
-                                   "test": digit_rows(3, (28, 28, 1))})
+  fake_catalog(
+    tmp_path, "mnist", {"train": digit_rows(6, (28, 28, 1)), "test": digit_rows(3, (28, 28, 1))}
+  )
   plain = D.get_source("mnist", "test", str(tmp_path))
   rgb32 = D.get_source("mnist@32x32x3", "test", str(tmp_path))
   assert D.image_shape("mnist@32x32x3", str(tmp_path)) == (32, 32, 3)
@@ -170,6 +194,7 @@ def test_catalog_views_resize_and_convert(tmp_path):
 
 
 # --- folder builders -----------------------------------------------------------------------
+
 
 def test_office31_both_layouts_same_labels(tmp_path, monkeypatch):
   root = tmp_path / "office31"
@@ -193,11 +218,14 @@ def test_office31_both_layouts_same_labels(tmp_path, monkeypatch):
   assert D.image_shape("office31/webcam", ddir) == (224, 224, 3)
 
 
-@pytest.mark.parametrize("cls,domain,folder", [
+@pytest.mark.parametrize(
+  "cls,domain,folder",
+  [
     (OfficeHome, "real_world", "Real World"),  # the original archive's name, with a space
     (VisDA2017, "synthetic", None),
     (Pacs, "sketch", None),
-])
+  ],
+)
 def test_folder_builders_read_their_layout(tmp_path, monkeypatch, cls, domain, folder):
   root = tmp_path / cls.name
   fake_folder_dataset(root, cls, domain, folder=folder)
@@ -233,15 +261,19 @@ def test_folder_incomplete_names_what_is_missing(tmp_path, monkeypatch):
   os.remove(root / "webcam/images/pen/0.png")
   with pytest.raises(DatasetNotPreparedError) as e:
     D.get_source("office31/webcam", "train", ddir)
-  assert "image_list/webcam.txt lists 1 image(s) that are not there: " \
-         "webcam/images/pen/0.png" in message(e)
-  with pytest.raises(DatasetNotPreparedError, match="none of amazon/images/, "
-                                                    "image_list/amazon.txt is there"):
+  assert (
+    "image_list/webcam.txt lists 1 image(s) that are not there: "
+    "webcam/images/pen/0.png" in message(e)
+  )
+  with pytest.raises(
+    DatasetNotPreparedError, match="none of amazon/images/, image_list/amazon.txt is there"
+  ):
     D.get_source("office31/amazon", "train", ddir)
   assert not list((tmp_path / "tfds").rglob("*.array_record*"))  # nothing half-written
 
 
 # --- digit releases ------------------------------------------------------------------------
+
 
 def test_usps_libsvm_release(tmp_path, monkeypatch):
   write_usps_bz2(tmp_path)
@@ -286,15 +318,25 @@ def test_usps_missing_names_every_release(tmp_path, monkeypatch):
   with pytest.raises(DatasetNotPreparedError) as e:
     D.get_source("usps", "train", str(tmp_path))
   msg = message(e)
-  assert all(s in msg for s in ("JAXDAPT_USPS_DIR", "usps.h5", "usps.bz2 + <dir>/usps.t.bz2",
-                                "image_list/usps_train.txt"))
+  assert all(
+    s in msg
+    for s in (
+      "JAXDAPT_USPS_DIR",
+      "usps.h5",
+      "usps.bz2 + <dir>/usps.t.bz2",
+      "image_list/usps_train.txt",
+    )
+  )
   root = tmp_path / "usps"
   root.mkdir()
   write_usps_bz2(root)
   os.remove(root / "usps.t.bz2")
   monkeypatch.setenv("JAXDAPT_USPS_DIR", str(root))
-  with pytest.raises(DatasetNotPreparedError, match=r"no complete release found \(present: "
-                                                    r"usps.bz2\)"):
+  with pytest.raises(
+    DatasetNotPreparedError,
+    match=r"no complete release found \(present: "
+    r"usps.bz2\)",
+  ):
     D.get_source("usps", "train", str(tmp_path))
 
 
@@ -311,9 +353,11 @@ def test_mnist_m_original_folder(tmp_path, monkeypatch):
 
 def test_syn_numbers_mat(tmp_path, monkeypatch):
   from scipy.io import savemat
+
   monkeypatch.setenv("JAXDAPT_SYN_NUMBERS_DIR", str(tmp_path))
-  with pytest.raises(DatasetNotPreparedError, match="missing synth_train_32x32.mat, "
-                                                    "synth_test_32x32.mat"):
+  with pytest.raises(
+    DatasetNotPreparedError, match="missing synth_train_32x32.mat, synth_test_32x32.mat"
+  ):
     D.get_source("syn_numbers", "train", str(tmp_path / "tfds"))
   for split, n in (("train", 6), ("test", 3)):
     x = np.stack([fill(i % 10, (32, 32, 3)) for i in range(n)], axis=-1)
@@ -325,6 +369,7 @@ def test_syn_numbers_mat(tmp_path, monkeypatch):
 
 
 # --- the 224² pipeline ---------------------------------------------------------------------
+
 
 def test_random_resized_box_bounds():
   rng = np.random.default_rng(0)
@@ -344,8 +389,13 @@ def test_crops_shapes_flip_and_determinism():
   a = ip.train_crop(encoded(ramp), np.random.default_rng(3))
   b = ip.train_crop(ramp, np.random.default_rng(3))
   np.testing.assert_array_equal(a, b)  # encoded bytes and pixels give the same crop
-  flips = {bool(ip.train_crop(ramp, np.random.default_rng(s))[0, 0, 0] >
-                ip.train_crop(ramp, np.random.default_rng(s))[0, -1, 0]) for s in range(20)}
+  flips = {
+    bool(
+      ip.train_crop(ramp, np.random.default_rng(s))[0, 0, 0]
+      > ip.train_crop(ramp, np.random.default_rng(s))[0, -1, 0]
+    )
+    for s in range(20)
+  }
   assert flips == {True, False}
   grey = ip.eval_crop(np.zeros((10, 12), np.uint8))
   assert grey.shape == (224, 224, 3)
@@ -359,10 +409,12 @@ def test_train_augment_as_grain_op():
   ds = ds.batch(2, batch_fn=lambda xs: np.stack([x["image"] for x in xs]))
   assert ds[0].shape == (2, 224, 224, 3) and ds[0].dtype == np.uint8
   np.testing.assert_array_equal(ds[1], ds[1])  # deterministic per position
-  x = ip.normalize(np.full((1, 2, 2, 3), 255, np.uint8), (0.485, 0.456, 0.406),
-                   (0.229, 0.224, 0.225))
-  np.testing.assert_allclose(x[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) /
-                             np.array([0.229, 0.224, 0.225]), rtol=1e-6)
+  x = ip.normalize(
+    np.full((1, 2, 2, 3), 255, np.uint8), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+  )
+  np.testing.assert_allclose(
+    x[0, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225]), rtol=1e-6
+  )
 
 
 def test_throughput_cli(tmp_path, capsys):
@@ -372,8 +424,9 @@ def test_throughput_cli(tmp_path, capsys):
   assert "synthetic: train crop, 2 images" in capsys.readouterr().out
   rows = [(np.full((30, 40, 3), i, np.uint8), i) for i in range(3)]
   fake_catalog(tmp_path, "imagenet_r", {"test": rows})
-  throughput.main(["--domain", "imagenet_r", "--split", "test", "--data_dir", str(tmp_path),
-                   "--eval"])
+  throughput.main(
+    ["--domain", "imagenet_r", "--split", "test", "--data_dir", str(tmp_path), "--eval"]
+  )
   assert "imagenet_r: eval crop, 3 images" in capsys.readouterr().out
 
 

@@ -1,4 +1,5 @@
 """Short CPU integration runs of the trainer on the small uci_digits → uci_digits_m task."""
+
 import json
 import os
 
@@ -7,7 +8,8 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxdapt import config as config_lib, configs, trainer, sharding, step
+from jaxdapt import config as config_lib
+from jaxdapt import configs, sharding, trainer
 from jaxdapt.errors import CheckpointError, ConfigError, NonFiniteLossError
 from jaxdapt.kernels import cpu_conv
 
@@ -24,7 +26,9 @@ def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.Co
   c.train.eval_every = 3
   c.train.checkpoint_every = 2
   c.train.progress_bar = False
-  c.train.selection_points = 0  # SND/DEV cost seconds per eval; test_selection_criteria_* turns them on
+  c.train.selection_points = (
+    0  # SND/DEV cost seconds per eval; test_selection_criteria_* turns them on
+  )
   for k, v in train_overrides.items():
     c.train[k] = v
   return c
@@ -33,6 +37,7 @@ def tiny_config(data_dir, method="dann", **train_overrides) -> ml_collections.Co
 def _final_params(workdir, config):
   """The parameters of the last checkpoint in `workdir`."""
   from jaxdapt import checkpoint
+
   exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   ckpt = checkpoint.Checkpointer(workdir, 2)
@@ -60,6 +65,7 @@ def test_selection_criteria_are_logged_from_target_train_features(data_dir, tmp_
   subsets of source train, source val and target TRAIN (not target test)."""
   from jaxdapt import features
   from jaxdapt.analysis import selection
+
   config = tiny_config(data_dir, "dann", selection_points=40)
   trainer.train_and_evaluate(config, str(tmp_path))
   evals = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["kind"] == "eval"]
@@ -69,6 +75,7 @@ def test_selection_criteria_are_logged_from_target_train_features(data_dir, tmp_
   exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   from jaxdapt import checkpoint
+
   ckpt = checkpoint.Checkpointer(str(tmp_path), 2)
   state, _ = ckpt.restore(checkpoint.abstract_like(state))
   ckpt.close()
@@ -76,20 +83,24 @@ def test_selection_criteria_are_logged_from_target_train_features(data_dir, tmp_
   assert {len(subsets[s]) for s in ("source", "source_val", "target")} == {40}
   assert set(subsets["target"].indices) <= set(range(len(exp.sources["target"])))
   f = {s: features.extract(exp, features.forward_fn(exp), state, subsets[s]) for s in subsets}
-  want = selection.criteria(target_logits=f["target"]["logits"],
-                            target_features=f["target"]["features"],
-                            source_val_logits=f["source_val"]["logits"],
-                            source_val_labels=f["source_val"]["labels"],
-                            source_val_features=f["source_val"]["features"],
-                            source_train_features=f["source"]["features"], seed=config.seed)
+  want = selection.criteria(
+    target_logits=f["target"]["logits"],
+    target_features=f["target"]["features"],
+    source_val_logits=f["source_val"]["logits"],
+    source_val_labels=f["source_val"]["labels"],
+    source_val_features=f["source_val"]["features"],
+    source_train_features=f["source"]["features"],
+    seed=config.seed,
+  )
   for k in keys:
-    assert evals[-1][k] == pytest.approx(want[k[len("sel_"):]], rel=1e-5, abs=1e-6)
+    assert evals[-1][k] == pytest.approx(want[k[len("sel_") :]], rel=1e-5, abs=1e-6)
 
 
 def test_training_learns_something(data_dir, tmp_path):
   """40 steps on uci (source) must beat chance on uci test by a wide margin."""
-  c = tiny_config(data_dir, "source_only", steps=40, log_every=10, eval_every=40,
-                  checkpoint_every=40)
+  c = tiny_config(
+    data_dir, "source_only", steps=40, log_every=10, eval_every=40, checkpoint_every=40
+  )
   summary = trainer.train_and_evaluate(c, str(tmp_path))
   assert summary["source_val_acc_last"] > 0.5
 
@@ -116,8 +127,9 @@ def test_eight_device_step_equals_one_device_step(data_dir):
     for _ in range(3):
       batch = sharding.global_batch(next(its), exp.mesh)
       state, metrics = exp.update(state, batch)
-    results.append((jax.device_get(state.params), jax.device_get(state.batch_stats),
-                    jax.device_get(metrics)))
+    results.append(
+      (jax.device_get(state.params), jax.device_get(state.batch_stats), jax.device_get(metrics))
+    )
   # model.conv_kernel='auto': one CPU device runs jaxdapt's conv kernels, 8 run XLA's, so
   # this also compares the two kernels through three training steps.
   assert kernels == ["direct" if cpu_conv.can_build() else "xla", "xla"]
@@ -133,11 +145,15 @@ def test_resume_equals_uninterrupted_bitwise(data_dir, tmp_path):
   assert trainer.train_and_evaluate(c, str(tmp_path / "resumed"), stop_after=3) == {"stopped_at": 3}
   resumed = trainer.train_and_evaluate(c, str(tmp_path / "resumed"))
   assert resumed == straight
-  evals = lambda d: [r for r in map(json.loads, open(tmp_path / d / "metrics.jsonl"))
-                     if r["kind"] == "eval"]
+  evals = lambda d: [
+    r for r in map(json.loads, open(tmp_path / d / "metrics.jsonl")) if r["kind"] == "eval"
+  ]
   assert evals("straight") == evals("resumed")
-  jax.tree.map(np.testing.assert_array_equal, _final_params(str(tmp_path / "straight"), c),
-               _final_params(str(tmp_path / "resumed"), c))
+  jax.tree.map(
+    np.testing.assert_array_equal,
+    _final_params(str(tmp_path / "straight"), c),
+    _final_params(str(tmp_path / "resumed"), c),
+  )
 
 
 def test_rerun_of_finished_run_is_a_noop(data_dir, tmp_path):
@@ -176,7 +192,9 @@ def test_corrupt_checkpoint_raises_and_is_left_on_disk(data_dir, tmp_path):
   assert all(p.read_bytes() == b"garbage" for p in files)
 
 
-@pytest.mark.parametrize("field,value,match", [
+@pytest.mark.parametrize(
+  "field,value,match",
+  [
     ("method.name", "danm", "method.name: unknown method 'danm'; allowed: .*dann"),
     ("model.name", "resnet9", "model.name: unknown model 'resnet9'; allowed: .*resnet18"),
     ("data.source", "nonexistent_digits", "data.source: .*unknown dataset"),
@@ -187,7 +205,8 @@ def test_corrupt_checkpoint_raises_and_is_left_on_disk(data_dir, tmp_path):
     ("train.checkpoint_every", 3, "train.checkpoint_every: 3 must be a multiple"),
     ("optim.schedule", "linear", "optim.schedule: 'linear' is not allowed"),
     ("optim.b1", 1.0, r"optim.b1: .*in \[0, 1\), got 1.0"),
-])
+  ],
+)
 def test_bad_config_raises_named_error(data_dir, tmp_path, field, value, match):
   c = tiny_config(data_dir, "dann")
   group, key = field.split(".")
@@ -209,6 +228,7 @@ def test_unknown_config_key_is_named():
 
 def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path):
   from jaxdapt import checkpoint
+
   c = tiny_config(data_dir, "source_only")
   trainer.train_and_evaluate(c, str(tmp_path / "pre"), stop_after=2)
   pre_params, _, _ = checkpoint.load_model_variables(str(tmp_path / "pre"))
@@ -219,8 +239,9 @@ def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path)
   fresh = exp.init(jax.random.key(c2.seed))
   state = jax.device_get(trainer.load_init_from(exp, fresh).params["model"])
   jax.tree.map(np.testing.assert_array_equal, state["backbone"], pre_params["backbone"])
-  np.testing.assert_array_equal(state["head"]["out"]["kernel"],
-                                jax.device_get(fresh.params["model"]["head"]["out"]["kernel"]))
+  np.testing.assert_array_equal(
+    state["head"]["out"]["kernel"], jax.device_get(fresh.params["model"]["head"]["out"]["kernel"])
+  )
   c2.model.dont_load = ()
   c2.model.head_hidden = (16,)  # mis-shaped hidden layer must be named
   exp = trainer.build(c2)
@@ -231,6 +252,7 @@ def test_init_from_workdir_loads_backbone_and_keeps_new_head(data_dir, tmp_path)
 def test_set_names_an_unknown_field_and_refuses_a_cast():
   from jaxdapt.config import base_config
   from jaxdapt.tools import cli
+
   c = cli.apply_overrides(base_config(), ["seed=1", "optim.lr=0.1", "model.head_hidden=[8]"])
   assert (c.seed, c.optim.lr, c.model.head_hidden) == (1, 0.1, (8,))
   with pytest.raises(ConfigError, match="unknown config field; fields of optim:.*momentum"):
@@ -241,6 +263,7 @@ def test_set_names_an_unknown_field_and_refuses_a_cast():
 
 def test_build_holds_small_splits_in_memory(data_dir):
   from jaxdapt.data import in_memory
+
   exp = trainer.build(tiny_config(data_dir))
   assert all(isinstance(s, in_memory.ArraySource) for s in exp.sources.values())
   assert exp.sources["target"] is not exp.sources["target_test"]

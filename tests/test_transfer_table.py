@@ -1,5 +1,6 @@
-"""The transfer table (jaxdapt/transfer_table.py): a tiny end-to-end table, reuse, shards,
+"""The transfer table (jaxdapt/tools/transfer_table.py): a tiny end-to-end table, reuse, shards,
 the negative-transfer flag, name checks, and the probes' k examples."""
+
 import functools
 import json
 import os
@@ -41,10 +42,15 @@ def xla_cache(tmp_path, monkeypatch):
   from jax.experimental.compilation_cache import compilation_cache
 
   from jaxdapt.runtime import compile_cache
-  monkeypatch.setattr(compile_cache, "enable",
-                      functools.partial(compile_cache.enable, min_compile_time_s=0))
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
+
+  monkeypatch.setattr(
+    compile_cache, "enable", functools.partial(compile_cache.enable, min_compile_time_s=0)
+  )
+  names = (
+    "jax_compilation_cache_dir",
+    "jax_persistent_cache_min_compile_time_secs",
+    "jax_persistent_cache_min_entry_size_bytes",
+  )
   saved = {n: getattr(jax.config, n) for n in names}
   compilation_cache.reset_cache()  # earlier tests compiled without one
   yield str(tmp_path / "xla_cache")
@@ -62,9 +68,15 @@ def tiny(monkeypatch, data_dir, xla_cache):  # noqa: F811
   one = lambda config, devices=None: build(config, jax.devices()[:1])
   monkeypatch.setattr(trainer, "build", one)
   monkeypatch.setattr(trainer_loop, "build", one)  # the training loop's own reference
-  sets = [f"data.data_dir={data_dir}", "train.steps=2", "data.batch_size=8",
-          "data.eval_batch_size=64", "data.target_split=train[:200]",
-          "data.target_test_split=test[:64]", f"train.compilation_cache_dir={xla_cache}"]
+  sets = [
+    f"data.data_dir={data_dir}",
+    "train.steps=2",
+    "data.batch_size=8",
+    "data.eval_batch_size=64",
+    "data.target_split=train[:200]",
+    "data.target_test_split=test[:64]",
+    f"train.compilation_cache_dir={xla_cache}",
+  ]
   return [a for s in sets for a in ("--set", s)]
 
 
@@ -109,42 +121,53 @@ def test_tiny_table_shards_reuse_and_same_k_examples(tiny, tmp_path, monkeypatch
   for strategy in tt.STRATEGIES:
     source = "–" if strategy == "scratch" else SOURCE
     row = next(line for line in md.splitlines() if line.startswith(f"| {source} | {strategy} |"))
-    assert row.count(" ± ") >= 2 and "–" not in row[len(f"| {source} |"):], row
-  assert set(saved["table"]) == {f"{'none' if s == 'scratch' else SOURCE}/{s}/k={k}"
-                                 for s in tt.STRATEGIES for k in ("1", "2")}
+    assert row.count(" ± ") >= 2 and "–" not in row[len(f"| {source} |") :], row
+  assert set(saved["table"]) == {
+    f"{'none' if s == 'scratch' else SOURCE}/{s}/k={k}" for s in tt.STRATEGIES for k in ("1", "2")
+  }
   assert all("verdict" in v for k, v in saved["table"].items() if "/scratch/" not in k)
 
   # The probes saw exactly the examples the fine-tuning runs trained on.
   sets = tiny[1::2]
   model = tt.check_configs([SOURCE], sets)
   for k in (1, 2):
-    config = tt.stage_config(tt.TRAINED["finetune"][0], k, 1, model,
-                             tt.pretrain_dir(out, SOURCE), sets)
+    config = tt.stage_config(
+      tt.TRAINED["finetune"][0], k, 1, model, tt.pretrain_dir(out, SOURCE), sets
+    )
     trained_on = trainer.build(config).sources[LABELED].indices.tolist()
     assert len(trained_on) == 10 * k
     for strategy in tt.PROBES:
-      run = json.load(open(os.path.join(tt.cell_dir(out, tt.Cell(SOURCE, strategy, k, 1)),
-                                        "summary.json")))
+      run = json.load(
+        open(os.path.join(tt.cell_dir(out, tt.Cell(SOURCE, strategy, k, 1)), "summary.json"))
+      )
       assert run["labeled_indices"] == trained_on
 
 
 def _results(accuracies):
   """{Cell: summary} from {(source, strategy): per-seed accuracies} at k = 5."""
-  return {tt.Cell(src, st, 5, seed): {"target_acc_last": a}
-          for (src, st), accs in accuracies.items() for seed, a in enumerate(accs)}
+  return {
+    tt.Cell(src, st, 5, seed): {"target_acc_last": a}
+    for (src, st), accs in accuracies.items()
+    for seed, a in enumerate(accs)
+  }
 
 
 def test_negative_transfer_flag_exactly_when_losing_beyond_noise():
-  results = _results({("", "scratch"): [0.60, 0.62, 0.64],
-                      ("a", "finetune"): [0.50, 0.51, 0.55],    # −10 ± 0.8: flagged
-                      ("a", "knn"): [0.62, 0.60, 0.63],         # −0.3 ± 1.7: noise
-                      ("a", "l2sp"): [0.70, 0.72, 0.74]})       # +10: helps
+  results = _results(
+    {
+      ("", "scratch"): [0.60, 0.62, 0.64],
+      ("a", "finetune"): [0.50, 0.51, 0.55],  # −10 ± 0.8: flagged
+      ("a", "knn"): [0.62, 0.60, 0.63],  # −0.3 ± 1.7: noise
+      ("a", "l2sp"): [0.70, 0.72, 0.74],
+    }
+  )  # +10: helps
   md, data = tt.tabulate(results, ["a"], ["scratch", "finetune", "knn", "l2sp"], [5], 3)
   lines = {line.split(" | ")[1]: line for line in md.splitlines()[2:]}
   assert "**NEG** (−10.0 ± 0.8)" in lines["finetune"]
   assert data["a/finetune/k=5"]["negative_transfer"] is True
   assert data["a/finetune/k=5"]["verdict"] == (
-      "NEGATIVE TRANSFER: transfer loses by 10.0 ± 0.8 points")
+    "NEGATIVE TRANSFER: transfer loses by 10.0 ± 0.8 points"
+  )
   assert "NEG" not in lines["knn"] and "(−0.3 ± 1.7, noise)" in lines["knn"]
   assert data["a/knn/k=5"]["negative_transfer"] is False
   assert "NEG" not in lines["l2sp"] and "−" not in lines["l2sp"]
@@ -152,10 +175,13 @@ def test_negative_transfer_flag_exactly_when_losing_beyond_noise():
   assert "62.0 ± 1.6" in lines["scratch"]
 
 
-@pytest.mark.parametrize("flag, value, allowed", [
+@pytest.mark.parametrize(
+  "flag, value, allowed",
+  [
     ("--strategies", "finetune,fintune", "allowed: scratch, linear_probe, knn, finetune"),
     ("--sources", "fashion,fashon", "allowed: fashion, syn_digits"),
-])
+  ],
+)
 def test_a_typo_in_names_lists_the_allowed_ones(tmp_path, capsys, flag, value, allowed):
   argv = ["--out", str(tmp_path), flag, value]
   with pytest.raises(ConfigError, match=f"^{flag}: "):

@@ -1,4 +1,5 @@
 """Flax ViT: torch-exact position-embedding resampling, other resolutions, registry options."""
+
 from __future__ import annotations
 
 import jax
@@ -7,21 +8,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_weights_parity import TOL, _flax_run, _torch_run, _x
+from test_weights_torch_refs import numpy_state_dict, randomize, timm_vit
 
 from jaxdapt.errors import ConfigError
 from jaxdapt.models import get_model
 from jaxdapt.models.vit import interpolation_matrix, resample_pos_embed
 from jaxdapt.weights import convert
-from test_weights_parity import TOL, _flax_run, _torch_run, _x
-from test_weights_torch_refs import numpy_state_dict, randomize, timm_vit
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
 @pytest.mark.parametrize("n_in,n_out", [(14, 24), (14, 6), (14, 4), (7, 7), (3, 10)])
 def test_interpolation_matrix_is_torch_interpolate(mode, n_in, n_out):
   grid = np.random.default_rng(0).normal(size=(1, 5, n_in, n_in)).astype(np.float32)
-  ref = F.interpolate(torch.from_numpy(grid), size=(n_out, n_out), mode=mode,
-                      align_corners=False, antialias=False).numpy()
+  ref = F.interpolate(
+    torch.from_numpy(grid), size=(n_out, n_out), mode=mode, align_corners=False, antialias=False
+  ).numpy()
   m = interpolation_matrix(n_in, n_out, mode)
   got = np.einsum("ih,jw,bchw->bcij", m, m, grid)
   np.testing.assert_allclose(got, ref, atol=1e-5)
@@ -38,8 +40,10 @@ def test_resample_keeps_class_token_and_works_in_numpy_and_jax():
 
 
 def _blocks():
-  return ([f"blocks.{i}" for i in range(12)] + ["norm"],
-          [f"blocks_{i}" for i in range(12)] + ["norm"])
+  return (
+    [f"blocks.{i}" for i in range(12)] + ["norm"],
+    [f"blocks_{i}" for i in range(12)] + ["norm"],
+  )
 
 
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
@@ -62,14 +66,17 @@ def test_other_resolution_on_the_fly_and_at_import_match_timm(mode):
 
 def test_vit_features_shapes_dtypes_and_options():
   model = get_model("vit_s16", num_classes=7, bottleneck_dim=32)
-  out, v = jax.eval_shape(lambda: model.init_with_output(
-      jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=True))
+  out, v = jax.eval_shape(
+    lambda: model.init_with_output(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=True)
+  )
   assert out["features"].shape == (2, 32) and out["logits"].shape == (2, 7)
   assert v["params"]["backbone"]["pos_embed"].shape == (1, 197, 384)
   assert "batch_stats" not in v or set(v["batch_stats"]) == {"bottleneck"}
-  out, v = jax.eval_shape(lambda: get_model("vit_b16", num_classes=3, dtype="bfloat16",
-                                            img_size=384).init_with_output(
-      jax.random.key(0), jnp.zeros((1, 384, 384, 3)), train=False))
+  out, v = jax.eval_shape(
+    lambda: get_model("vit_b16", num_classes=3, dtype="bfloat16", img_size=384).init_with_output(
+      jax.random.key(0), jnp.zeros((1, 384, 384, 3)), train=False
+    )
+  )
   assert out["logits"].dtype == jnp.float32 and out["features"].shape == (1, 768)
   assert v["params"]["backbone"]["pos_embed"].shape == (1, 577, 768)
   assert all(a.dtype == jnp.float32 for a in jax.tree.leaves(v))

@@ -1,4 +1,5 @@
 """Weight files: safe reading, strict conversion, the CLI, merge_into, and convert -> fine-tune."""
+
 from __future__ import annotations
 
 import json
@@ -36,13 +37,17 @@ def resnet18_sd() -> dict:
 def test_safetensors_and_torch_files_read_the_same(tmp_path, resnet18_sd):
   save_file(resnet18_sd, str(tmp_path / "w.safetensors"))
   torch.save({k: torch.from_numpy(v) for k, v in resnet18_sd.items()}, tmp_path / "w.pth")
-  nested = {"state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in resnet18_sd.items()},
-            "epoch": 3}
+  nested = {
+    "state_dict": {f"module.{k}": torch.from_numpy(v) for k, v in resnet18_sd.items()},
+    "epoch": 3,
+  }
   torch.save(nested, tmp_path / "ckpt.bin")
   for name in ("w.safetensors", "w.pth", "ckpt.bin"):
     got = read_tensors(tmp_path / name)
     assert set(got) == set(resnet18_sd), name
-    np.testing.assert_array_equal(got["layer1.0.conv1.weight"], resnet18_sd["layer1.0.conv1.weight"])
+    np.testing.assert_array_equal(
+      got["layer1.0.conv1.weight"], resnet18_sd["layer1.0.conv1.weight"]
+    )
     assert got["bn1.num_batches_tracked"].dtype == np.int64
 
 
@@ -79,8 +84,11 @@ def test_pickle_that_runs_code_is_refused(tmp_path, how):
     torch.save(payload, path)
   else:
     path.write_bytes(pickle.dumps(payload))
-  expected = ("would execute code on load .it calls posix.system" if how == "torch.save"
-              else "refused to load: not a state_dict")  # protocol-4 opcodes are refused first
+  expected = (
+    "would execute code on load .it calls posix.system"
+    if how == "torch.save"
+    else "refused to load: not a state_dict"
+  )  # protocol-4 opcodes are refused first
   with pytest.raises(WeightsError, match=expected):
     read_tensors(path)
   assert not marker.exists()
@@ -98,10 +106,15 @@ def test_missing_extra_and_misshaped_tensors_are_each_named(resnet18_sd):
   with pytest.raises(WeightsError) as e:
     convert(sd, "resnet18", "torchvision")
   msg = str(e.value)
-  for name in ("2 missing", "layer2.0.bn1.running_var", "layer4.1.conv2.weight",
-               "1 unexpected", "layer5.0.conv1.weight",
-               "1 mis-shaped", "layer3.0.conv1.weight: file [256, 128, 1, 1], resnet18 expects "
-               "[256, 128, 3, 3]"):
+  for name in (
+    "2 missing",
+    "layer2.0.bn1.running_var",
+    "layer4.1.conv2.weight",
+    "1 unexpected",
+    "layer5.0.conv1.weight",
+    "1 mis-shaped",
+    "layer3.0.conv1.weight: file [256, 128, 1, 1], resnet18 expects [256, 128, 3, 3]",
+  ):
     assert name in msg
   with pytest.raises(WeightsError, match="resnet50 weights come from torchvision, timm"):
     convert(resnet18_sd, "resnet50", "keras")
@@ -116,11 +129,14 @@ def test_head_is_skipped_unless_kept_and_counters_ignored(resnet18_sd):
   assert targets["fc.weight"] == "skipped (head)"
   assert targets["bn1.num_batches_tracked"].startswith("ignored")
   assert targets["layer2.0.downsample.0.weight"] == (
-      "params/backbone/layer2_0/downsample_conv/kernel (OIHW->HWIO)")
+    "params/backbone/layer2_0/downsample_conv/kernel (OIHW->HWIO)"
+  )
   assert targets["layer2.0.downsample.1.running_mean"] == (
-      "batch_stats/backbone/layer2_0/downsample_bn/mean")
-  np.testing.assert_array_equal(conv.batch_stats["backbone"]["bn1"]["var"],
-                                resnet18_sd["bn1.running_var"])
+    "batch_stats/backbone/layer2_0/downsample_bn/mean"
+  )
+  np.testing.assert_array_equal(
+    conv.batch_stats["backbone"]["bn1"]["var"], resnet18_sd["bn1.running_var"]
+  )
   kept = convert(resnet18_sd, "resnet18", "torchvision", keep_head=True)
   np.testing.assert_array_equal(kept.params["head"]["out"]["kernel"], resnet18_sd["fc.weight"].T)
   no_head = {k: v for k, v in resnet18_sd.items() if not k.startswith("fc.")}
@@ -135,9 +151,24 @@ def _shapes_only(name: str, source: str = "torchvision") -> dict:
   return {k: np.broadcast_to(np.float32(0), tuple(v.shape)) for k, v in sd.items()}
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                                  "wide_resnet50_2", "resnext50_32x4d", "vgg11", "vgg13_bn",
-                                  "vgg16", "vgg19_bn", "vit_s16", "vit_b16"])
+@pytest.mark.parametrize(
+  "name",
+  [
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "wide_resnet50_2",
+    "resnext50_32x4d",
+    "vgg11",
+    "vgg13_bn",
+    "vgg16",
+    "vgg19_bn",
+    "vit_s16",
+    "vit_b16",
+  ],
+)
 def test_guess_arch(name):
   assert guess_arch(_shapes_only(name)) == name
 
@@ -148,11 +179,15 @@ def _pretrained(params, batch_stats=None, arch="toy") -> PretrainedWeights:
 
 
 def test_merge_into_is_strict_and_honours_dont_load():
-  init = {"backbone": {"conv": {"kernel": jnp.zeros((3, 3, 1, 4)), "bias": jnp.zeros(4)}},
-          "head": {"out": {"kernel": jnp.zeros((4, 10)), "bias": jnp.zeros(10)}}}
+  init = {
+    "backbone": {"conv": {"kernel": jnp.zeros((3, 3, 1, 4)), "bias": jnp.zeros(4)}},
+    "head": {"out": {"kernel": jnp.zeros((4, 10)), "bias": jnp.zeros(10)}},
+  }
   stats = {"backbone": {"bn": {"mean": jnp.zeros(4), "var": jnp.ones(4)}}}
-  pre = {"backbone": {"conv": {"kernel": np.ones((3, 3, 1, 4)), "bias": np.ones(4)}},
-         "head": {"out": {"kernel": np.ones((4, 1000)), "bias": np.ones(1000)}}}
+  pre = {
+    "backbone": {"conv": {"kernel": np.ones((3, 3, 1, 4)), "bias": np.ones(4)}},
+    "head": {"out": {"kernel": np.ones((4, 1000)), "bias": np.ones(1000)}},
+  }
   pre_stats = {"backbone": {"bn": {"mean": np.full(4, 2.0), "var": np.full(4, 3.0)}}}
   params, bs, report = merge_into(init, stats, _pretrained(pre, pre_stats), dont_load=("head/.*",))
   assert float(params["backbone"]["conv"]["kernel"][0, 0, 0, 0]) == 1.0
@@ -163,7 +198,9 @@ def test_merge_into_is_strict_and_honours_dont_load():
   assert "backbone/bn/mean" in report.loaded and "loaded 4" in report.summary()
   with pytest.raises(WeightsError) as e:  # head shapes differ and nothing excuses them
     merge_into(init, stats, _pretrained(pre, pre_stats))
-  assert "2 mis-shaped" in str(e.value) and "params:head/out/kernel: pretrained [4, 1000], model [4, 10]" in str(e.value)
+  assert "2 mis-shaped" in str(
+    e.value
+  ) and "params:head/out/kernel: pretrained [4, 1000], model [4, 10]" in str(e.value)
   extra = {**pre, "bottleneck": {"dense": {"kernel": np.ones((2, 2))}}}
   missing_stats = {"backbone": {"bn": {"mean": np.zeros(4)}}}
   with pytest.raises(WeightsError) as e:
@@ -171,8 +208,9 @@ def test_merge_into_is_strict_and_honours_dont_load():
   msg = str(e.value)
   assert "1 missing from the weights: batch_stats:backbone/bn/var [4]" in msg
   assert "1 in the weights but not in the model: params:bottleneck/dense/kernel [2, 2]" in msg
-  _, _, report = merge_into(init, stats, _pretrained(extra, pre_stats),
-                            dont_load=("head/.*", "bottleneck/.*"))
+  _, _, report = merge_into(
+    init, stats, _pretrained(extra, pre_stats), dont_load=("head/.*", "bottleneck/.*")
+  )
   assert report.unused == ("bottleneck/dense/kernel",)
   with pytest.raises(WeightsError, match="dont_load: invalid regex"):
     merge_into(init, stats, _pretrained(pre, pre_stats), dont_load=("head/(",))
@@ -192,8 +230,9 @@ def test_cli_inspect_lists_targets(tmp_path, resnet18_sd, capsys):
   assert run_tool("weights", ["inspect", str(tmp_path / "bad.safetensors")]) == 1
   out = capsys.readouterr().out
   assert "does NOT fit resnet18" in out and "bn1.bias" in out and "  conv1.weight " in out
-  assert run_tool("weights", ["inspect", str(tmp_path / "bad.safetensors"),
-                              "--arch", "resnet34"]) == 1
+  assert (
+    run_tool("weights", ["inspect", str(tmp_path / "bad.safetensors"), "--arch", "resnet34"]) == 1
+  )
   assert "does NOT fit resnet34" in capsys.readouterr().out
 
 
@@ -201,13 +240,23 @@ def test_cli_inspect_a_missing_file_is_one_line(tmp_path, capsys):
   assert run_tool("weights", ["inspect", str(tmp_path / "nope.safetensors")]) == 2
   captured = capsys.readouterr()
   assert captured.out == "" and captured.err == (
-      f"error: weights file {str(tmp_path / 'nope.safetensors')!r} does not exist\n")
+    f"error: weights file {str(tmp_path / 'nope.safetensors')!r} does not exist\n"
+  )
 
 
 def test_cli_import_errors_are_clear(tmp_path, resnet18_sd, capsys):
   save_file(resnet18_sd, str(tmp_path / "r18.safetensors"))
-  args = ["import", "--arch", "resnet34", "--source", "torchvision",
-          "--file", str(tmp_path / "r18.safetensors"), "--out", str(tmp_path / "out")]
+  args = [
+    "import",
+    "--arch",
+    "resnet34",
+    "--source",
+    "torchvision",
+    "--file",
+    str(tmp_path / "r18.safetensors"),
+    "--out",
+    str(tmp_path / "out"),
+  ]
   with pytest.raises(WeightsError, match="do not fit resnet34"):
     main(args)
   assert run_tool("weights", args) == 2
@@ -232,9 +281,13 @@ def digits_resnet18(data_dir):
   Normalised with torchvision's ImageNet mean/std, as metadata.json records them.
   """
   from jaxdapt.data import get_source
+
   src = get_source("uci_digits", "train", data_dir=data_dir)
   batch = [src[i] for i in range(16)]
-  mean, std = np.asarray([0.485, 0.456, 0.406], np.float32), np.asarray([0.229, 0.224, 0.225], np.float32)
+  mean, std = (
+    np.asarray([0.485, 0.456, 0.406], np.float32),
+    np.asarray([0.229, 0.224, 0.225], np.float32),
+  )
   x = (np.stack([b["image"] for b in batch]).astype(np.float32) / 255.0 - mean) / std
   y = np.asarray([b["label"] for b in batch])
   model = get_model("resnet18", num_classes=10)
@@ -244,16 +297,31 @@ def digits_resnet18(data_dir):
 
 
 @pytest.mark.parametrize("fmt", ["pth", "safetensors"])
-def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits_resnet18, fmt,
-                                                    data_dir):
+def test_convert_init_from_and_fine_tune_on_digits(
+  tmp_path, resnet18_sd, digits_resnet18, fmt, data_dir
+):
   path = tmp_path / f"resnet18.{fmt}"
   if fmt == "pth":
     torch.save({k: torch.from_numpy(v) for k, v in resnet18_sd.items()}, path)
   else:
     save_file(resnet18_sd, str(path))
   out = tmp_path / "imported"
-  assert main(["import", "--arch", "resnet18", "--source", "torchvision", "--file", str(path),
-               "--out", str(out)]) == 0
+  assert (
+    main(
+      [
+        "import",
+        "--arch",
+        "resnet18",
+        "--source",
+        "torchvision",
+        "--file",
+        str(path),
+        "--out",
+        str(out),
+      ]
+    )
+    == 0
+  )
   meta = json.loads((out / "metadata.json").read_text())
   assert meta["arch"] == "resnet18" and meta["source"] == "torchvision"
   assert meta["mean"] == [0.485, 0.456, 0.406] and meta["std"] == [0.229, 0.224, 0.225]
@@ -262,21 +330,26 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
 
   pre = load_pretrained(out, arch="resnet18")
   model, x, y, init = digits_resnet18
-  params, batch_stats, report = merge_into(init["params"], init["batch_stats"], pre,
-                                           dont_load=("head/.*",))
+  params, batch_stats, report = merge_into(
+    init["params"], init["batch_stats"], pre, dont_load=("head/.*",)
+  )
   assert set(report.kept_init) == {"head/out/kernel", "head/out/bias"}
-  np.testing.assert_array_equal(params["backbone"]["conv1"]["kernel"],
-                                resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
-  np.testing.assert_array_equal(batch_stats["backbone"]["layer3_1"]["bn2"]["mean"],
-                                resnet18_sd["layer3.1.bn2.running_mean"])
-  np.testing.assert_array_equal(params["head"]["out"]["bias"],
-                                init["params"]["head"]["out"]["bias"])
+  np.testing.assert_array_equal(
+    params["backbone"]["conv1"]["kernel"], resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0)
+  )
+  np.testing.assert_array_equal(
+    batch_stats["backbone"]["layer3_1"]["bn2"]["mean"], resnet18_sd["layer3.1.bn2.running_mean"]
+  )
+  np.testing.assert_array_equal(
+    params["head"]["out"]["bias"], init["params"]["head"]["out"]["bias"]
+  )
   if fmt == "safetensors":
     return  # both formats load identically; fine-tune once (the compile dominates CI time)
 
   # The trainer's own path: config.model.init_from → strict merge → fine-tune with a new head.
   from jaxdapt import config as config_lib
   from jaxdapt import configs, trainer
+
   c = configs.with_task(config_lib.base_config(), "uci2ucim")
   c.data.data_dir = data_dir
   c.data.batch_size = 16
@@ -296,8 +369,10 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   c.data.target_test_split = f"{c.data.target_test_split}[:64]"
   exp = trainer.build(c)
   state = trainer.load_init_from(exp, exp.init(jax.random.key(0)))
-  np.testing.assert_array_equal(jax.device_get(state.params["model"]["backbone"]["conv1"]["kernel"]),
-                                resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(
+    jax.device_get(state.params["model"]["backbone"]["conv1"]["kernel"]),
+    resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0),
+  )
   summary = trainer.train_and_evaluate(c, str(tmp_path / "run"))
   rows = [json.loads(l) for l in open(tmp_path / "run" / "metrics.jsonl")]
   losses = [r["loss"] for r in rows if r["kind"] == "train"]
@@ -306,8 +381,10 @@ def test_convert_init_from_and_fine_tune_on_digits(tmp_path, resnet18_sd, digits
   # Fine-tuned, not frozen: the backbone moved away from the imported values, and the
   # 10-way head is the new one (shape of the digits task, not the file's 1000-way fc).
   from jaxdapt import checkpoint
+
   tuned, _, step = checkpoint.load_model_variables(str(tmp_path / "run"))
   assert step == 6
-  assert not np.array_equal(tuned["backbone"]["conv1"]["kernel"],
-                            resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0))
+  assert not np.array_equal(
+    tuned["backbone"]["conv1"]["kernel"], resnet18_sd["conv1.weight"].transpose(2, 3, 1, 0)
+  )
   assert tuned["head"]["out"]["kernel"].shape == (512, 10)

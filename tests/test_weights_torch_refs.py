@@ -7,6 +7,7 @@ torchvision/timm report them and the key names of their state_dicts.
 torch is required: a missing torch is a collection error, never a skip. The
 torchvision ResNets are jaxdapt/torch_models.py's (pinned here like the rest).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,18 +17,21 @@ try:
   import torch.nn.functional as F
   from torch import nn
 except ImportError as e:  # fail loudly: parity tests must not silently vanish
-  raise ImportError("the weight parity tests need torch (CPU build): "
-                    "pip install -e '.[test]'  (pins torch==2.13.0)") from e
+  raise ImportError(
+    "the weight parity tests need torch (CPU build): pip install -e '.[test]'  (pins torch==2.13.0)"
+  ) from e
 
 import pytest
 
 # The torchvision ResNets live in the package: the benchmark's PyTorch twin uses them too.
-from jaxdapt.tools.torch_models import RESNETS, conv as _conv, torchvision_resnet
+from jaxdapt.tools.torch_models import RESNETS, torchvision_resnet
+from jaxdapt.tools.torch_models import conv as _conv
 
 
 # ---------------------------------------------------------------- ResNet-50 (timm)
 class TimmBottleneck(nn.Module):
   """timm.models.resnet.Bottleneck (drop_block / aa / attention layers are Identity)."""
+
   expansion = 4
 
   def __init__(self, inplanes, planes, stride=1, downsample=None):
@@ -74,19 +78,41 @@ class TimmResNet50(nn.Module):
 
 # ---------------------------------------------------------------- VGG (torchvision)
 VGG_CFGS = {
-    11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
-    19: (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-         512, 512, 512, 512, "M"),
+  11: (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+  13: (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+  16: (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+  19: (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+  ),
 }
 
 
 class VGG(nn.Module):
   """torchvision.models.VGG: `features`, `avgpool`, `classifier` Sequentials."""
 
-  def __init__(self, depth: int, bn: bool, num_classes: int = 1000,
-               classifier: nn.Sequential | None = None):
+  def __init__(
+    self, depth: int, bn: bool, num_classes: int = 1000, classifier: nn.Sequential | None = None
+  ):
     super().__init__()
     layers, c = [], 3
     for v in VGG_CFGS[depth]:
@@ -99,8 +125,14 @@ class VGG(nn.Module):
     self.features = nn.Sequential(*layers)
     self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
     self.classifier = classifier or nn.Sequential(  # tests share one: fc6 is 102M params
-        nn.Linear(512 * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(),
-        nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(), nn.Linear(4096, num_classes))
+      nn.Linear(512 * 7 * 7, 4096),
+      nn.ReLU(True),
+      nn.Dropout(),
+      nn.Linear(4096, 4096),
+      nn.ReLU(True),
+      nn.Dropout(),
+      nn.Linear(4096, num_classes),
+    )
 
   def forward(self, x):
     return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
@@ -133,7 +165,7 @@ class Attention(nn.Module):
     b, n, c = x.shape
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)
+    attn = (q * self.head_dim**-0.5) @ k.transpose(-2, -1)
     x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c)
     return self.proj_drop(self.proj(x))
 
@@ -167,13 +199,20 @@ class VisionTransformer(nn.Module):
   F.interpolate(mode, align_corners=False, antialias=False).
   """
 
-  def __init__(self, dim: int, depth: int, heads: int, img_size: int = 224,
-               num_classes: int = 1000, interpolation: str = "bilinear"):
+  def __init__(
+    self,
+    dim: int,
+    depth: int,
+    heads: int,
+    img_size: int = 224,
+    num_classes: int = 1000,
+    interpolation: str = "bilinear",
+  ):
     super().__init__()
     self.grid, self.interpolation = img_size // 16, interpolation
     self.patch_embed = PatchEmbed(dim)
     self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-    self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, dim) * 0.02)
+    self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid**2, dim) * 0.02)
     self.pos_drop, self.patch_drop, self.norm_pre = nn.Dropout(0.0), nn.Identity(), nn.Identity()
     self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
     self.norm = nn.LayerNorm(dim, eps=1e-6)
@@ -185,8 +224,9 @@ class VisionTransformer(nn.Module):
       return self.pos_embed
     prefix, grid = self.pos_embed[:, :1], self.pos_embed[:, 1:]
     grid = grid.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=(gh, gw), mode=self.interpolation, align_corners=False,
-                         antialias=False)
+    grid = F.interpolate(
+      grid, size=(gh, gw), mode=self.interpolation, align_corners=False, antialias=False
+    )
     return torch.cat([prefix, grid.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)], dim=1)
 
   def forward_features(self, x):
@@ -249,12 +289,23 @@ def numpy_state_dict(model: nn.Module) -> dict:
 # ---------------------------------------------------------------- the references are exact
 # Published totals: torchvision weight docs ("num_params") and timm's model cards.
 TOTALS = {
-    "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-    "resnet101": 44_549_160, "resnet152": 60_192_808, "wide_resnet50_2": 68_883_240,
-    "resnext50_32x4d": 25_028_904, "vgg11": 132_863_336, "vgg11_bn": 132_868_840,
-    "vgg13": 133_047_848, "vgg13_bn": 133_053_736, "vgg16": 138_357_544,
-    "vgg16_bn": 138_365_992, "vgg19": 143_667_240, "vgg19_bn": 143_678_248,
-    "vit_s16": 22_050_664, "vit_b16": 86_567_656,
+  "resnet18": 11_689_512,
+  "resnet34": 21_797_672,
+  "resnet50": 25_557_032,
+  "resnet101": 44_549_160,
+  "resnet152": 60_192_808,
+  "wide_resnet50_2": 68_883_240,
+  "resnext50_32x4d": 25_028_904,
+  "vgg11": 132_863_336,
+  "vgg11_bn": 132_868_840,
+  "vgg13": 133_047_848,
+  "vgg13_bn": 133_053_736,
+  "vgg16": 138_357_544,
+  "vgg16_bn": 138_365_992,
+  "vgg19": 143_667_240,
+  "vgg19_bn": 143_678_248,
+  "vit_s16": 22_050_664,
+  "vit_b16": 86_567_656,
 }
 
 
@@ -273,18 +324,35 @@ def test_reference_parameter_totals_match_the_libraries(name):
 def test_reference_key_names_follow_the_libraries():
   _, sd = _meta_count("resnext50_32x4d")
   assert tuple(sd["layer1.0.conv2.weight"].shape) == (128, 4, 3, 3)
-  assert {"layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var",
-          "layer2.0.bn3.num_batches_tracked", "fc.weight"} <= set(sd)
+  assert {
+    "layer2.0.downsample.0.weight",
+    "layer2.0.downsample.1.running_var",
+    "layer2.0.bn3.num_batches_tracked",
+    "fc.weight",
+  } <= set(sd)
   count, timm_sd = _meta_count("resnet50", "timm")
   _, tv_sd = _meta_count("resnet50")
   assert count == TOTALS["resnet50"]
   assert {k: tuple(v.shape) for k, v in timm_sd.items()} == {
-      k: tuple(v.shape) for k, v in tv_sd.items()}  # timm resnet50 == torchvision naming
+    k: tuple(v.shape) for k, v in tv_sd.items()
+  }  # timm resnet50 == torchvision naming
   _, sd = _meta_count("vgg16_bn")
-  assert {"features.0.weight", "features.1.running_mean", "features.41.weight",
-          "classifier.0.weight", "classifier.3.bias", "classifier.6.weight"} <= set(sd)
+  assert {
+    "features.0.weight",
+    "features.1.running_mean",
+    "features.41.weight",
+    "classifier.0.weight",
+    "classifier.3.bias",
+    "classifier.6.weight",
+  } <= set(sd)
   _, sd = _meta_count("vit_b16")
   assert tuple(sd["pos_embed"].shape) == (1, 197, 768)
-  assert {"cls_token", "patch_embed.proj.weight", "blocks.11.attn.qkv.weight",
-          "blocks.0.mlp.fc2.bias", "norm.weight", "head.bias"} <= set(sd)
+  assert {
+    "cls_token",
+    "patch_embed.proj.weight",
+    "blocks.11.attn.qkv.weight",
+    "blocks.0.mlp.fc2.bias",
+    "norm.weight",
+    "head.bias",
+  } <= set(sd)
   assert math.prod(sd["blocks.0.attn.qkv.weight"].shape) == 3 * 768 * 768

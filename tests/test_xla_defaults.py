@@ -1,5 +1,6 @@
 """jaxdapt's default XLA flags: added on import for the jaxlib versions they were
 measured on, never over a flag the user set, and in effect in the compiled program."""
+
 import os
 import subprocess
 import sys
@@ -13,8 +14,10 @@ FLAG = "--xla_cpu_experimental_ynn_fusion_type"
 
 def test_adds_the_flag_after_the_users_own_flags():
   out = xla_defaults.with_defaults("--xla_force_host_platform_device_count=2", "0.10.2")
-  assert out.split() == ["--xla_force_host_platform_device_count=2",
-                         f"{FLAG}=-individual_convolution"]
+  assert out.split() == [
+    "--xla_force_host_platform_device_count=2",
+    f"{FLAG}=-individual_convolution",
+  ]
 
 
 @pytest.mark.parametrize("users", [f"{FLAG}=", f"{FLAG}=+individual_dot"])
@@ -43,8 +46,9 @@ print("ynn_fusion" in jax.jit(conv).lower(x, w).compile().as_text())
 def _conv_goes_to_ynn(how: str, xla_flags: str = "") -> bool:
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   env.update(JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags)
-  out = subprocess.run([sys.executable, "-c", _PROBE, how], env=env, check=True,
-                       capture_output=True, text=True).stdout.split()
+  out = subprocess.run(
+    [sys.executable, "-c", _PROBE, how], env=env, check=True, capture_output=True, text=True
+  ).stdout.split()
   return out[-1] == "True"
 
 

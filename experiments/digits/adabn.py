@@ -8,6 +8,7 @@ The same evaluation after any other method: --set train.eval_target_bn=target
 Run:  jaxdapt train --config experiments/digits/adabn.py --workdir runs/adabn
 Other tasks: --config experiments/digits/adabn.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

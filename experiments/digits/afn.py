@@ -5,6 +5,7 @@
 Run:  jaxdapt train --config experiments/digits/afn.py --workdir runs/afn
 Other tasks: --config experiments/digits/afn.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

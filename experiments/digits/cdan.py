@@ -7,6 +7,7 @@ the DANN schedule, discriminator MLP (100,) as DANN's, paper SGD recipe.
 Run:  jaxdapt train --config experiments/digits/cdan.py --workdir runs/cdan
 Other tasks: --config experiments/digits/cdan.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

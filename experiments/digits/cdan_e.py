@@ -7,6 +7,7 @@ the DANN schedule, discriminator MLP (100,) as DANN's, paper SGD recipe.
 Run:  jaxdapt train --config experiments/digits/cdan_e.py --workdir runs/cdan_e
 Other tasks: --config experiments/digits/cdan_e.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -6,6 +6,7 @@ squared distance, unbiased MMD², trade-off 1 ramped by the DANN schedule.
 Run:  jaxdapt train --config experiments/digits/dan.py --workdir runs/dan
 Other tasks: --config experiments/digits/dan.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

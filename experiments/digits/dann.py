@@ -7,6 +7,7 @@ lr 0.01/(1+10p)^0.75, batch 64 source + 64 target.
 Run:  jaxdapt train --config experiments/digits/dann.py --workdir runs/dann
 Other tasks: --config experiments/digits/dann.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -14,6 +14,7 @@ Run both stages (the same task for both):
       --set model.init_from=runs/so
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths.
 """
+
 from jaxdapt.configs import digits_config
 
 STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it

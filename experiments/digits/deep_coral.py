@@ -5,6 +5,7 @@ Loss ‖C_s − C_t‖²_F / (4d²) on the backbone features, trade-off 1 (rampe
 Run:  jaxdapt train --config experiments/digits/deep_coral.py --workdir runs/coral
 Other tasks: --config experiments/digits/deep_coral.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -12,6 +12,7 @@ it is the one single-stage method whose gain over source-only on syn2uci exceeds
 standard deviations (+7.9 points); SHOT gains more (+29.5) but needs a separate
 source-training stage, and DAN, the earlier default, was within noise of source-only.
 """
+
 from jaxdapt.configs import digits_config
 
 

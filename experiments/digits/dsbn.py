@@ -10,6 +10,7 @@ pseudo-label self-training, close to the paper's second stage.
 Run:  jaxdapt train --config experiments/digits/dsbn.py --workdir runs/dsbn
 Other tasks: --config experiments/digits/dsbn.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -6,6 +6,7 @@ DANN schedule (so the source classifier forms before the target is pushed).
 Run:  jaxdapt train --config experiments/digits/entropy_min.py --workdir runs/entmin
 Other tasks: --config experiments/digits/entropy_min.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

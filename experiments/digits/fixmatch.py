@@ -10,6 +10,7 @@ over source, weak and strong views).
 Run:  jaxdapt train --config experiments/digits/fixmatch.py --workdir runs/fixmatch
 Other tasks: --config experiments/digits/fixmatch.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

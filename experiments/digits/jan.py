@@ -7,6 +7,7 @@ features times one Gaussian (bandwidth 1.68) on the softmax; quadratic
 Run:  jaxdapt train --config experiments/digits/jan.py --workdir runs/jan
 Other tasks: --config experiments/digits/jan.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

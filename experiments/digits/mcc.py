@@ -6,6 +6,7 @@ trade-off μ = 1, constant (the paper uses no ramp). Paper SGD recipe.
 Run:  jaxdapt train --config experiments/digits/mcc.py --workdir runs/mcc
 Other tasks: --config experiments/digits/mcc.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -6,6 +6,7 @@ per step; the second classifier copies the model head's widths.
 Run:  jaxdapt train --config experiments/digits/mcd.py --workdir runs/mcd
 Other tasks: --config experiments/digits/mcd.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

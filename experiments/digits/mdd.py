@@ -10,6 +10,7 @@ that rises to 0.1. At coefficient 1 the disparity swamped the cross-entropy
 Run:  jaxdapt train --config experiments/digits/mdd.py --workdir runs/mdd
 Other tasks: --config experiments/digits/mdd.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 from jaxdapt.methods.mdd import GRL_MAX
 

@@ -16,10 +16,16 @@ Run both stages (the same task for both):
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths; for a
 target other than uci_digits(_m) set --config.method.refresh_every to its epoch length.
 """
+
 from jaxdapt.configs import digits_config
 
 STAGE1 = "shot_source"  # jaxdapt.grid trains this first (same task, seed) and inits from it
-GRID_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")  # the method's own schedule; grid-wide overrides skip these
+GRID_PINNED = (
+  "train.steps",
+  "train.eval_every",
+  "train.checkpoint_every",
+  "train.log_every",
+)  # the method's own schedule; grid-wide overrides skip these
 
 EPOCH_STEPS = 17  # ⌈1,078 target train images / batch 64⌉
 

@@ -7,6 +7,7 @@ Otherwise the digits recipe of source_only.py.
 Run:  jaxdapt train --config experiments/digits/shot_source.py --workdir runs/shot_src
 then stage 2: see experiments/digits/shot.py.
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -4,6 +4,7 @@ Run:  jaxdapt train --config experiments/digits/source_only.py --workdir runs/so
 Other tasks: --config experiments/digits/source_only.py:uci2ucim (syn2uci | syn2ucim | uci2ucim).
 Expected: see the README results table (regenerate with jaxdapt grid).
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -3,6 +3,7 @@
 Run:  jaxdapt train --config experiments/digits/target_oracle.py --workdir runs/oracle
 Other tasks: --config experiments/digits/target_oracle.py:uci2ucim
 """
+
 from jaxdapt.configs import digits_config
 
 

@@ -17,10 +17,16 @@ Run (stage 1 is a plain source model with BatchNorm):
 Other tasks: add :uci2ucim (syn2uci | syn2ucim | uci2ucim) to both --config paths; for a
 target other than uci_digits(_m) set --config.train.steps to ⌊test images / 64⌋.
 """
+
 from jaxdapt.configs import digits_config
 
 STAGE1 = "source_only"  # jaxdapt.grid trains this first (same task, seed) and inits from it
-GRID_PINNED = ("train.steps", "train.eval_every", "train.checkpoint_every", "train.log_every")  # the method's own schedule; grid-wide overrides skip these
+GRID_PINNED = (
+  "train.steps",
+  "train.eval_every",
+  "train.checkpoint_every",
+  "train.log_every",
+)  # the method's own schedule; grid-wide overrides skip these
 
 TEST_IMAGES = 719  # the uci_digits / uci_digits_m test split
 

@@ -22,6 +22,7 @@ original mnist_m/ folder ($JAXDAPT_MNIST_M_DIR). Run:
       --workdir=runs/dann_mnist2mnistm
   ...:mnist2mnistm,source_only   (the "Source only" row)
 """
+
 from jaxdapt.config import base_config
 from jaxdapt.configs import protocol_task
 
@@ -29,13 +30,13 @@ TITLE = "Digits (DANN paper protocol)"
 SOURCE = "Ganin & Lempitsky, ICML 2015, Table 1 (Source only, DANN and Train on target rows)"
 # task -> (source, target, model, head_hidden, disc_hidden)
 TASKS = {
-    "mnist2mnistm": ("mnist@28x28x3", "mnist_m", "dann_digits", (100, 100), (100,)),
-    "svhn2mnist": ("svhn_cropped", "mnist@32x32x3", "dann_svhn", (3072, 2048), (1024, 1024)),
+  "mnist2mnistm": ("mnist@28x28x3", "mnist_m", "dann_digits", (100, 100), (100,)),
+  "svhn2mnist": ("svhn_cropped", "mnist@32x32x3", "dann_svhn", (3072, 2048), (1024, 1024)),
 }
 PUBLISHED: dict[str, dict[str, float]] = {  # the docstring's numbers, in %
-    "source_only": {"mnist2mnistm": 52.25, "svhn2mnist": 54.90},
-    "dann": {"mnist2mnistm": 76.66, "svhn2mnist": 73.85},
-    "target_oracle": {"mnist2mnistm": 95.96, "svhn2mnist": 99.42},
+  "source_only": {"mnist2mnistm": 52.25, "svhn2mnist": 54.90},
+  "dann": {"mnist2mnistm": 76.66, "svhn2mnist": 73.85},
+  "target_oracle": {"mnist2mnistm": 95.96, "svhn2mnist": 99.42},
 }
 
 

@@ -37,16 +37,19 @@ USPS from your copy ($JAXDAPT_USPS_DIR). Run:
       --workdir=runs/tllib_mnist2usps_dann
   ...:usps2mnist,cdan   (task, method)
 """
+
 from jaxdapt.configs import protocol_task, published_table, tllib_config
 
 TITLE = "Digits (Transfer-Learning-Library protocol)"
-SOURCE = ("Transfer-Learning-Library benchmark page, Digits table "
-          "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)")
+SOURCE = (
+  "Transfer-Learning-Library benchmark page, Digits table "
+  "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)"
+)
 # task -> (source, target, model, lr)
 TASKS = {
-    "svhn2mnist": ("svhn_cropped", "mnist@32x32x3", "dtn", 0.03),
-    "mnist2usps": ("mnist", "usps@28x28x1", "lenet_tllib", 0.01),
-    "usps2mnist": ("usps@28x28x1", "mnist", "lenet_tllib", 0.1),
+  "svhn2mnist": ("svhn_cropped", "mnist@32x32x3", "dtn", 0.03),
+  "mnist2usps": ("mnist", "usps@28x28x1", "lenet_tllib", 0.01),
+  "usps2mnist": ("usps@28x28x1", "mnist", "lenet_tllib", 0.1),
 }
 PUBLISHED = published_table(__doc__)
 
@@ -54,6 +57,15 @@ PUBLISHED = published_table(__doc__)
 def get_config(arg: str = "mnist2usps"):
   task, method = protocol_task(arg, TASKS)
   source, target, model, lr = TASKS[task]
-  return tllib_config(source=source, target=target, model=model, lr=lr, batch_size=128,
-                      steps=50_000, eval_every=2_500, method=method, source_val_split="test",
-                      target_test_split="test")
+  return tllib_config(
+    source=source,
+    target=target,
+    model=model,
+    lr=lr,
+    batch_size=128,
+    steps=50_000,
+    eval_every=2_500,
+    method=method,
+    source_val_split="test",
+    target_test_split="test",
+  )

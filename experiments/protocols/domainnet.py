@@ -30,21 +30,38 @@ version is the same). Other known differences as in office31.py.
 Run:
   jaxdapt train --config experiments/protocols/domainnet.py:c2p --workdir runs/dn_c2p
 """
+
 from jaxdapt.configs import all_pairs, published_table, tllib_task_config
 
 TITLE = "DomainNet (ResNet-101)"
-SOURCE = ("Transfer-Learning-Library benchmark page, DomainNet table "
-          "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)")
-DOMAINS = {"c": "domainnet/clipart", "p": "domainnet/painting", "r": "domainnet/real",
-           "s": "domainnet/sketch"}
+SOURCE = (
+  "Transfer-Learning-Library benchmark page, DomainNet table "
+  "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)"
+)
+DOMAINS = {
+  "c": "domainnet/clipart",
+  "p": "domainnet/painting",
+  "r": "domainnet/real",
+  "s": "domainnet/sketch",
+}
 TASKS = all_pairs(DOMAINS)
 PUBLISHED = published_table(__doc__)
 INIT_FROM = "weights/resnet101_tv"
 
 
 def get_config(arg: str = "c2p"):
-  return tllib_task_config(arg, TASKS, model="resnet101", lr=0.01, batch_size=32,
-                           steps=75_000, eval_every=2_500, init_from=INIT_FROM, prefetch=8,
-                           augment="imagenet",
-                           bottleneck_dim=1024, source_val_split="test",
-                           target_test_split="test")
+  return tllib_task_config(
+    arg,
+    TASKS,
+    model="resnet101",
+    lr=0.01,
+    batch_size=32,
+    steps=75_000,
+    eval_every=2_500,
+    init_from=INIT_FROM,
+    prefetch=8,
+    augment="imagenet",
+    bottleneck_dim=1024,
+    source_val_split="test",
+    target_test_split="test",
+  )

@@ -38,19 +38,30 @@ state_dict you have as resnet50.pth; then any task[,method]):
   jaxdapt train --config experiments/protocols/office31.py:A2W --workdir runs/o31_A2W
   ...:D2A,cdan   --set model.init_from=/elsewhere/resnet50_tv
 """
+
 from jaxdapt.configs import published_table, tllib_task_config
 
 TITLE = "Office-31 (ResNet-50)"
-SOURCE = ("Transfer-Learning-Library benchmark page, Office-31 table "
-          "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)")
+SOURCE = (
+  "Transfer-Learning-Library benchmark page, Office-31 table "
+  "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)"
+)
 DOMAINS = {"A": "office31/amazon", "D": "office31/dslr", "W": "office31/webcam"}
-TASKS = {f"{s}2{t}": (DOMAINS[s], DOMAINS[t])
-         for s, t in ("AW", "DW", "WD", "AD", "DA", "WA")}
+TASKS = {f"{s}2{t}": (DOMAINS[s], DOMAINS[t]) for s, t in ("AW", "DW", "WD", "AD", "DA", "WA")}
 PUBLISHED = published_table(__doc__)
 INIT_FROM = "weights/resnet50_tv"
 
 
 def get_config(arg: str = "A2W"):
-  return tllib_task_config(arg, TASKS, model="resnet50", lr=0.01, batch_size=32,
-                           steps=20_000, eval_every=1_000, init_from=INIT_FROM, prefetch=8,
-                           augment="imagenet")
+  return tllib_task_config(
+    arg,
+    TASKS,
+    model="resnet50",
+    lr=0.01,
+    batch_size=32,
+    steps=20_000,
+    eval_every=1_000,
+    init_from=INIT_FROM,
+    prefetch=8,
+    augment="imagenet",
+  )

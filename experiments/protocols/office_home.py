@@ -27,19 +27,35 @@ Run:
   export JAXDAPT_OFFICE_HOME_DIR=/data/OfficeHomeDataset_10072016
   jaxdapt train --config experiments/protocols/office_home.py:Ar2Cl --workdir runs/oh_Ar2Cl
 """
+
 from jaxdapt.configs import all_pairs, published_table, tllib_task_config
 
 TITLE = "Office-Home (ResNet-50)"
-SOURCE = ("Transfer-Learning-Library benchmark page, Office-Home table "
-          "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)")
-DOMAINS = {"Ar": "office_home/art", "Cl": "office_home/clipart", "Pr": "office_home/product",
-           "Rw": "office_home/real_world"}
+SOURCE = (
+  "Transfer-Learning-Library benchmark page, Office-Home table "
+  "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)"
+)
+DOMAINS = {
+  "Ar": "office_home/art",
+  "Cl": "office_home/clipart",
+  "Pr": "office_home/product",
+  "Rw": "office_home/real_world",
+}
 TASKS = all_pairs(DOMAINS)
 PUBLISHED = published_table(__doc__)
 INIT_FROM = "weights/resnet50_tv"
 
 
 def get_config(arg: str = "Ar2Cl"):
-  return tllib_task_config(arg, TASKS, model="resnet50", lr=0.01, batch_size=32,
-                           steps=30_000, eval_every=1_000, init_from=INIT_FROM, prefetch=8,
-                           augment="imagenet")
+  return tllib_task_config(
+    arg,
+    TASKS,
+    model="resnet50",
+    lr=0.01,
+    batch_size=32,
+    steps=30_000,
+    eval_every=1_000,
+    init_from=INIT_FROM,
+    prefetch=8,
+    augment="imagenet",
+  )

@@ -32,16 +32,28 @@ Run:
   export JAXDAPT_VISDA2017_DIR=/data/visda-2017
   jaxdapt train --config experiments/protocols/visda2017.py --workdir runs/visda_dann
 """
+
 from jaxdapt.configs import published_table, tllib_task_config
 
 TITLE = "VisDA-2017 (ResNet-101; mean per class / accuracy over images)"
-SOURCE = ("Transfer-Learning-Library benchmark page, VisDA-2017 table "
-          "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)")
+SOURCE = (
+  "Transfer-Learning-Library benchmark page, VisDA-2017 table "
+  "(docs/dalib/benchmarks/image_classification.rst @ 1cd7e047)"
+)
 TASKS = {"S2R": ("visda2017/synthetic", "visda2017/real")}
 PUBLISHED = published_table(__doc__)
 INIT_FROM = "weights/resnet101_tv"
 
 
 def get_config(arg: str = "S2R"):
-  return tllib_task_config(arg, TASKS, model="resnet101", lr=0.01, batch_size=32,
-                           steps=30_000, eval_every=1_000, init_from=INIT_FROM, prefetch=8)
+  return tllib_task_config(
+    arg,
+    TASKS,
+    model="resnet101",
+    lr=0.01,
+    batch_size=32,
+    steps=30_000,
+    eval_every=1_000,
+    init_from=INIT_FROM,
+    prefetch=8,
+  )

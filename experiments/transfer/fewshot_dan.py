@@ -7,6 +7,7 @@ features (the unlabeled pool keeps the labeled examples, jaxdapt/data/labeled.py
 Another alignment: --set method.name=dann (or deep_coral, cdan, ...).
   jaxdapt train --config experiments/transfer/fewshot_dan.py:uci2ucim --workdir runs/d5
 """
+
 from jaxdapt.configs import fewshot_recipe
 
 

@@ -12,6 +12,7 @@ from the seed (jaxdapt/data/labeled.py). Evaluation: target test.
       --set model.init_from=runs/src --seeds 0,1,2
 The digits recipe's schedule (jaxdapt.configs.digits_config), not tuned for few shots.
 """
+
 from jaxdapt.configs import fewshot_recipe
 
 

@@ -8,6 +8,7 @@ fewshot_dan.py adds one, mme.py is the semi-supervised method.
   jaxdapt negative-transfer --config experiments/transfer/fewshot_joint.py --seeds 0,1,2
 The digits recipe's schedule (jaxdapt.configs.digits_config), not tuned for few shots.
 """
+
 from jaxdapt.configs import fewshot_recipe
 
 

@@ -19,6 +19,7 @@ With BatchNorm (the digits recipe) stage 1 still updates the frozen backbone's
 running statistics (training-mode BN); its parameters stay bit-identical.
 Stage lengths and learning rates are the digits recipe's, not tuned for LP-FT.
 """
+
 from jaxdapt.configs import digits_config
 
 STAGES = ("probe", "finetune")

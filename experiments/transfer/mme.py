@@ -8,6 +8,7 @@ other few-shot recipes (--set data.target_labeled_per_class=3). The rest is
 the digits recipe (jaxdapt.configs.digits_config), not tuned for MME.
   jaxdapt train --config experiments/transfer/mme.py:uci2ucim --workdir runs/mme5
 """
+
 from jaxdapt.configs import fewshot_recipe
 
 

@@ -10,7 +10,8 @@ linear probe of the backbone and fine-tuning read the same features.
 
 Recipe (not tuned): the usual CIFAR ResNet one, SGD momentum 0.9 at lr 0.1 (He et al.,
 2016) with Nesterov and weight decay 5e-4 on kernels (Zagoruyko & Komodakis, 2016),
-cosine decay, batch 64, shift augmentation. Length: 20 steps timed single-threaded on an otherwise idle core
+cosine decay, batch 64, shift augmentation. Length: 20 steps timed single-threaded on an
+otherwise idle core
 (`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0`) cost 0.34 s a step on
 either source, start-up and compile ~21 s, an evaluation ~5.5 s; STEPS = 700 (45k
 images: 1.6 epochs of the 28k Fashion-MNIST training images, 2.2 of syn_digits') is
@@ -18,6 +19,7 @@ images: 1.6 epochs of the 28k Fashion-MNIST training images, 2.2 of syn_digits')
   jaxdapt train --config experiments/transfer/pretrain.py:fashion --workdir runs/pre
 jaxdapt transfer-table runs it (OUT/pretrain/SOURCE) before the fine-tuning table.
 """
+
 from jaxdapt.config import base_config
 
 SOURCES = {"fashion": "fashion_mnist@32x32x3", "syn_digits": "syn_digits"}

@@ -13,13 +13,14 @@ L2-SP's and DELTA's weights are not tuned here. Needs a starting model:
       --set model.init_from=runs/src
 The task defaults to uci2ucim; k = 5 (data.target_labeled_per_class).
 """
+
 from jaxdapt.configs import fewshot_recipe
 
 REGULARIZERS = {
-    "l2sp": {"l2sp_alpha": 0.1, "l2sp_beta": 0.01},
-    "delta": {"delta_weight": 0.01},
-    "bss": {"bss_weight": 0.001, "bss_k": 1},
-    "lwf": {"lwf_weight": 1.0, "lwf_temperature": 2.0},
+  "l2sp": {"l2sp_alpha": 0.1, "l2sp_beta": 0.01},
+  "delta": {"delta_weight": 0.01},
+  "bss": {"bss_weight": 0.001, "bss_k": 1},
+  "lwf": {"lwf_weight": 1.0, "lwf_temperature": 2.0},
 }
 
 

@@ -7,6 +7,7 @@ produces — features, logits, labels — so it can be computed after training,
 from saved arrays, and tested against the papers' formulas. `plots` is not
 imported here (it pulls in matplotlib): `from jaxdapt.analysis import plots`.
 """
+
 from jaxdapt.analysis import selection, shift, transferability
 
 __all__ = ["selection", "shift", "transferability"]

@@ -1,4 +1,5 @@
 """Shared array helpers for the analysis modules (float64 NumPy throughout)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,6 +56,8 @@ def as_probs(p, name: str) -> np.ndarray:
   """Checks that rows are probability vectors (catches logits passed by mistake)."""
   p = as_2d(p, name)
   if p.min() < -1e-6 or not np.allclose(p.sum(1), 1.0, atol=1e-4):
-    raise ValueError(f"{name}: rows must be probabilities (non-negative, summing to 1); "
-                     f"pass softmax(logits), not logits")
+    raise ValueError(
+      f"{name}: rows must be probabilities (non-negative, summing to 1); "
+      f"pass softmax(logits), not logits"
+    )
   return np.clip(p, 0.0, None)

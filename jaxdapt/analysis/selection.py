@@ -23,22 +23,24 @@ The trainer's eval rows already carry `target_test_entropy` (raw, lower
 better) and `target_test_im` (= info_max, higher better); `select(rows,
 '-target_test_entropy')` minimises a raw key.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from jaxdapt.analysis._util import as_2d, as_labels, entropy, softmax, subsample
 
 ORIENTATION: dict[str, str] = {
-    "source_val_acc": "source-validation accuracy; higher is better (as given)",
-    "neg_entropy": "minus the mean target prediction entropy; raw entropy is lower-better",
-    "info_max": "H(mean p) - mean H(p) on target; higher is better (as computed)",
-    "snd": "soft neighbourhood density of target softmax outputs; higher is better",
-    "snd_features": "soft neighbourhood density of target features; higher is better",
-    "neg_dev": "minus the DEV target-risk estimate; raw DEV is lower-better",
+  "source_val_acc": "source-validation accuracy; higher is better (as given)",
+  "neg_entropy": "minus the mean target prediction entropy; raw entropy is lower-better",
+  "info_max": "H(mean p) - mean H(p) on target; higher is better (as computed)",
+  "snd": "soft neighbourhood density of target softmax outputs; higher is better",
+  "snd_features": "soft neighbourhood density of target features; higher is better",
+  "neg_dev": "minus the DEV target-risk estimate; raw DEV is lower-better",
 }
 
 
@@ -76,8 +78,15 @@ def snd(x, *, temperature: float = 0.05, max_points: int = 3000, seed: int = 0) 
   return float(entropy(p).mean())
 
 
-def density_ratios(source_train_feats, target_feats, source_val_feats, *, C: float = 1.0,
-                   max_per_domain: int = 5000, seed: int = 0) -> np.ndarray:
+def density_ratios(
+  source_train_feats,
+  target_feats,
+  source_val_feats,
+  *,
+  C: float = 1.0,
+  max_per_domain: int = 5000,
+  seed: int = 0,
+) -> np.ndarray:
   """w(x) = p_t(x)/p_s(x) on source-validation points, from a domain classifier.
 
   As in DEV (You et al., 2019): a logistic regression trained on source-train
@@ -119,8 +128,9 @@ def dev_risk(losses, weights) -> float:
   return float(weighted.mean() + eta * w.mean() - eta)
 
 
-def deep_embedded_validation(source_train_feats, target_feats, source_val_feats,
-                             source_val_losses, *, seed: int = 0) -> float:
+def deep_embedded_validation(
+  source_train_feats, target_feats, source_val_feats, source_val_losses, *, seed: int = 0
+) -> float:
   """DEV (You et al., 2019): importance-weighted source-validation loss; lower = better."""
   w = density_ratios(source_train_feats, target_feats, source_val_feats, seed=seed)
   return dev_risk(source_val_losses, w)
@@ -133,10 +143,18 @@ def _cross_entropy(logits, labels) -> np.ndarray:
   return np.log(np.exp(z).sum(1)) - z[np.arange(len(z)), y]
 
 
-def criteria(*, target_logits=None, target_features=None, source_val_acc: float | None = None,
-             source_val_logits=None, source_val_labels=None, source_val_features=None,
-             source_train_features=None, snd_temperature: float = 0.05,
-             seed: int = 0) -> dict[str, float]:
+def criteria(
+  *,
+  target_logits=None,
+  target_features=None,
+  source_val_acc: float | None = None,
+  source_val_logits=None,
+  source_val_labels=None,
+  source_val_features=None,
+  source_train_features=None,
+  snd_temperature: float = 0.05,
+  seed: int = 0,
+) -> dict[str, float]:
   """Every criterion the given arrays allow, ALL ORIENTED HIGHER = BETTER (see ORIENTATION).
 
   target_logits → neg_entropy, info_max, snd; target_features → snd_features;
@@ -158,12 +176,18 @@ def criteria(*, target_logits=None, target_features=None, source_val_acc: float 
     out["snd"] = snd(p, temperature=snd_temperature, seed=seed)
   if target_features is not None:
     out["snd_features"] = snd(target_features, temperature=snd_temperature, seed=seed)
-  dev_inputs = (source_train_features, target_features, source_val_features,
-                source_val_logits, source_val_labels)
+  dev_inputs = (
+    source_train_features,
+    target_features,
+    source_val_features,
+    source_val_logits,
+    source_val_labels,
+  )
   if all(a is not None for a in dev_inputs):
     losses = _cross_entropy(source_val_logits, source_val_labels)
-    out["neg_dev"] = -deep_embedded_validation(source_train_features, target_features,
-                                               source_val_features, losses, seed=seed)
+    out["neg_dev"] = -deep_embedded_validation(
+      source_train_features, target_features, source_val_features, losses, seed=seed
+    )
   return out
 
 
@@ -190,13 +214,18 @@ def select(history: Sequence[dict[str, Any]], criterion: str) -> dict[str, Any]:
   """
   rows = [r for r in history if score(r, criterion) is not None]
   if not rows:
-    raise ValueError(f"criterion: no row of the history has a finite {criterion.lstrip('-')!r} "
-                     f"(keys seen: {sorted({k for r in history for k in r})})")
+    raise ValueError(
+      f"criterion: no row of the history has a finite {criterion.lstrip('-')!r} "
+      f"(keys seen: {sorted({k for r in history for k in r})})"
+    )
   return max(rows, key=lambda r: (score(r, criterion), r.get("step", 0)))
 
 
-def selection_report(history: Sequence[dict[str, Any]], criteria_names: Sequence[str],
-                     target_key: str = "target_test_acc") -> dict[str, dict[str, float]]:
+def selection_report(
+  history: Sequence[dict[str, Any]],
+  criteria_names: Sequence[str],
+  target_key: str = "target_test_acc",
+) -> dict[str, dict[str, float]]:
   """For each criterion (plus 'oracle' and 'last'): the chosen step, its target
   accuracy and the regret against the oracle (best target accuracy in the history)."""
   rows = [r for r in history if _finite(r.get(target_key))]
@@ -207,5 +236,11 @@ def selection_report(history: Sequence[dict[str, Any]], criteria_names: Sequence
   for name in criteria_names:
     chosen[name] = select(rows, name)
   best = float(oracle[target_key])
-  return {name: {"step": int(r.get("step", -1)), target_key: float(r[target_key]),
-                 "regret": best - float(r[target_key])} for name, r in chosen.items()}
+  return {
+    name: {
+      "step": int(r.get("step", -1)),
+      target_key: float(r[target_key]),
+      "regret": best - float(r[target_key]),
+    }
+    for name, r in chosen.items()
+  }

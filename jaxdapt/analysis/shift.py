@@ -10,6 +10,7 @@ Three standard measures, each answering a slightly different question:
 `per_class_shift` restricts each to one class (conditional shift), which is
 what class-aware methods target and what a marginal measure can hide.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -19,14 +20,23 @@ import numpy as np
 from jaxdapt.analysis._util import as_2d, as_labels, subsample
 
 
-def _balanced(src: np.ndarray, tgt: np.ndarray, max_per_domain: int,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _balanced(
+  src: np.ndarray, tgt: np.ndarray, max_per_domain: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   k = min(len(src), len(tgt), max_per_domain)
   return src[subsample(rng, len(src), k)], tgt[subsample(rng, len(tgt), k)]
 
 
-def proxy_a_distance(src_feats, tgt_feats, *, n_splits: int = 5, max_per_domain: int = 2000,
-                     classifier: str = "logistic", C: float = 1.0, seed: int = 0) -> float:
+def proxy_a_distance(
+  src_feats,
+  tgt_feats,
+  *,
+  n_splits: int = 5,
+  max_per_domain: int = 2000,
+  classifier: str = "logistic",
+  C: float = 1.0,
+  seed: int = 0,
+) -> float:
   """PAD = 2(1 − 2ε), ε the k-fold cross-validated error of a linear domain classifier.
 
   Ben-David et al. (2007) approximate the H-divergence by how well a classifier
@@ -87,13 +97,20 @@ def _mmd2_from_kernel(k0: np.ndarray, assign: np.ndarray) -> np.ndarray:
 
 
 class MMDResult(NamedTuple):
-  mmd2: float        # unbiased estimate; can be slightly < 0 when the domains match
-  p_value: float     # permutation p-value of H0: same distribution
-  bandwidth: float   # σ of k(a, b) = exp(-|a-b|² / (2σ²))
+  mmd2: float  # unbiased estimate; can be slightly < 0 when the domains match
+  p_value: float  # permutation p-value of H0: same distribution
+  bandwidth: float  # σ of k(a, b) = exp(-|a-b|² / (2σ²))
 
 
-def mmd_test(src_feats, tgt_feats, *, n_permutations: int = 200, bandwidth: float | None = None,
-             max_per_domain: int = 1000, seed: int = 0) -> MMDResult:
+def mmd_test(
+  src_feats,
+  tgt_feats,
+  *,
+  n_permutations: int = 200,
+  bandwidth: float | None = None,
+  max_per_domain: int = 1000,
+  seed: int = 0,
+) -> MMDResult:
   """Unbiased Gaussian-kernel MMD² and its permutation-test p-value (Gretton et al., 2012).
 
   The kernel matrix over the pooled sample is computed once; each permutation
@@ -126,11 +143,18 @@ def mmd_test(src_feats, tgt_feats, *, n_permutations: int = 200, bandwidth: floa
   return MMDResult(stat, (1.0 + exceed) / (1.0 + n_permutations), sigma)
 
 
-def mmd2(src_feats, tgt_feats, *, bandwidth: float | None = None,
-         max_per_domain: int = 1000, seed: int = 0) -> float:
+def mmd2(
+  src_feats, tgt_feats, *, bandwidth: float | None = None, max_per_domain: int = 1000, seed: int = 0
+) -> float:
   """Unbiased Gaussian-kernel MMD² (median-heuristic σ unless given), without a test."""
-  return mmd_test(src_feats, tgt_feats, n_permutations=0, bandwidth=bandwidth,
-                  max_per_domain=max_per_domain, seed=seed).mmd2
+  return mmd_test(
+    src_feats,
+    tgt_feats,
+    n_permutations=0,
+    bandwidth=bandwidth,
+    max_per_domain=max_per_domain,
+    seed=seed,
+  ).mmd2
 
 
 def coral_distance(src_feats, tgt_feats) -> float:
@@ -156,8 +180,16 @@ def label_shift(src_labels, tgt_labels) -> float:
   return float(0.5 * np.abs(ps - pt).sum())
 
 
-def per_class_shift(src_feats, tgt_feats, src_labels, tgt_labels, *, min_count: int = 10,
-                    n_permutations: int = 100, seed: int = 0) -> dict[int, dict[str, float]]:
+def per_class_shift(
+  src_feats,
+  tgt_feats,
+  src_labels,
+  tgt_labels,
+  *,
+  min_count: int = 10,
+  n_permutations: int = 100,
+  seed: int = 0,
+) -> dict[int, dict[str, float]]:
   """Each measure restricted to class c (conditional shift p_s(x|c) vs p_t(x|c)).
 
   Classes with fewer than `min_count` samples on either side are left out:
@@ -172,14 +204,26 @@ def per_class_shift(src_feats, tgt_feats, src_labels, tgt_labels, *, min_count: 
     if len(s) < min_count or len(t) < min_count:
       continue
     test = mmd_test(s, t, n_permutations=n_permutations, seed=seed)
-    out[int(c)] = {"n_source": int(len(s)), "n_target": int(len(t)),
-                   "pad": proxy_a_distance(s, t, seed=seed), "mmd2": test.mmd2,
-                   "mmd_p_value": test.p_value, "coral": coral_distance(s, t)}
+    out[int(c)] = {
+      "n_source": int(len(s)),
+      "n_target": int(len(t)),
+      "pad": proxy_a_distance(s, t, seed=seed),
+      "mmd2": test.mmd2,
+      "mmd_p_value": test.p_value,
+      "coral": coral_distance(s, t),
+    }
   return out
 
 
-def shift_report(src_feats, tgt_feats, src_labels=None, tgt_labels=None, seed: int = 0, *,
-                 n_permutations: int = 200) -> dict:
+def shift_report(
+  src_feats,
+  tgt_feats,
+  src_labels=None,
+  tgt_labels=None,
+  seed: int = 0,
+  *,
+  n_permutations: int = 200,
+) -> dict:
   """All shift measures in one JSON-ready dict.
 
   Keys: n_source, n_target, pad, mmd2, mmd_p_value, mmd_bandwidth, coral; with
@@ -190,14 +234,20 @@ def shift_report(src_feats, tgt_feats, src_labels=None, tgt_labels=None, seed: i
   if src.shape[1] != tgt.shape[1]:
     raise ValueError(f"tgt_feats: feature dim {tgt.shape[1]} != src_feats dim {src.shape[1]}")
   test = mmd_test(src, tgt, n_permutations=n_permutations, seed=seed)
-  report = {"n_source": int(len(src)), "n_target": int(len(tgt)),
-            "pad": proxy_a_distance(src, tgt, seed=seed), "mmd2": test.mmd2,
-            "mmd_p_value": test.p_value, "mmd_bandwidth": test.bandwidth,
-            "coral": coral_distance(src, tgt)}
+  report = {
+    "n_source": int(len(src)),
+    "n_target": int(len(tgt)),
+    "pad": proxy_a_distance(src, tgt, seed=seed),
+    "mmd2": test.mmd2,
+    "mmd_p_value": test.p_value,
+    "mmd_bandwidth": test.bandwidth,
+    "coral": coral_distance(src, tgt),
+  }
   if src_labels is not None and tgt_labels is not None:
     ys = as_labels(src_labels, len(src), "src_labels")
     yt = as_labels(tgt_labels, len(tgt), "tgt_labels")
     report["label_tv"] = label_shift(ys, yt)
-    report["per_class"] = per_class_shift(src, tgt, ys, yt, seed=seed,
-                                          n_permutations=max(n_permutations // 2, 1))
+    report["per_class"] = per_class_shift(
+      src, tgt, ys, yt, seed=seed, n_permutations=max(n_permutations // 2, 1)
+    )
   return report

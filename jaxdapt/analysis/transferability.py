@@ -6,17 +6,19 @@ Higher is better for every score here. Ranking quality against accuracies
 measured after fine-tuning is reported with Kendall's τ and weighted τ, the
 metrics the papers use.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from jaxdapt.analysis._util import as_2d, as_labels, as_probs
 
 
-def _evidence(s2: np.ndarray, uty: np.ndarray, y_sq: float, n: int, dim: int,
-              tol: float, max_iter: int) -> float:
+def _evidence(
+  s2: np.ndarray, uty: np.ndarray, y_sq: float, n: int, dim: int, tol: float, max_iter: int
+) -> float:
   """Maximised log-evidence of y = F w + N(0, 1/β), w ~ N(0, I/α), from F's SVD.
 
   Fixed-point updates of You et al. (2021), Alg. 1 (MacKay's evidence
@@ -36,8 +38,14 @@ def _evidence(s2: np.ndarray, uty: np.ndarray, y_sq: float, n: int, dim: int,
     m_sq = float(((beta * beta * s2 / (denom * denom)) * uty2).sum())
     res_sq = out_of_span + float(((alpha / denom) ** 2 * uty2).sum())
     logdet_a = float(np.log(denom).sum()) + (dim - len(s2)) * np.log(alpha)
-    evidence = (n / 2 * np.log(beta) + dim / 2 * np.log(alpha) - n / 2 * np.log(2 * np.pi)
-                - beta / 2 * res_sq - alpha / 2 * m_sq - logdet_a / 2)
+    evidence = (
+      n / 2 * np.log(beta)
+      + dim / 2 * np.log(alpha)
+      - n / 2 * np.log(2 * np.pi)
+      - beta / 2 * res_sq
+      - alpha / 2 * m_sq
+      - logdet_a / 2
+    )
     return float((beta * s2 / denom).sum()), m_sq, res_sq, evidence
 
   alpha, beta = 1.0, 1.0
@@ -74,8 +82,7 @@ def logme(features, labels, *, tol: float = 1e-12, max_iter: int = 1000) -> floa
   u, s, _ = np.linalg.svd(f, full_matrices=False)
   keep = s > s.max() * max(n, dim) * np.finfo(np.float64).eps if s.size else s > 0
   u, s2 = u[:, keep], s[keep] ** 2
-  evidences = [_evidence(s2, u.T @ t, float(t @ t), n, dim, tol, max_iter) / n
-               for t in targets.T]
+  evidences = [_evidence(s2, u.T @ t, float(t @ t), n, dim, tol, max_iter) / n for t in targets.T]
   return float(np.mean(evidences))
 
 
@@ -90,7 +97,7 @@ def leep(source_probs, labels) -> float:
   theta = as_probs(source_probs, "source_probs")
   y = as_labels(labels, len(theta), "labels")
   onehot = (y[:, None] == np.arange(y.max() + 1)[None, :]).astype(np.float64)
-  joint = onehot.T @ theta / len(theta)                     # (Y, Z)
+  joint = onehot.T @ theta / len(theta)  # (Y, Z)
   p_z = joint.sum(0, keepdims=True)
   cond = np.divide(joint, p_z, out=np.zeros_like(joint), where=p_z > 0)
   eep = (theta * cond[y]).sum(1)
@@ -160,8 +167,11 @@ def transrate(features, labels, *, eps: float = 1e-2) -> float:
 def transferability_report(features, labels, source_probs=None) -> dict[str, float]:
   """Every score that the given arrays allow: logme, h_score, transrate from features;
   leep and nce from the source head's probabilities. All higher = better."""
-  out = {"logme": logme(features, labels), "h_score": h_score(features, labels),
-         "transrate": transrate(features, labels)}
+  out = {
+    "logme": logme(features, labels),
+    "h_score": h_score(features, labels),
+    "transrate": transrate(features, labels),
+  }
   if source_probs is not None:
     out["leep"] = leep(source_probs, labels)
     out["nce"] = nce(source_probs, labels)
@@ -171,6 +181,7 @@ def transferability_report(features, labels, source_probs=None) -> dict[str, flo
 def kendall_tau(scores: Sequence[float], accuracies: Sequence[float]) -> float:
   """Kendall's τ_b between a score and the measured accuracy over the same models."""
   from scipy.stats import kendalltau
+
   return float(kendalltau(np.asarray(scores, float), np.asarray(accuracies, float)).statistic)
 
 
@@ -178,6 +189,7 @@ def weighted_tau(scores: Sequence[float], accuracies: Sequence[float]) -> float:
   """Weighted τ (Vigna, 2015; scipy.stats.weightedtau): hyperbolic weights favour
   agreement at the top of the ranking, where model selection happens (used by LogME)."""
   from scipy.stats import weightedtau
+
   return float(weightedtau(np.asarray(scores, float), np.asarray(accuracies, float)).statistic)
 
 
@@ -192,7 +204,12 @@ def ranking_report(scores: Mapping[str, float], accuracies: Mapping[str, float])
   s = np.array([scores[k] for k in names], float)
   a = np.array([accuracies[k] for k in names], float)
   top = names[int(np.argmax(s))]
-  return {"n_models": len(names), "kendall_tau": kendall_tau(s, a),
-          "weighted_tau": weighted_tau(s, a), "top1": top,
-          "top1_accuracy": float(accuracies[top]), "best_accuracy": float(a.max()),
-          "top1_regret": float(a.max() - accuracies[top])}
+  return {
+    "n_models": len(names),
+    "kendall_tau": kendall_tau(s, a),
+    "weighted_tau": weighted_tau(s, a),
+    "top1": top,
+    "top1_accuracy": float(accuracies[top]),
+    "best_accuracy": float(a.max()),
+    "top1_regret": float(a.max() - accuracies[top]),
+  }

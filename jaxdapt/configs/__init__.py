@@ -5,6 +5,7 @@ protocol recipe and the helpers of the published-protocol files. They sit above 
 methods (MDD's gradient-reversal cap) and below the tools; the schema they start from is
 jaxdapt/config.py.
 """
+
 from __future__ import annotations
 
 import ml_collections
@@ -13,14 +14,13 @@ from jaxdapt.config import base_config
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods.mdd import GRL_MAX
 
-
 # Offline tasks: name → (source, source validation split, target).
 TASKS = {
-    "syn2uci": ("syn_digits", "validation", "uci_digits"),
-    "syn2ucim": ("syn_digits", "validation", "uci_digits_m"),
-    "uci2ucim": ("uci_digits", "test", "uci_digits_m"),
-    # Disjoint halves of Fashion-MNIST train; needs the idx files or the TFDS catalog.
-    "fashion2fashionm": ("fashion_mnist", "validation", "fashion_mnist_m"),
+  "syn2uci": ("syn_digits", "validation", "uci_digits"),
+  "syn2ucim": ("syn_digits", "validation", "uci_digits_m"),
+  "uci2ucim": ("uci_digits", "test", "uci_digits_m"),
+  # Disjoint halves of Fashion-MNIST train; needs the idx files or the TFDS catalog.
+  "fashion2fashionm": ("fashion_mnist", "validation", "fashion_mnist_m"),
 }
 
 
@@ -66,11 +66,23 @@ def protocol_task(arg: str, tasks, default_method: str = "dann") -> tuple[str, s
   return task, method or default_method
 
 
-def tllib_config(*, source: str, target: str, model: str, lr: float, batch_size: int,
-                 steps: int, eval_every: int, method: str = "dann", init_from: str = "",
-                 bottleneck_dim: int = 256, source_val_split: str = "train",
-                 target_test_split: str = "train", prefetch: int = 2,
-                 augment: str = "none") -> ml_collections.ConfigDict:
+def tllib_config(
+  *,
+  source: str,
+  target: str,
+  model: str,
+  lr: float,
+  batch_size: int,
+  steps: int,
+  eval_every: int,
+  method: str = "dann",
+  init_from: str = "",
+  bottleneck_dim: int = 256,
+  source_val_split: str = "train",
+  target_test_split: str = "train",
+  prefetch: int = 2,
+  augment: str = "none",
+) -> ml_collections.ConfigDict:
   """Transfer-Learning-Library's recipe (its examples/domain_adaptation/image_classification
   scripts): SGD momentum 0.9 Nesterov, weight decay 1e-3, lr·(1+0.001·i)^-0.75 ('inv'),
   bottleneck Dense-BN-ReLU then a linear head, a pretrained backbone (`init_from`) at 0.1×
@@ -116,13 +128,14 @@ def published_table(doc: str) -> dict[str, dict[str, float]]:
   start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["method"])
   columns = lines[start].split()[1:]
   out = {}
-  for line in lines[start + 1:]:
+  for line in lines[start + 1 :]:
     if not line.strip():
       break
     method, *values = line.split()
     if len(values) != len(columns):
-      raise ValueError(f"published_table: {method} has {len(values)} values for "
-                       f"{len(columns)} columns")
+      raise ValueError(
+        f"published_table: {method} has {len(values)} values for {len(columns)} columns"
+      )
     out[method] = dict(zip(columns, map(float, values)))
   return out
 
@@ -132,8 +145,9 @@ def all_pairs(domains: dict[str, str]) -> dict[str, tuple[str, str]]:
   return {f"{s}2{t}": (domains[s], domains[t]) for s in domains for t in domains if s != t}
 
 
-def tllib_task_config(arg: str, tasks: dict[str, tuple[str, str]],
-                      **recipe) -> ml_collections.ConfigDict:
+def tllib_task_config(
+  arg: str, tasks: dict[str, tuple[str, str]], **recipe
+) -> ml_collections.ConfigDict:
   """A TLlib protocol file's get_config: 'task[,method]' -> tllib_config(**recipe)."""
   task, method = protocol_task(arg, tasks)
   source, target = tasks[task]

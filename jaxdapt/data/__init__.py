@@ -13,13 +13,29 @@ Public API (the trainer uses exactly these):
 `fashion_mnist` is the project builder `fashion_mnist_local` (source/target halves), not
 the TFDS catalog's; it reads $JAXDAPT_FASHION_MNIST_DIR (see fashion_mnist.py).
 """
+
 from jaxdapt.data import in_memory
 from jaxdapt.data.paths import default_data_dir
 from jaxdapt.data.pipeline import PairedIterator, eval_batches, train_iterator
 from jaxdapt.data.sources import (
-    DOMAINS, DomainSource, domain_names, get_source, image_shape, num_classes)
+  DOMAINS,
+  DomainSource,
+  domain_names,
+  get_source,
+  image_shape,
+  num_classes,
+)
 
 __all__ = [
-    "DOMAINS", "DomainSource", "PairedIterator", "default_data_dir", "domain_names",
-    "eval_batches", "get_source", "image_shape", "in_memory", "num_classes", "train_iterator",
+  "DOMAINS",
+  "DomainSource",
+  "PairedIterator",
+  "default_data_dir",
+  "domain_names",
+  "eval_batches",
+  "get_source",
+  "image_shape",
+  "in_memory",
+  "num_classes",
+  "train_iterator",
 ]

@@ -14,6 +14,7 @@ translate ±30% of the side. Geometric ops resample bilinearly about the image c
 pixels from outside and the Cutout square are FILL grey (FixMatch fills with grey too).
 Values are rounded to integers after every op, as PIL does on uint8 images.
 """
+
 from __future__ import annotations
 
 import jax
@@ -21,8 +22,20 @@ import jax.numpy as jnp
 from jax.scipy import ndimage
 
 FILL = 128.0
-OPS = ("identity", "autocontrast", "equalize", "brightness", "contrast", "solarize",
-       "posterize", "rotate", "shear_x", "shear_y", "translate_x", "translate_y")
+OPS = (
+  "identity",
+  "autocontrast",
+  "equalize",
+  "brightness",
+  "contrast",
+  "solarize",
+  "posterize",
+  "rotate",
+  "shear_x",
+  "shear_y",
+  "translate_x",
+  "translate_y",
+)
 _GEOMETRIC = OPS.index("rotate")  # OPS[_GEOMETRIC:] share one affine resampling
 MAX_FACTOR, MAX_DEGREES, MAX_SHEAR, MAX_TRANSLATE = 0.9, 30.0, 0.3, 0.3
 
@@ -86,8 +99,11 @@ def affine(x: jax.Array, matrix: jax.Array, offset: jax.Array) -> jax.Array:
   grid = jnp.stack(jnp.meshgrid(jnp.arange(h), jnp.arange(w), indexing="ij"), -1)
   src = (grid - centre) @ matrix.T + centre + offset
   coords = [src[..., 0], src[..., 1]]
-  return jax.vmap(lambda c: ndimage.map_coordinates(c, coords, order=1, mode="constant",
-                                                    cval=FILL), in_axes=-1, out_axes=-1)(x)
+  return jax.vmap(
+    lambda c: ndimage.map_coordinates(c, coords, order=1, mode="constant", cval=FILL),
+    in_axes=-1,
+    out_axes=-1,
+  )(x)
 
 
 def geometric(x: jax.Array, kind: jax.Array, signed: jax.Array) -> jax.Array:
@@ -97,12 +113,18 @@ def geometric(x: jax.Array, kind: jax.Array, signed: jax.Array) -> jax.Array:
   cos, sin = jnp.cos(theta), jnp.sin(theta)
   s, t = MAX_SHEAR * signed, MAX_TRANSLATE * signed
   eye = jnp.eye(2)
-  matrices = jnp.stack([jnp.asarray([[cos, -sin], [sin, cos]]),
-                        jnp.asarray([[1.0, 0.0], [s, 1.0]]),   # shear_x: col += s·row
-                        jnp.asarray([[1.0, s], [0.0, 1.0]]),   # shear_y: row += s·col
-                        eye, eye])
-  offsets = jnp.stack([jnp.zeros(2), jnp.zeros(2), jnp.zeros(2),
-                       jnp.asarray([0.0, t * w]), jnp.asarray([t * h, 0.0])])
+  matrices = jnp.stack(
+    [
+      jnp.asarray([[cos, -sin], [sin, cos]]),
+      jnp.asarray([[1.0, 0.0], [s, 1.0]]),  # shear_x: col += s·row
+      jnp.asarray([[1.0, s], [0.0, 1.0]]),  # shear_y: row += s·col
+      eye,
+      eye,
+    ]
+  )
+  offsets = jnp.stack(
+    [jnp.zeros(2), jnp.zeros(2), jnp.zeros(2), jnp.asarray([0.0, t * w]), jnp.asarray([t * h, 0.0])]
+  )
   kind = jnp.clip(kind, 0, 4)  # other ops pass their (discarded) index here too
   return affine(x, matrices[kind], offsets[kind])
 
@@ -124,11 +146,16 @@ def apply_op(x: jax.Array, op: jax.Array, magnitude: jax.Array, sign: jax.Array)
   """OPS[op] at `magnitude` in [0, 1] (`sign` ±1 for the symmetric ops), rounded."""
   signed = sign * magnitude
   factor = 1.0 + MAX_FACTOR * signed
-  branches = (identity, autocontrast, equalize, lambda v: brightness(v, factor),
-              lambda v: contrast(v, factor),
-              lambda v: solarize(v, 256.0 * (1.0 - magnitude)),
-              lambda v: posterize(v, 8 - jnp.round(4 * magnitude).astype(jnp.int32)),
-              lambda v: geometric(v, op - _GEOMETRIC, signed))
+  branches = (
+    identity,
+    autocontrast,
+    equalize,
+    lambda v: brightness(v, factor),
+    lambda v: contrast(v, factor),
+    lambda v: solarize(v, 256.0 * (1.0 - magnitude)),
+    lambda v: posterize(v, 8 - jnp.round(4 * magnitude).astype(jnp.int32)),
+    lambda v: geometric(v, op - _GEOMETRIC, signed),
+  )
   out = jax.lax.switch(jnp.minimum(op, _GEOMETRIC), branches, x)
   return jnp.clip(jnp.round(out), 0.0, 255.0)
 
@@ -144,8 +171,9 @@ def _strong_one(image: jax.Array, key: jax.Array, num_ops: int, cutout_size: int
   return cutout(x, k_cut, cutout_size).astype(jnp.uint8)
 
 
-def strong_augment(images: jax.Array, key: jax.Array, *, num_ops: int = 2,
-                   cutout_frac: float = 0.5) -> jax.Array:
+def strong_augment(
+  images: jax.Array, key: jax.Array, *, num_ops: int = 2, cutout_frac: float = 0.5
+) -> jax.Array:
   """uint8 [B, H, W, C] → its strong view, each image with its own draw from `key`."""
   size = int(round(cutout_frac * min(images.shape[1:3])))
   keys = jax.random.split(key, images.shape[0])

@@ -5,10 +5,12 @@ prepared; preparing them runs TFDS's own builder, which needs TensorFlow
 (`pip install 'jaxdapt[prepare]'`). Names with a '/' pick a builder config
 (`domainnet/real`, `mnist_corrupted/shot_noise`, `cifar10_corrupted/fog_3`).
 """
+
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -18,12 +20,20 @@ from jaxdapt.errors import ConfigError, DatasetNotPreparedError
 # Every name here resolves (tests check the missing-data message of each); any other
 # catalog name works the same way.
 NAMES = (
-    "mnist", "mnist_corrupted/shot_noise", "svhn_cropped", "cifar10",
-    "cifar10_corrupted/gaussian_noise_5", "stl10",
-    *(f"domainnet/{d}" for d in ("real", "painting", "clipart", "quickdraw", "infograph",
-                                 "sketch")),
-    "visual_domain_decathlon/aircraft", "imagenet2012", "imagenet_r", "imagenet_a",
-    "imagenet_sketch", "imagenet_v2", "imagenet2012_corrupted/gaussian_noise_3",
+  "mnist",
+  "mnist_corrupted/shot_noise",
+  "svhn_cropped",
+  "cifar10",
+  "cifar10_corrupted/gaussian_noise_5",
+  "stl10",
+  *(f"domainnet/{d}" for d in ("real", "painting", "clipart", "quickdraw", "infograph", "sketch")),
+  "visual_domain_decathlon/aircraft",
+  "imagenet2012",
+  "imagenet_r",
+  "imagenet_a",
+  "imagenet_sketch",
+  "imagenet_v2",
+  "imagenet2012_corrupted/gaussian_noise_3",
 )
 
 
@@ -39,10 +49,12 @@ def manual_download_note(builder: tfds.core.DatasetBuilder, data_dir: str) -> st
   if not instructions:
     return ""
   text = " ".join(str(instructions).split())
-  return (f"\n{builder.name} needs files you download yourself (TFDS cannot fetch them): "
-          f"put them in {manual_dir(data_dir)} before preparing, or pass "
-          f"download_config=tfds.download.DownloadConfig(manual_dir=...) to "
-          f"download_and_prepare. TFDS says: {text}")
+  return (
+    f"\n{builder.name} needs files you download yourself (TFDS cannot fetch them): "
+    f"put them in {manual_dir(data_dir)} before preparing, or pass "
+    f"download_config=tfds.download.DownloadConfig(manual_dir=...) to "
+    f"download_and_prepare. TFDS says: {text}"
+  )
 
 
 class DomainSource(Sequence):
@@ -67,44 +79,49 @@ class DomainSource(Sequence):
 
 
 def prepare_command(name: str, data_dir: str) -> str:
-  return ("pip install tensorflow && python -c \"import tensorflow_datasets as tfds; "
-          f"tfds.builder('{name}', data_dir='{data_dir}')"
-          ".download_and_prepare(file_format='array_record')\"")
+  return (
+    'pip install tensorflow && python -c "import tensorflow_datasets as tfds; '
+    f"tfds.builder('{name}', data_dir='{data_dir}')"
+    ".download_and_prepare(file_format='array_record')\""
+  )
 
 
-def catalog_builder(name: str, data_dir: str, project_domains: Sequence[str] = ()
-                    ) -> tfds.core.DatasetBuilder:
+def catalog_builder(
+  name: str, data_dir: str, project_domains: Sequence[str] = ()
+) -> tfds.core.DatasetBuilder:
   """The TFDS builder of a catalog name; an unknown name is a ConfigError that lists the
   project's own domains (`project_domains`) as the alternatives."""
   try:
     return tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError:
     raise ConfigError(
-        f"dataset: unknown dataset {name!r}; project domains: {', '.join(project_domains)}; "
-        "or a TFDS catalog name (e.g. mnist, svhn_cropped) prepared under the data dir"
+      f"dataset: unknown dataset {name!r}; project domains: {', '.join(project_domains)}; "
+      "or a TFDS catalog name (e.g. mnist, svhn_cropped) prepared under the data dir"
     ) from None
 
 
 def check_split(name: str, split: str, allowed: Sequence[str]) -> None:
   base = split.split("[", 1)[0]  # allow TFDS slicing: 'train[:90%]'
   if base not in allowed:
-    raise ConfigError(
-        f"split: {name!r} has no split {split!r}; allowed: {', '.join(allowed)}")
+    raise ConfigError(f"split: {name!r} has no split {split!r}; allowed: {', '.join(allowed)}")
 
 
-def catalog_source(name: str, split: str, data_dir: str,
-                   project_domains: Sequence[str] = ()) -> DomainSource:
+def catalog_source(
+  name: str, split: str, data_dir: str, project_domains: Sequence[str] = ()
+) -> DomainSource:
   """One split of a TFDS catalog dataset already prepared as ArrayRecord under `data_dir`."""
   builder = catalog_builder(name, data_dir, project_domains)
   if not builder.is_prepared():
     raise DatasetNotPreparedError(
-        f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
-        f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
-        f"  {prepare_command(name, data_dir)}{manual_download_note(builder, data_dir)}")
+      f"dataset {name!r} is not prepared under data_dir {data_dir!r} "
+      f"(looked for {builder.data_dir}); jaxdapt never downloads. Prepare it once with:\n"
+      f"  {prepare_command(name, data_dir)}{manual_download_note(builder, data_dir)}"
+    )
   fmt = builder.info.file_format
   if fmt != tfds.core.FileFormat.ARRAY_RECORD:
     raise DatasetNotPreparedError(
-        f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
-        f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}")
+      f"dataset {name!r} under {builder.data_dir} is stored as {fmt}, which has no random "
+      f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}"
+    )
   check_split(name, split, list(builder.info.splits.keys()))
   return DomainSource(builder.as_data_source(split=split), name, split)

@@ -12,6 +12,7 @@ halves. The first is the labeled source, `fashion_mnist` train (28,000) + valida
 is the 10,000 t10k images. Images are 28x28 zero-padded by 2 px, grey in 3 channels
 (`fashion_mnist`) or |image - photo patch| (`fashion_mnist_m`, see mnist_m.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,11 +33,21 @@ ENV_VAR = "JAXDAPT_FASHION_MNIST_DIR"
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 CATALOG_NAME = "fashion_mnist"
 FILES = {  # split -> (images, labels), as the original distribution names them
-    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
-    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+  "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+  "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-               "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+  "T-shirt/top",
+  "Trouser",
+  "Pullover",
+  "Dress",
+  "Coat",
+  "Sandal",
+  "Shirt",
+  "Sneaker",
+  "Bag",
+  "Ankle boot",
+)
 RAW_SHAPE = (28, 28)
 PAD = 2  # 28 + 2 + 2 = 32, as the digit domains
 SPLIT_SEED = 0
@@ -50,6 +61,7 @@ def idx_dir() -> str:
 
 class Raw(NamedTuple):
   """All images in canonical order: train ids 0..num_train-1, then the test images."""
+
   images: np.ndarray  # uint8[N, 28, 28]
   labels: np.ndarray  # int64[N]
   num_train: int
@@ -57,9 +69,10 @@ class Raw(NamedTuple):
 
 def _corrupt(path: str, why: str) -> DatasetNotPreparedError:
   return DatasetNotPreparedError(
-      f"{path}: not a valid idx file ({why}). Reinstall it (apt-get install --reinstall "
-      f"dataset-fashion-mnist) or set {ENV_VAR} to a folder with intact copies of "
-      f"{', '.join(f for pair in FILES.values() for f in pair)}.")
+    f"{path}: not a valid idx file ({why}). Reinstall it (apt-get install --reinstall "
+    f"dataset-fashion-mnist) or set {ENV_VAR} to a folder with intact copies of "
+    f"{', '.join(f for pair in FILES.values() for f in pair)}."
+  )
 
 
 def read_idx(path: str, ndim: int) -> np.ndarray:
@@ -74,8 +87,9 @@ def read_idx(path: str, ndim: int) -> np.ndarray:
     raise _corrupt(path, f"{len(raw)} bytes, shorter than the {header}-byte header")
   magic = int.from_bytes(raw[:4], "big")
   if magic != 0x800 + ndim:
-    raise _corrupt(path, f"magic number {magic:#010x}, expected {0x800 + ndim:#010x} "
-                         f"(uint8, {ndim}-d)")
+    raise _corrupt(
+      path, f"magic number {magic:#010x}, expected {0x800 + ndim:#010x} (uint8, {ndim}-d)"
+    )
   shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
   size = int(np.prod(shape))
   if len(raw) - header != size:
@@ -104,25 +118,28 @@ def _read_catalog_split(data_dir: str, split: str) -> tuple[np.ndarray, np.ndarr
 
 def _canonical(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Sorted by (content hash, label): one order whichever input the images came from."""
-  digests = np.array([
-      int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "big")
-      for x in images], np.uint64)
+  digests = np.array(
+    [int.from_bytes(hashlib.blake2b(x.tobytes(), digest_size=8).digest(), "big") for x in images],
+    np.uint64,
+  )
   order = np.lexsort((labels, digests))
   return images[order], labels[order]
 
 
 def _missing_input(folder: str, data_dir: str, catalog_error: Exception) -> DatasetNotPreparedError:
-  missing = [f for pair in FILES.values() for f in pair
-             if not os.path.isfile(os.path.join(folder, f))]
+  missing = [
+    f for pair in FILES.values() for f in pair if not os.path.isfile(os.path.join(folder, f))
+  ]
   return DatasetNotPreparedError(
-      f"Fashion-MNIST is not available, and jaxdapt never downloads. Looked for:\n"
-      f"  - the idx files in {folder} (${ENV_VAR}, default {DEFAULT_DIR}); missing: "
-      f"{', '.join(missing)}\n"
-      f"  - the TFDS catalog dataset as ArrayRecord: {str(catalog_error).split(';')[0]}\n"
-      f"Get it in one of three ways:\n"
-      f"  sudo apt-get install dataset-fashion-mnist\n"
-      f"  export {ENV_VAR}=/a/folder/with/the/four/idx.gz/files\n"
-      f"  {prepare_command(CATALOG_NAME, data_dir)}")
+    f"Fashion-MNIST is not available, and jaxdapt never downloads. Looked for:\n"
+    f"  - the idx files in {folder} (${ENV_VAR}, default {DEFAULT_DIR}); missing: "
+    f"{', '.join(missing)}\n"
+    f"  - the TFDS catalog dataset as ArrayRecord: {str(catalog_error).split(';')[0]}\n"
+    f"Get it in one of three ways:\n"
+    f"  sudo apt-get install dataset-fashion-mnist\n"
+    f"  export {ENV_VAR}=/a/folder/with/the/four/idx.gz/files\n"
+    f"  {prepare_command(CATALOG_NAME, data_dir)}"
+  )
 
 
 @functools.lru_cache(maxsize=1)
@@ -136,17 +153,22 @@ def load(folder: str, data_dir: str) -> Raw:
     except DatasetNotPreparedError as e:
       raise _missing_input(folder, data_dir, e) from None
   parts = [_canonical(*p) for p in parts]
-  return Raw(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-             len(parts[0][1]))
+  return Raw(
+    np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), len(parts[0][1])
+  )
 
 
 def split_ids(num_train: int, num_test: int) -> dict[str, np.ndarray]:
   """Example ids of each part: 'source', 'validation', 'target' (train ids), 'test'."""
   perm = np.random.default_rng(SPLIT_SEED).permutation(num_train)
-  source, target = perm[:num_train // 2], perm[num_train // 2:]
+  source, target = perm[: num_train // 2], perm[num_train // 2 :]
   num_val = round(len(source) * VALIDATION_FRACTION)
-  return {"source": source[:len(source) - num_val], "validation": source[len(source) - num_val:],
-          "target": target, "test": num_train + np.arange(num_test)}
+  return {
+    "source": source[: len(source) - num_val],
+    "validation": source[len(source) - num_val :],
+    "target": target,
+    "test": num_train + np.arange(num_test),
+  }
 
 
 def pad(image: np.ndarray) -> np.ndarray:
@@ -169,8 +191,11 @@ class _FashionBase(OfflineBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__, features=digit_features(CLASS_NAMES),
-        supervised_keys=("image", "label"))
+      builder=self,
+      description=self.__doc__,
+      features=digit_features(CLASS_NAMES),
+      supervised_keys=("image", "label"),
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing is downloaded

@@ -1,12 +1,13 @@
 """Feature spec shared by the project's builders: uint8 RGB 32x32 + class id."""
+
 from __future__ import annotations
 
 import inspect
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from etils import epath
 import tensorflow_datasets as tfds
+from etils import epath
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
@@ -18,10 +19,12 @@ def digit_features(names: Sequence[str] | None = None) -> tfds.features.Features
   `names`: the class names (default '0'..'9').
   """
   names = list(names) if names is not None else [str(d) for d in range(NUM_CLASSES)]
-  return tfds.features.FeaturesDict({
+  return tfds.features.FeaturesDict(
+    {
       "image": tfds.features.Tensor(shape=IMAGE_SHAPE, dtype=np.uint8),
       "label": tfds.features.ClassLabel(names=names),
-  })
+    }
+  )
 
 
 class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -30,6 +33,7 @@ class OfflineBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   Declaring the splits on the class lets `get_source` reject a bad split name
   before spending time generating.
   """
+
   SPLITS: tuple[str, ...] = ()
 
   @tfds.core.utils.classproperty

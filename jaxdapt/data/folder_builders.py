@@ -21,12 +21,13 @@ Office-Home, VisDA-2017, PACS: office.py); it also reads Transfer-Learning-Libra
 class of an image is its parent folder's name in either layout, so both layouts give the
 same labels (sorted class names).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import io
 import os
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import tensorflow_datasets as tfds
 from PIL import Image, UnidentifiedImageError
@@ -50,8 +51,12 @@ def candidate_dirs(dataset: str, data_dir: str) -> list[tuple[str, str]]:
   if os.environ.get(env_var(dataset)):
     out.append((f"${env_var(dataset)}", os.path.expanduser(os.environ[env_var(dataset)])))
   if os.environ.get(MANUAL_ENV):
-    out.append((f"${MANUAL_ENV}/{dataset}",
-                os.path.join(os.path.expanduser(os.environ[MANUAL_ENV]), dataset)))
+    out.append(
+      (
+        f"${MANUAL_ENV}/{dataset}",
+        os.path.join(os.path.expanduser(os.environ[MANUAL_ENV]), dataset),
+      )
+    )
   out.append(("data_dir", os.path.join(tfds_manual_dir(data_dir), dataset)))
   return out
 
@@ -65,10 +70,11 @@ def shorten(names: Sequence[str]) -> str:
 def not_found(title: str, dataset: str, data_dir: str, layout: str) -> DatasetNotPreparedError:
   looked = "\n".join(f"    {how}: {path}" for how, path in candidate_dirs(dataset, data_dir))
   return DatasetNotPreparedError(
-      f"{title} is not on this machine, and jaxdapt never downloads. Point it at the folder "
-      f"you have:\n  export {env_var(dataset)}=/path/to/{dataset}\n"
-      f"  (or ${MANUAL_ENV}/{dataset}, or <data_dir>/downloads/manual/{dataset})\n"
-      f"  looked in:\n{looked}\nExpected layout:\n{layout}\nSee docs/datasets.md.")
+    f"{title} is not on this machine, and jaxdapt never downloads. Point it at the folder "
+    f"you have:\n  export {env_var(dataset)}=/path/to/{dataset}\n"
+    f"  (or ${MANUAL_ENV}/{dataset}, or <data_dir>/downloads/manual/{dataset})\n"
+    f"  looked in:\n{looked}\nExpected layout:\n{layout}\nSee docs/datasets.md."
+  )
 
 
 def find_root(title: str, dataset: str, data_dir: str, layout: str) -> str:
@@ -81,18 +87,22 @@ def find_root(title: str, dataset: str, data_dir: str, layout: str) -> str:
 
 def incomplete(title: str, root: str, what: str, layout: str) -> DatasetNotPreparedError:
   return DatasetNotPreparedError(
-      f"{title} in {root} is incomplete: {what}\nExpected layout:\n{layout}\n"
-      f"See docs/datasets.md.")
+    f"{title} in {root} is incomplete: {what}\nExpected layout:\n{layout}\nSee docs/datasets.md."
+  )
 
 
-def image_label_info(builder: tfds.core.DatasetBuilder, image: tfds.features.FeatureConnector,
-                     names) -> tfds.core.DatasetInfo:
+def image_label_info(
+  builder: tfds.core.DatasetBuilder, image: tfds.features.FeatureConnector, names
+) -> tfds.core.DatasetInfo:
   """DatasetInfo of {'image': `image`, 'label': ClassLabel(names)}, supervised."""
   return tfds.core.DatasetInfo(
-      builder=builder, description=builder.__doc__,
-      features=tfds.features.FeaturesDict({
-          "image": image, "label": tfds.features.ClassLabel(names=list(names))}),
-      supervised_keys=("image", "label"))
+    builder=builder,
+    description=builder.__doc__,
+    features=tfds.features.FeaturesDict(
+      {"image": image, "label": tfds.features.ClassLabel(names=list(names))}
+    ),
+    supervised_keys=("image", "label"),
+  )
 
 
 def read_image_list(path: str) -> list[tuple[str, int]]:
@@ -107,7 +117,8 @@ def read_image_list(path: str) -> list[tuple[str, int]]:
         rows.append((" ".join(parts[:-1]), int(parts[-1])))
       except ValueError:
         raise DatasetNotPreparedError(
-            f"{path}:{n}: expected 'relative/path label', got {line.strip()!r}") from None
+          f"{path}:{n}: expected 'relative/path label', got {line.strip()!r}"
+        ) from None
   return rows
 
 
@@ -123,21 +134,24 @@ def rgb_bytes(path: str) -> bytes:
       im.convert("RGB").save(buf, format="PNG")
       return buf.getvalue()
   except (UnidentifiedImageError, OSError) as e:
-    raise DatasetNotPreparedError(f"{path}: not a readable image ({e}); replace or remove "
-                                  "it and run again") from None
+    raise DatasetNotPreparedError(
+      f"{path}: not a readable image ({e}); replace or remove it and run again"
+    ) from None
 
 
 @dataclasses.dataclass(frozen=True)
 class FolderDomain:
   """One domain: its `<class>/<image>` folder and, optionally, TLlib's image list."""
-  name: str                  # builder config name ('amazon')
-  folders: tuple[str, ...]   # candidate folders under the root, first existing wins
-  image_list: str = ""       # TLlib list under the root (paths relative to the root)
-  published: int = 0         # images in the published release (0: not stated)
+
+  name: str  # builder config name ('amazon')
+  folders: tuple[str, ...]  # candidate folders under the root, first existing wins
+  image_list: str = ""  # TLlib list under the root (paths relative to the root)
+  published: int = 0  # images in the published release (0: not stated)
 
 
-def _scan(root: str, folder: str, classes: Sequence[str], title: str,
-          layout: str) -> list[tuple[str, int]]:
+def _scan(
+  root: str, folder: str, classes: Sequence[str], title: str, layout: str
+) -> list[tuple[str, int]]:
   base = os.path.join(root, folder)
   present = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))}
   missing = [c for c in classes if c not in present]
@@ -145,26 +159,33 @@ def _scan(root: str, folder: str, classes: Sequence[str], title: str,
   if missing or unknown:
     what = []
     if missing:
-      what.append(f"{folder}/ lacks {len(missing)} of {len(classes)} class folders: "
-                  f"{shorten(missing)}")
+      what.append(
+        f"{folder}/ lacks {len(missing)} of {len(classes)} class folders: {shorten(missing)}"
+      )
     if unknown:
       what.append(f"{folder}/ has folders that are not classes: {shorten(unknown)}")
     raise incomplete(title, root, "; ".join(what), layout)
   rows, empty = [], []
   for label, cls in enumerate(classes):
-    files = sorted(f for f in os.listdir(os.path.join(base, cls))
-                   if f.lower().endswith(IMAGE_EXTENSIONS))
+    files = sorted(
+      f for f in os.listdir(os.path.join(base, cls)) if f.lower().endswith(IMAGE_EXTENSIONS)
+    )
     if not files:
       empty.append(cls)
     rows += [(os.path.join(folder, cls, f), label) for f in files]
   if empty:
-    raise incomplete(title, root, f"class folders with no image ({', '.join(IMAGE_EXTENSIONS)})"
-                                  f" in {folder}/: {shorten(empty)}", layout)
+    raise incomplete(
+      title,
+      root,
+      f"class folders with no image ({', '.join(IMAGE_EXTENSIONS)}) in {folder}/: {shorten(empty)}",
+      layout,
+    )
   return rows
 
 
-def _from_list(root: str, list_file: str, classes: Sequence[str], title: str,
-               layout: str) -> list[tuple[str, int]]:
+def _from_list(
+  root: str, list_file: str, classes: Sequence[str], title: str, layout: str
+) -> list[tuple[str, int]]:
   index = {c: i for i, c in enumerate(classes)}
   rows, missing, unknown = [], [], []
   for path, _ in read_image_list(os.path.join(root, list_file)):
@@ -176,11 +197,19 @@ def _from_list(root: str, list_file: str, classes: Sequence[str], title: str,
     else:
       rows.append((path, index[cls]))
   if unknown:
-    raise incomplete(title, root, f"{list_file}: {len(unknown)} path(s) whose folder is not a "
-                                  f"class name: {shorten(unknown)}", layout)
+    raise incomplete(
+      title,
+      root,
+      f"{list_file}: {len(unknown)} path(s) whose folder is not a class name: {shorten(unknown)}",
+      layout,
+    )
   if missing:
-    raise incomplete(title, root, f"{list_file} lists {len(missing)} image(s) that are not "
-                                  f"there: {shorten(missing)}", layout)
+    raise incomplete(
+      title,
+      root,
+      f"{list_file} lists {len(missing)} image(s) that are not there: {shorten(missing)}",
+      layout,
+    )
   if not rows:
     raise incomplete(title, root, f"{list_file} lists no image", layout)
   return rows
@@ -189,7 +218,8 @@ def _from_list(root: str, list_file: str, classes: Sequence[str], title: str,
 class FolderImageBuilder(OfflineBuilder, skip_registration=True):
   """One builder config per domain (made from DOMAINS); split 'train' holds every image
   of the domain (the DA protocols train and test on all of a domain's images)."""
-  TITLE = ""                   # human name ('Office-31')
+
+  TITLE = ""  # human name ('Office-31')
   CLASSES: tuple[str, ...] = ()
   DOMAINS: tuple[FolderDomain, ...] = ()
   SPLITS = ("train",)
@@ -199,8 +229,9 @@ class FolderImageBuilder(OfflineBuilder, skip_registration=True):
   def __init_subclass__(cls, **kwargs):
     if cls.DOMAINS:
       cls.BUILDER_CONFIGS = [
-          tfds.core.BuilderConfig(name=d.name, description=f"all images of {d.name}")
-          for d in cls.DOMAINS]
+        tfds.core.BuilderConfig(name=d.name, description=f"all images of {d.name}")
+        for d in cls.DOMAINS
+      ]
     super().__init_subclass__(**kwargs)
 
   @property
@@ -212,8 +243,7 @@ class FolderImageBuilder(OfflineBuilder, skip_registration=True):
     lines = [f"  <dir>/{d.folders[0]}/<class>/*.jpg   ({len(self.CLASSES)} class folders)"]
     lines += [f"  or <dir>/{f}/<class>/*.jpg" for f in d.folders[1:]]
     if d.image_list:
-      lines.append(f"  or <dir>/{d.image_list} + the images it lists (Transfer-Learning-"
-                   f"Library)")
+      lines.append(f"  or <dir>/{d.image_list} + the images it lists (Transfer-Learning-Library)")
     lines.append(f"  classes: {shorten(self.CLASSES)}")
     return "\n".join(lines)
 
@@ -244,8 +274,11 @@ class FolderImageBuilder(OfflineBuilder, skip_registration=True):
     del dl_manager  # nothing is downloaded
     root, rows = self.entries()
     if self.domain.published and len(rows) != self.domain.published:
-      print(f"jaxdapt: {self._title()}: {len(rows)} images in {root}, the published release "
-            f"has {self.domain.published}", flush=True)
+      print(
+        f"jaxdapt: {self._title()}: {len(rows)} images in {root}, the published release "
+        f"has {self.domain.published}",
+        flush=True,
+      )
     return {"train": self._generate_examples(root, rows)}
 
   def _generate_examples(self, root: str, rows: list[tuple[str, int]]) -> Iterator:

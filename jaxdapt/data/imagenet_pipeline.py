@@ -18,10 +18,12 @@ Ops, in the shape `pipeline.train_iterator` takes (grain `random_map` / `map`):
 
 Host-side throughput (decode + crop, images/s per core): jaxdapt/data/throughput.py.
 """
+
 from __future__ import annotations
 
 import io
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -78,9 +80,13 @@ def eval_crop(image: Any, crop: int = CROP) -> np.ndarray:
   return resize_box(image, crop, box, EVAL_RESAMPLE)
 
 
-def random_resized_box(rng: np.random.Generator, h: int = RESIZE, w: int = RESIZE,
-                       scale: tuple[float, float] = SCALE,
-                       ratio: tuple[float, float] = RATIO) -> tuple[int, int, int, int]:
+def random_resized_box(
+  rng: np.random.Generator,
+  h: int = RESIZE,
+  w: int = RESIZE,
+  scale: tuple[float, float] = SCALE,
+  ratio: tuple[float, float] = RATIO,
+) -> tuple[int, int, int, int]:
   """(top, left, height, width) of a random crop of an h x w image: area fraction from
   `scale`, aspect ratio log-uniform in `ratio`; after 10 misses, the central crop
   clamped to `ratio` (the usual RandomResizedCrop sampling)."""
@@ -102,9 +108,14 @@ def random_resized_box(rng: np.random.Generator, h: int = RESIZE, w: int = RESIZ
   return (h - ch) // 2, (w - cw) // 2, ch, cw
 
 
-def train_crop(image: Any, rng: np.random.Generator, crop: int = CROP, flip: bool = True,
-               scale: tuple[float, float] = SCALE,
-               ratio: tuple[float, float] = RATIO) -> np.ndarray:
+def train_crop(
+  image: Any,
+  rng: np.random.Generator,
+  crop: int = CROP,
+  flip: bool = True,
+  scale: tuple[float, float] = SCALE,
+  ratio: tuple[float, float] = RATIO,
+) -> np.ndarray:
   """ResizeImage(256) + RandomResizedCrop(crop) + horizontal flip, in one resample."""
   image = _pixels(image)
   top, left, ch, cw = random_resized_box(rng, scale=scale, ratio=ratio)

@@ -8,9 +8,11 @@ the experiment is built and then served from arrays. Rows, order and values are 
 same, so training is unchanged; only fixed-shape {'image', 'label'} sources are held
 (`EvalView` rows also carry the decoded original for the train crop and stay lazy).
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,8 +39,11 @@ class ArraySource(Sequence):
 
 
 def _plain_row(row: Mapping[str, Any]) -> bool:
-  return (set(row.keys()) == {"image", "label"} and isinstance(row["image"], np.ndarray)
-          and row["image"].dtype == np.uint8)
+  return (
+    set(row.keys()) == {"image", "label"}
+    and isinstance(row["image"], np.ndarray)
+    and row["image"].dtype == np.uint8
+  )
 
 
 def hold(source: Sequence[Mapping[str, Any]], max_bytes: int) -> Sequence[Mapping[str, Any]]:

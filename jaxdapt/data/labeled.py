@@ -8,9 +8,11 @@ The unlabeled target stream is not reduced: as in MME (Saito et al., ICCV 2019)
 and semi-supervised learning generally, the labeled examples stay in the
 unlabeled pool too.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -32,15 +34,18 @@ def select_per_class(labels: Sequence[int], k: int, seed: int) -> np.ndarray:
   if k == ALL:
     return np.arange(len(labels))
   if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-    raise ConfigError(f"data.target_labeled_per_class: must be a positive integer or -1 "
-                      f"(all), got {k!r}")
+    raise ConfigError(
+      f"data.target_labeled_per_class: must be a positive integer or -1 (all), got {k!r}"
+    )
   rng = np.random.default_rng((seed, _STREAM))
   picked = []
   for c in np.unique(labels):
     members = np.flatnonzero(labels == c)
     if len(members) < k:
-      raise ConfigError(f"data.target_labeled_per_class: {k} examples of class {int(c)} "
-                        f"asked, the target's training split has {len(members)}")
+      raise ConfigError(
+        f"data.target_labeled_per_class: {k} examples of class {int(c)} "
+        f"asked, the target's training split has {len(members)}"
+      )
     picked.append(rng.permutation(members)[:k])
   return np.sort(np.concatenate(picked))
 

@@ -3,6 +3,7 @@
 Shared by `uci_digits_m` and `fashion_mnist_m`: the crop depends only on
 (seed, index), so a domain is reproducible image by image.
 """
+
 from __future__ import annotations
 
 import functools
@@ -25,6 +26,7 @@ def photos() -> tuple[np.ndarray, ...]:
   """Colour photos shipped with scikit-learn and matplotlib, float32 RGB in [0, 1]."""
   from matplotlib import cbook
   from sklearn.datasets import load_sample_images
+
   out = [np.asarray(im, np.float32) / 255.0 for im in load_sample_images().images]
   with cbook.get_sample_data("grace_hopper.jpg") as f:
     out.append(np.asarray(Image.open(f).convert("RGB"), np.float32) / 255.0)
@@ -42,4 +44,4 @@ def blend(ink: np.ndarray, index: int, seed: int = BLEND_SEED) -> np.ndarray:
   h, w = IMAGE_SHAPE[:2]
   y = rng.integers(pic.shape[0] - h + 1)
   x = rng.integers(pic.shape[1] - w + 1)
-  return np.abs(ink[..., None] - pic[y:y + h, x:x + w])
+  return np.abs(ink[..., None] - pic[y : y + h, x : x + w])

@@ -7,6 +7,7 @@ image. Classes are the folder names, sorted; labels are their indices. Published
 counts (checked at generation, printed when they differ) are those of the releases the
 papers use. Layouts, env vars and archive notes: docs/datasets.md.
 """
+
 from __future__ import annotations
 
 from jaxdapt.data.folder_builders import FolderDomain, FolderImageBuilder
@@ -18,14 +19,42 @@ class Office31(FolderImageBuilder):
   name = "office31"
   TITLE = "Office-31"
   CLASSES = (
-      "back_pack", "bike", "bike_helmet", "bookcase", "bottle", "calculator", "desk_chair",
-      "desk_lamp", "desktop_computer", "file_cabinet", "headphones", "keyboard",
-      "laptop_computer", "letter_tray", "mobile_phone", "monitor", "mouse", "mug",
-      "paper_notebook", "pen", "phone", "printer", "projector", "punchers", "ring_binder",
-      "ruler", "scissors", "speaker", "stapler", "tape_dispenser", "trash_can")
+    "back_pack",
+    "bike",
+    "bike_helmet",
+    "bookcase",
+    "bottle",
+    "calculator",
+    "desk_chair",
+    "desk_lamp",
+    "desktop_computer",
+    "file_cabinet",
+    "headphones",
+    "keyboard",
+    "laptop_computer",
+    "letter_tray",
+    "mobile_phone",
+    "monitor",
+    "mouse",
+    "mug",
+    "paper_notebook",
+    "pen",
+    "phone",
+    "printer",
+    "projector",
+    "punchers",
+    "ring_binder",
+    "ruler",
+    "scissors",
+    "speaker",
+    "stapler",
+    "tape_dispenser",
+    "trash_can",
+  )
   DOMAINS = tuple(
-      FolderDomain(d, (f"{d}/images",), f"image_list/{d}.txt", n)
-      for d, n in (("amazon", 2817), ("dslr", 498), ("webcam", 795)))
+    FolderDomain(d, (f"{d}/images",), f"image_list/{d}.txt", n)
+    for d, n in (("amazon", 2817), ("dslr", 498), ("webcam", 795))
+  )
 
 
 class OfficeHome(FolderImageBuilder):
@@ -34,22 +63,78 @@ class OfficeHome(FolderImageBuilder):
   name = "office_home"
   TITLE = "Office-Home"
   CLASSES = (
-      "Alarm_Clock", "Backpack", "Batteries", "Bed", "Bike", "Bottle", "Bucket", "Calculator",
-      "Calendar", "Candles", "Chair", "Clipboards", "Computer", "Couch", "Curtains",
-      "Desk_Lamp", "Drill", "Eraser", "Exit_Sign", "Fan", "File_Cabinet", "Flipflops",
-      "Flowers", "Folder", "Fork", "Glasses", "Hammer", "Helmet", "Kettle", "Keyboard",
-      "Knives", "Lamp_Shade", "Laptop", "Marker", "Monitor", "Mop", "Mouse", "Mug", "Notebook",
-      "Oven", "Pan", "Paper_Clip", "Pen", "Pencil", "Postit_Notes", "Printer", "Push_Pin",
-      "Radio", "Refrigerator", "Ruler", "Scissors", "Screwdriver", "Shelf", "Sink", "Sneakers",
-      "Soda", "Speaker", "Spoon", "TV", "Table", "Telephone", "ToothBrush", "Toys",
-      "Trash_Can", "Webcam")
+    "Alarm_Clock",
+    "Backpack",
+    "Batteries",
+    "Bed",
+    "Bike",
+    "Bottle",
+    "Bucket",
+    "Calculator",
+    "Calendar",
+    "Candles",
+    "Chair",
+    "Clipboards",
+    "Computer",
+    "Couch",
+    "Curtains",
+    "Desk_Lamp",
+    "Drill",
+    "Eraser",
+    "Exit_Sign",
+    "Fan",
+    "File_Cabinet",
+    "Flipflops",
+    "Flowers",
+    "Folder",
+    "Fork",
+    "Glasses",
+    "Hammer",
+    "Helmet",
+    "Kettle",
+    "Keyboard",
+    "Knives",
+    "Lamp_Shade",
+    "Laptop",
+    "Marker",
+    "Monitor",
+    "Mop",
+    "Mouse",
+    "Mug",
+    "Notebook",
+    "Oven",
+    "Pan",
+    "Paper_Clip",
+    "Pen",
+    "Pencil",
+    "Postit_Notes",
+    "Printer",
+    "Push_Pin",
+    "Radio",
+    "Refrigerator",
+    "Ruler",
+    "Scissors",
+    "Screwdriver",
+    "Shelf",
+    "Sink",
+    "Sneakers",
+    "Soda",
+    "Speaker",
+    "Spoon",
+    "TV",
+    "Table",
+    "Telephone",
+    "ToothBrush",
+    "Toys",
+    "Trash_Can",
+    "Webcam",
+  )
   # The original archive names the fourth domain 'Real World'; TLlib renamed it 'Real_World'.
   DOMAINS = (
-      FolderDomain("art", ("Art",), "image_list/Art.txt", 2427),
-      FolderDomain("clipart", ("Clipart",), "image_list/Clipart.txt", 4365),
-      FolderDomain("product", ("Product",), "image_list/Product.txt", 4439),
-      FolderDomain("real_world", ("Real_World", "Real World"), "image_list/Real_World.txt",
-                   4357),
+    FolderDomain("art", ("Art",), "image_list/Art.txt", 2427),
+    FolderDomain("clipart", ("Clipart",), "image_list/Clipart.txt", 4365),
+    FolderDomain("product", ("Product",), "image_list/Product.txt", 4439),
+    FolderDomain("real_world", ("Real_World", "Real World"), "image_list/Real_World.txt", 4357),
   )
 
 
@@ -59,11 +144,23 @@ class VisDA2017(FolderImageBuilder):
 
   name = "visda2017"
   TITLE = "VisDA-2017"
-  CLASSES = ("aeroplane", "bicycle", "bus", "car", "horse", "knife", "motorcycle", "person",
-             "plant", "skateboard", "train", "truck")
+  CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bus",
+    "car",
+    "horse",
+    "knife",
+    "motorcycle",
+    "person",
+    "plant",
+    "skateboard",
+    "train",
+    "truck",
+  )
   DOMAINS = (
-      FolderDomain("synthetic", ("train",), "image_list/train.txt", 152397),
-      FolderDomain("real", ("validation",), "image_list/validation.txt", 55388),
+    FolderDomain("synthetic", ("train",), "image_list/train.txt", 152397),
+    FolderDomain("real", ("validation",), "image_list/validation.txt", 55388),
   )
 
 
@@ -75,6 +172,6 @@ class Pacs(FolderImageBuilder):
   TITLE = "PACS"
   CLASSES = ("dog", "elephant", "giraffe", "guitar", "horse", "house", "person")
   DOMAINS = tuple(
-      FolderDomain(d, (d,), f"image_list/{d}_all.txt", n)
-      for d, n in (("art_painting", 2048), ("cartoon", 2344), ("photo", 1670),
-                   ("sketch", 3929)))
+    FolderDomain(d, (d,), f"image_list/{d}_all.txt", n)
+    for d, n in (("art_painting", 2048), ("cartoon", 2344), ("photo", 1670), ("sketch", 3929))
+  )

@@ -1,4 +1,5 @@
 """Where prepared datasets live on disk."""
+
 from __future__ import annotations
 
 import os
@@ -40,5 +41,7 @@ def check_writable(path: str, what: str) -> None:
   while not os.path.exists(probe):
     probe = os.path.dirname(probe.rstrip(os.sep)) or "."
   if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-    raise ConfigError(f"{what}: cannot write {path} ({probe} is not a writable folder); "
-                      f"set ${ENV_VAR} or data.data_dir to a folder you can write")
+    raise ConfigError(
+      f"{what}: cannot write {path} ({probe} is not a writable folder); "
+      f"set ${ENV_VAR} or data.data_dir to a folder you can write"
+    )

@@ -2,11 +2,13 @@
 
 Images stay uint8 on the host; normalisation happens on device.
 """
+
 from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grain
 import numpy as np
@@ -21,7 +23,7 @@ Batch = dict[str, np.ndarray]
 AUGMENTS = ("none", "shift", "imagenet")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _clamped_indices(n: int, shift: int, axis: int) -> np.ndarray:
   """arange(n) + shift clamped to [0, n): indexing with it == edge-pad then crop (much
   cheaper than np.pad); shaped to broadcast as rows (axis 0) or columns (axis 1). Cached:
@@ -42,24 +44,34 @@ def _shift(example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
 
 
 def _stack(examples: Sequence[dict[str, Any]]) -> Batch:
-  return {"image": np.stack([e["image"] for e in examples]).astype(np.uint8, copy=False),
-          "label": np.asarray([e["label"] for e in examples], np.int32)}
+  return {
+    "image": np.stack([e["image"] for e in examples]).astype(np.uint8, copy=False),
+    "label": np.asarray([e["label"] for e in examples], np.int32),
+  }
 
 
-def _check_processes(batch_size: int, process_index: int, process_count: int,
-                     field: str) -> None:
+def _check_processes(batch_size: int, process_index: int, process_count: int, field: str) -> None:
   if process_count < 1 or not 0 <= process_index < process_count:
     raise ConfigError(
-        f"process_index {process_index} / process_count {process_count}: need "
-        "0 <= process_index < process_count")
+      f"process_index {process_index} / process_count {process_count}: need "
+      "0 <= process_index < process_count"
+    )
   if batch_size < 1 or batch_size % process_count:
     raise ConfigError(
-        f"{field}: {batch_size} must be a positive multiple of process_count {process_count}")
+      f"{field}: {batch_size} must be a positive multiple of process_count {process_count}"
+    )
 
 
-def train_iterator(source: Sequence[dict[str, Any]], *, global_batch_size: int, seed: int,
-                   augment: str = "shift", process_index: int = 0, process_count: int = 1,
-                   prefetch: int = 2) -> grain.DatasetIterator:
+def train_iterator(
+  source: Sequence[dict[str, Any]],
+  *,
+  global_batch_size: int,
+  seed: int,
+  augment: str = "shift",
+  process_index: int = 0,
+  process_count: int = 1,
+  prefetch: int = 2,
+) -> grain.DatasetIterator:
   """Infinite iterator of `{'image': uint8[B_local, H, W, C], 'label': int32[B_local]}`.
 
   The global stream (shuffled afresh each epoch, augmented per position) depends
@@ -78,6 +90,7 @@ def train_iterator(source: Sequence[dict[str, Any]], *, global_batch_size: int, 
     ds = ds.random_map(_shift)  # before sharding: augmentation is independent of P
   elif augment == "imagenet":  # random-resized crop + flip of the decoded original (224²)
     from jaxdapt.data import imagenet_pipeline
+
     ds = ds.random_map(imagenet_pipeline.train_augment)
   ds = ds[process_index::process_count]
   ds = ds.batch(global_batch_size // process_count, drop_remainder=True, batch_fn=_stack)
@@ -90,13 +103,14 @@ class PairedIterator:
   """Zips one iterator per domain (source, target and, with k target labels, the labeled
   target `target_labeled`); one checkpointable state holding every domain's position."""
 
-  def __init__(self, source_it: Iterator[Batch], target_it: Iterator[Batch],
-               **more: Iterator[Batch]):
+  def __init__(
+    self, source_it: Iterator[Batch], target_it: Iterator[Batch], **more: Iterator[Batch]
+  ):
     self.source_it = source_it
     self.target_it = target_it
     self.iterators = {"source": source_it, "target": target_it, **more}
 
-  def __iter__(self) -> "PairedIterator":
+  def __iter__(self) -> PairedIterator:
     return self
 
   def __next__(self) -> dict[str, Batch]:
@@ -108,8 +122,10 @@ class PairedIterator:
   def set_state(self, state: dict[str, Any]) -> None:
     missing = sorted(set(self.iterators) - set(state))
     if missing:
-      raise ValueError(f"PairedIterator.set_state: no saved position for {', '.join(missing)} "
-                       f"(saved: {', '.join(sorted(state))})")
+      raise ValueError(
+        f"PairedIterator.set_state: no saved position for {', '.join(missing)} "
+        f"(saved: {', '.join(sorted(state))})"
+      )
     for d, it in self.iterators.items():
       it.set_state(state[d])
 
@@ -119,8 +135,13 @@ def num_eval_batches(n: int, batch_size: int, process_count: int = 1) -> int:
   return max(1, math.ceil(math.ceil(n / process_count) / batch_size))
 
 
-def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[Batch]:
+def eval_batches(
+  source: Sequence[dict[str, Any]],
+  *,
+  batch_size: int,
+  process_index: int = 0,
+  process_count: int = 1,
+) -> Iterator[Batch]:
   """Finite, fixed-shape batches `{'image', 'label', 'mask'}` over this process's shard.
 
   Every batch has exactly `batch_size` rows (the tail is zero-padded and
@@ -132,7 +153,7 @@ def eval_batches(source: Sequence[dict[str, Any]], *, batch_size: int, process_i
   first = source[0]
   image_shape = np.asarray(first["image"]).shape
   for b in range(num_eval_batches(len(source), batch_size, process_count)):
-    chunk = indices[b * batch_size:(b + 1) * batch_size]
+    chunk = indices[b * batch_size : (b + 1) * batch_size]
     images = np.zeros((batch_size, *image_shape), np.uint8)
     labels = np.zeros((batch_size,), np.int32)
     mask = np.zeros((batch_size,), bool)

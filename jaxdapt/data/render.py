@@ -4,6 +4,7 @@ Every image draws its parameters from `np.random.default_rng((seed, index))`,
 so any index can be rendered alone, in any order, in any process, and the
 bytes only depend on (params, seed, index).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,40 +24,57 @@ GLYPH_PX = 96
 # matplotlib's bundled fonts whose digit glyphs are real digits (see
 # shared/notes/offline-digits-first-measurements.md for the ones that are not).
 FONTS: tuple[str, ...] = (
-    "DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf",
-    "DejaVuSans-BoldOblique.ttf", "DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf",
-    "DejaVuSansMono-Oblique.ttf", "DejaVuSansMono-BoldOblique.ttf",
-    "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf",
-    "DejaVuSerif-BoldItalic.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf",
-    "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf", "cmr10.ttf", "cmb10.ttf",
-    "cmss10.ttf", "cmti10.ttf", "cmtt10.ttf")
+  "DejaVuSans.ttf",
+  "DejaVuSans-Bold.ttf",
+  "DejaVuSans-Oblique.ttf",
+  "DejaVuSans-BoldOblique.ttf",
+  "DejaVuSansMono.ttf",
+  "DejaVuSansMono-Bold.ttf",
+  "DejaVuSansMono-Oblique.ttf",
+  "DejaVuSansMono-BoldOblique.ttf",
+  "DejaVuSerif.ttf",
+  "DejaVuSerif-Bold.ttf",
+  "DejaVuSerif-Italic.ttf",
+  "DejaVuSerif-BoldItalic.ttf",
+  "STIXGeneral.ttf",
+  "STIXGeneralBol.ttf",
+  "STIXGeneralItalic.ttf",
+  "STIXGeneralBolIta.ttf",
+  "cmr10.ttf",
+  "cmb10.ttf",
+  "cmss10.ttf",
+  "cmti10.ttf",
+  "cmtt10.ttf",
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class RenderParams:
   """All knobs of the renderer; ranges are (low, high), sampled uniformly."""
+
   fonts: tuple[str, ...] = FONTS
-  height: tuple[float, float] = (0.6, 1.0)   # glyph height as a fraction of 32 px
-  aspect: tuple[float, float] = (0.8, 1.2)   # width multiplier on the font's own
-  jitter: int = 3                            # max |offset| of the centre, px
-  stroke: tuple[int, int] = (0, 6)           # stroke width at 96 px, inclusive
-  rotate: float = 15.0                       # max |rotation|, degrees
-  shear: float = 0.0                         # max |horizontal shear|
-  elastic: float = 0.0                       # max elastic displacement, px at 32
-  elastic_sigma: float = 4.0                 # smoothness of the field, px at 32
-  blur: tuple[float, float] = (0.0, 1.2)     # Gaussian blur sigma, px
-  noise: tuple[float, float] = (0.0, 0.08)   # Gaussian noise std, [0, 1] units
-  colour: str = "mixed"                      # 'mixed' or 'light_on_dark'
-  grey_fraction: float = 0.5                 # 'mixed': share of grey images
-  min_contrast: float = 0.3                  # min |luma(fg) - luma(bg)|
+  height: tuple[float, float] = (0.6, 1.0)  # glyph height as a fraction of 32 px
+  aspect: tuple[float, float] = (0.8, 1.2)  # width multiplier on the font's own
+  jitter: int = 3  # max |offset| of the centre, px
+  stroke: tuple[int, int] = (0, 6)  # stroke width at 96 px, inclusive
+  rotate: float = 15.0  # max |rotation|, degrees
+  shear: float = 0.0  # max |horizontal shear|
+  elastic: float = 0.0  # max elastic displacement, px at 32
+  elastic_sigma: float = 4.0  # smoothness of the field, px at 32
+  blur: tuple[float, float] = (0.0, 1.2)  # Gaussian blur sigma, px
+  noise: tuple[float, float] = (0.0, 0.08)  # Gaussian noise std, [0, 1] units
+  colour: str = "mixed"  # 'mixed' or 'light_on_dark'
+  grey_fraction: float = 0.5  # 'mixed': share of grey images
+  min_contrast: float = 0.3  # min |luma(fg) - luma(bg)|
 
 
 def font_dir() -> str:
   import matplotlib
+
   return os.path.join(matplotlib.get_data_path(), "fonts", "ttf")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _font(name: str) -> ImageFont.FreeTypeFont:
   return ImageFont.truetype(os.path.join(font_dir(), name), GLYPH_PX)
 
@@ -69,8 +87,14 @@ def _glyph(font: str, digit: int, stroke: int) -> np.ndarray:
   """
   canvas = Image.new("L", (3 * GLYPH_PX, 3 * GLYPH_PX), 0)
   ImageDraw.Draw(canvas).text(
-      (1.5 * GLYPH_PX, 1.5 * GLYPH_PX), str(digit), fill=255, font=_font(font),
-      anchor="mm", stroke_width=stroke, stroke_fill=255)
+    (1.5 * GLYPH_PX, 1.5 * GLYPH_PX),
+    str(digit),
+    fill=255,
+    font=_font(font),
+    anchor="mm",
+    stroke_width=stroke,
+    stroke_fill=255,
+  )
   box = canvas.getbbox()
   if box is None:
     raise ValueError(f"font {font} has no ink for digit {digit}")
@@ -106,9 +130,14 @@ def _elastic(alpha: np.ndarray, p: RenderParams, rng: np.random.Generator) -> np
   field = rng.uniform(-1, 1, (2, SIZE, SIZE))
   field = np.stack([ndimage.gaussian_filter(f, p.elastic_sigma) for f in field])
   field *= p.elastic / max(np.abs(field).max(), 1e-8)
-  field = np.stack([  # bilinear x4 upsample in C (PIL), no BLAS threads
-      np.asarray(Image.fromarray(f.astype(np.float32), mode="F").resize(
-          (n, n), Image.Resampling.BILINEAR)) for f in field]) * (n / SIZE)
+  field = np.stack(
+    [  # bilinear x4 upsample in C (PIL), no BLAS threads
+      np.asarray(
+        Image.fromarray(f.astype(np.float32), mode="F").resize((n, n), Image.Resampling.BILINEAR)
+      )
+      for f in field
+    ]
+  ) * (n / SIZE)
   yy, xx = np.mgrid[0:n, 0:n].astype(np.float32)
   return ndimage.map_coordinates(alpha, [yy + field[0], xx + field[1]], order=1, mode="constant")
 
@@ -135,8 +164,11 @@ def render(p: RenderParams, seed: int, index: int, label: int) -> np.ndarray:
   g_centre = np.array([glyph.shape[1], glyph.shape[0]]) / 2
   offset = g_centre - inv @ centre
   coeffs = (inv[0, 0], inv[0, 1], offset[0], inv[1, 0], inv[1, 1], offset[1])
-  alpha = np.asarray(Image.fromarray(glyph, mode="F").transform(
-      (n, n), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR))
+  alpha = np.asarray(
+    Image.fromarray(glyph, mode="F").transform(
+      (n, n), Image.Transform.AFFINE, coeffs, resample=Image.Resampling.BILINEAR
+    )
+  )
   if p.elastic:
     alpha = _elastic(alpha, p, rng)
   alpha = alpha.reshape(SIZE, SUPERSAMPLE, SIZE, SUPERSAMPLE).mean(axis=(1, 3))

@@ -1,9 +1,7 @@
 """Name -> random-access source: project builders (generated on first use) or TFDS catalog."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
-
-import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdapt.data import catalog, views
@@ -14,7 +12,7 @@ from jaxdapt.data.office import Office31, OfficeHome, Pacs, VisDA2017
 from jaxdapt.data.paths import check_writable, resolve_data_dir
 from jaxdapt.data.syn_digits import SynDigits
 from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
-from jaxdapt.errors import ConfigError, DatasetNotPreparedError
+from jaxdapt.errors import ConfigError
 from jaxdapt.registry import Registry
 
 DomainSource = catalog.DomainSource  # re-exported: data.DomainSource
@@ -55,7 +53,8 @@ def _project_builder(name: str, data_dir: str) -> OfflineBuilder | None:
     allowed = [c.name for c in (cls.BUILDER_CONFIGS or [])]
     if config not in allowed:
       raise ConfigError(
-          f"dataset: {base!r} has no config {config!r}; allowed: {', '.join(allowed) or 'none'}")
+        f"dataset: {base!r} has no config {config!r}; allowed: {', '.join(allowed) or 'none'}"
+      )
     return cls(data_dir=data_dir, config=config, file_format="array_record")
   return cls(data_dir=data_dir, file_format="array_record")
 
@@ -73,8 +72,9 @@ def ensure_prepared(builder: OfflineBuilder) -> None:
     return
   check_writable(builder.data_dir, f"dataset {builder.info.full_name}")
   builder.check_inputs()
-  print(f"jaxdapt: generating {builder.info.full_name} into {builder.data_dir} (first use)",
-        flush=True)
+  print(
+    f"jaxdapt: generating {builder.info.full_name} into {builder.data_dir} (first use)", flush=True
+  )
   tfds.disable_progress_bar()
   builder.download_and_prepare(file_format="array_record", download_config=_NO_DOWNLOAD)
 

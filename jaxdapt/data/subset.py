@@ -1,7 +1,9 @@
 """Random-access views of some rows of a source (fixed subsets for scores and few-shot)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -4,6 +4,7 @@ Configs follow the parameter table in shared/notes/offline-digits-first-measurem
 `color` = v1 (SynNumbers-like), `clean` = v2, `grey` = v3 (v2 plus handwriting-like
 geometry), the default because it gave the most realistic shift to `uci_digits`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +12,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -21,7 +22,10 @@ from jaxdapt.data.features import OfflineBuilder, digit_features
 
 # (split name, number of examples, generation seed)
 FULL_SPLITS: tuple[tuple[str, int, int], ...] = (
-    ("train", 20_000, 0), ("validation", 2_000, 1), ("test", 2_000, 2))
+  ("train", 20_000, 0),
+  ("validation", 2_000, 1),
+  ("test", 2_000, 2),
+)
 
 MIN_PER_WORKER = 1000  # below this, a worker's ~1 s start-up is not worth it
 
@@ -29,25 +33,38 @@ MIN_PER_WORKER = 1000  # below this, a worker's ~1 s start-up is not worth it
 @dataclasses.dataclass(eq=False)
 class SynDigitsConfig(tfds.core.BuilderConfig):
   """A rendering recipe plus split sizes; everything that changes the bytes is here."""
+
   params: render.RenderParams = dataclasses.field(default_factory=render.RenderParams)
   splits: tuple[tuple[str, int, int], ...] = FULL_SPLITS
 
 
 V1 = render.RenderParams()
 V2 = dataclasses.replace(
-    V1, blur=(0.0, 0.5), noise=(0.0, 0.03), colour="light_on_dark", min_contrast=0.5)
+  V1, blur=(0.0, 0.5), noise=(0.0, 0.03), colour="light_on_dark", min_contrast=0.5
+)
 V3 = dataclasses.replace(
-    V2, height=(0.8, 1.0), aspect=(0.6, 1.0), jitter=2, stroke=(0, 5), shear=0.3,
-    elastic=2.0)
+  V2, height=(0.8, 1.0), aspect=(0.6, 1.0), jitter=2, stroke=(0, 5), shear=0.3, elastic=2.0
+)
 
 CONFIGS = (
-    SynDigitsConfig(name="grey", params=V3, description=(
-        "v3: grey, light ink on dark, narrower, sheared and elastically warped "
-        "(handwriting-like geometry). Default.")),
-    SynDigitsConfig(name="color", params=V1, description=(
-        "v1: SynNumbers-like; 50% grey / 50% colour, random polarity, blur and noise.")),
-    SynDigitsConfig(name="clean", params=V2, description=(
-        "v2: grey, light ink on dark, little blur/noise, printed geometry.")),
+  SynDigitsConfig(
+    name="grey",
+    params=V3,
+    description=(
+      "v3: grey, light ink on dark, narrower, sheared and elastically warped "
+      "(handwriting-like geometry). Default."
+    ),
+  ),
+  SynDigitsConfig(
+    name="color",
+    params=V1,
+    description=("v1: SynNumbers-like; 50% grey / 50% colour, random polarity, blur and noise."),
+  ),
+  SynDigitsConfig(
+    name="clean",
+    params=V2,
+    description=("v2: grey, light ink on dark, little blur/noise, printed geometry."),
+  ),
 )
 
 
@@ -57,7 +74,9 @@ def _workers(num: int) -> int:
   return max(1, min(n, num // MIN_PER_WORKER))
 
 
-def render_split(params: render.RenderParams, seed: int, num: int) -> Iterator[tuple[int, np.ndarray]]:
+def render_split(
+  params: render.RenderParams, seed: int, num: int
+) -> Iterator[tuple[int, np.ndarray]]:
   """Yields (index, uint8 image) for index < num; large splits render in worker processes."""
   workers = _workers(num)
   if workers == 1:
@@ -70,10 +89,17 @@ def render_split(params: render.RenderParams, seed: int, num: int) -> Iterator[t
     procs = []
     for w in range(workers):
       out = os.path.join(tmp, f"{w}.npy")
-      cmd = [sys.executable, render.__file__, render.params_to_json(params), str(seed),
-             str(bounds[w]), str(bounds[w + 1]), out]
+      cmd = [
+        sys.executable,
+        render.__file__,
+        render.params_to_json(params),
+        str(seed),
+        str(bounds[w]),
+        str(bounds[w + 1]),
+        out,
+      ]
       procs.append((out, subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env)))
-    for out, proc in procs:
+    for _out, proc in procs:
       _, err = proc.communicate()
       if proc.returncode:
         raise RuntimeError(f"syn_digits render worker failed ({proc.returncode}):\n{err}")
@@ -95,17 +121,20 @@ class SynDigits(OfflineBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self,
-        description=("Digits 0-9 rendered offline with Pillow from matplotlib's bundled "
-                     "TrueType fonts; balanced labels (index % 10)."),
-        features=digit_features(),
-        supervised_keys=("image", "label"),
+      builder=self,
+      description=(
+        "Digits 0-9 rendered offline with Pillow from matplotlib's bundled "
+        "TrueType fonts; balanced labels (index % 10)."
+      ),
+      features=digit_features(),
+      supervised_keys=("image", "label"),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing is downloaded
-    return {name: self._generate_examples(num, seed)
-            for name, num, seed in self.builder_config.splits}
+    return {
+      name: self._generate_examples(num, seed) for name, num, seed in self.builder_config.splits
+    }
 
   def _generate_examples(self, num: int, seed: int):
     params = self.builder_config.params

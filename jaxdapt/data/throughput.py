@@ -8,12 +8,14 @@ and PIL releases the GIL while decoding and resampling, so a host feeds about th
 times more. Compare with the step's images/s (`jaxdapt bench`) to see whether
 the input pipeline can keep an accelerator busy.
 """
+
 from __future__ import annotations
 
 import argparse
 import io
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,8 +37,9 @@ def synthetic_jpegs(n: int, size: tuple[int, int] = (375, 500), seed: int = 0) -
   return rows
 
 
-def throughput(source: Sequence[Mapping[str, Any]], n: int = 200, seed: int = 0,
-               train: bool = True) -> dict[str, float]:
+def throughput(
+  source: Sequence[Mapping[str, Any]], n: int = 200, seed: int = 0, train: bool = True
+) -> dict[str, float]:
   """Images/s of reading + (train | eval) crop of the first n rows, in this thread.
 
   Rows may hold encoded bytes or pixels; a prepared domain's source decodes on read, so
@@ -55,8 +58,11 @@ def throughput(source: Sequence[Mapping[str, Any]], n: int = 200, seed: int = 0,
 
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--domain", required=True,
-                      help="a prepared domain (office31/amazon, domainnet/real...) or 'synthetic'")
+  parser.add_argument(
+    "--domain",
+    required=True,
+    help="a prepared domain (office31/amazon, domainnet/real...) or 'synthetic'",
+  )
   parser.add_argument("--split", default="train")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("-n", type=int, default=200, help="images to time")
@@ -66,11 +72,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     source: Sequence = synthetic_jpegs(args.n)
   else:
     from jaxdapt.data.sources import get_source
+
     view = get_source(args.domain, args.split, args.data_dir)
     source = getattr(view, "source", view)  # the stored rows: time their decoding too
   r = throughput(source, args.n, train=not args.eval)
-  print(f"{args.domain}: {'eval' if args.eval else 'train'} crop, {r['images']} images in "
-        f"{r['seconds']:.2f} s = {r['images_per_s_per_core']:.0f} images/s per core")
+  print(
+    f"{args.domain}: {'eval' if args.eval else 'train'} crop, {r['images']} images in "
+    f"{r['seconds']:.2f} s = {r['images_per_s_per_core']:.0f} images/s per core"
+  )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ network. They share one stratified 60/40 split (random_state=0): `train`
 (1,078; the unlabeled target set for adaptation, labels kept for oracles) and
 `test` (719).
 """
+
 from __future__ import annotations
 
 import functools
@@ -24,12 +25,16 @@ TEST_FRACTION = 0.4
 def uci_images() -> tuple[np.ndarray, np.ndarray]:
   """float32[1797, 32, 32] ink in [0, 1] (bilinear from 8x8), int64 labels."""
   from sklearn.datasets import load_digits
+
   digits = load_digits()
   small = digits.images.astype(np.float32) / 16.0
   size = IMAGE_SHAPE[:2][::-1]
-  big = np.stack([
+  big = np.stack(
+    [
       np.asarray(Image.fromarray(x, mode="F").resize(size, Image.Resampling.BILINEAR))
-      for x in small])
+      for x in small
+    ]
+  )
   return np.clip(big, 0.0, 1.0), digits.target.astype(np.int64)
 
 
@@ -37,10 +42,11 @@ def uci_images() -> tuple[np.ndarray, np.ndarray]:
 def split_indices() -> dict[str, np.ndarray]:
   """Stratified 60/40 split of the 1,797 digits, sorted indices per split."""
   from sklearn.model_selection import train_test_split
+
   _, labels = uci_images()
   train, test = train_test_split(
-      np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels,
-      random_state=SPLIT_SEED)
+    np.arange(len(labels)), test_size=TEST_FRACTION, stratify=labels, random_state=SPLIT_SEED
+  )
   return {"train": np.sort(train), "test": np.sort(test)}
 
 
@@ -52,8 +58,11 @@ class _UciBase(OfflineBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
-        builder=self, description=self.__doc__, features=digit_features(),
-        supervised_keys=("image", "label"))
+      builder=self,
+      description=self.__doc__,
+      features=digit_features(),
+      supervised_keys=("image", "label"),
+    )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     del dl_manager  # nothing is downloaded

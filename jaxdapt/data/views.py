@@ -8,10 +8,12 @@ Domains of variable-size images (DomainNet, Office, ImageNet-R...) are always se
 through `imagenet_pipeline.EvalView` (resize 256, center crop 224), since a batch needs
 one shape; nothing is cropped on disk.
 """
+
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -32,8 +34,9 @@ def split_name(name: str) -> tuple[str, Shape | None]:
     return name, None
   m = _SPEC.fullmatch(spec)
   if m is None or min(int(m[1]), int(m[2])) < 1:
-    raise ConfigError(f"dataset: {name!r}: a view is written NAME{SEP}HxWxC with C 1 or 3, "
-                      f"e.g. mnist{SEP}32x32x3")
+    raise ConfigError(
+      f"dataset: {name!r}: a view is written NAME{SEP}HxWxC with C 1 or 3, e.g. mnist{SEP}32x32x3"
+    )
   return base, (int(m[1]), int(m[2]), int(m[3]))
 
 
@@ -76,8 +79,9 @@ class ResizedView(Sequence):
     return f"ResizedView({self.source!r}, shape={self.shape})"
 
 
-def apply(source: Sequence[Mapping[str, Any]], stored: Sequence[int | None],
-          spec: Shape | None) -> Sequence[Mapping[str, Any]]:
+def apply(
+  source: Sequence[Mapping[str, Any]], stored: Sequence[int | None], spec: Shape | None
+) -> Sequence[Mapping[str, Any]]:
   """`source` as the trainer should see it (see the module docstring)."""
   if spec is not None:
     if None in tuple(stored):

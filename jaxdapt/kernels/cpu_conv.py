@@ -15,6 +15,7 @@ keyed by source, compiler, jaxlib and CPU, and loaded through the XLA FFI. Resul
 deterministic (fixed work split, partial sums added in order) and equal XLA's up to
 float32 summation order.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -27,9 +28,10 @@ import stat
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +41,12 @@ from jaxdapt.errors import ConfigError
 from jaxdapt.kernels import xla_conv
 
 SOURCE = Path(__file__).with_name("cpu_conv.cc")
-KERNELS = ("auto", "xla", "direct")     # config model.conv_kernel
+KERNELS = ("auto", "xla", "direct")  # config model.conv_kernel
 _TARGETS = ("forward", "input_grad", "weight_grad")
 _LANES = 16
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_status: dict[str, str | None] = {}     # 'error': None once registered, else why not
+_status: dict[str, str | None] = {}  # 'error': None once registered, else why not
 
 
 class KernelBuildError(RuntimeError):
@@ -82,9 +84,20 @@ def _cpu_identity() -> str:
 
 
 def _compile(compiler: str, source: Path, target: Path, march: bool) -> subprocess.CompletedProcess:
-  cmd = [compiler, "-O3", "-std=c++20", "-shared", "-fPIC", "-fno-math-errno", "-w",
-         *(["-march=native"] if march else []), f"-I{jax.ffi.include_dir()}",
-         str(source), "-o", str(target)]
+  cmd = [
+    compiler,
+    "-O3",
+    "-std=c++20",
+    "-shared",
+    "-fPIC",
+    "-fno-math-errno",
+    "-w",
+    *(["-march=native"] if march else []),
+    f"-I{jax.ffi.include_dir()}",
+    str(source),
+    "-o",
+    str(target),
+  ]
   return subprocess.run(cmd, capture_output=True, text=True)
 
 
@@ -105,15 +118,17 @@ def build(source: Path = SOURCE) -> Path:
   if not can_build():
     raise KernelBuildError(f"no C++ compiler {cxx!r} on PATH (set $CXX)")
   version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-  key = hashlib.sha256("\0".join([
-      source.read_text(), version, metadata.version("jaxlib"), _cpu_identity()]).encode()
+  key = hashlib.sha256(
+    "\0".join([source.read_text(), version, metadata.version("jaxlib"), _cpu_identity()]).encode()
   ).hexdigest()[:20]
   target = cache_dir() / f"cpu_conv-{key}.so"
   target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
   for path in (target.parent, target) if target.exists() else (target.parent,):
     if why := _not_private(path):
-      raise KernelBuildError(f"not loading kernels from {target.parent}: {why}; make it "
-                             f"yours and private (chmod go-w) or set $JAXDAPT_KERNEL_CACHE")
+      raise KernelBuildError(
+        f"not loading kernels from {target.parent}: {why}; make it "
+        f"yours and private (chmod go-w) or set $JAXDAPT_KERNEL_CACHE"
+      )
   if target.exists():
     return target
   _log.info("compiling jaxdapt's CPU convolution kernels into %s (once per machine)", target)
@@ -140,9 +155,11 @@ def ensure_registered() -> None:
       try:
         lib = ctypes.CDLL(str(build()))
         for name in _TARGETS:
-          jax.ffi.register_ffi_target(f"jaxdapt_conv_{name}",
-                                      jax.ffi.pycapsule(getattr(lib, f"jaxdapt_conv_{name}")),
-                                      platform="cpu")
+          jax.ffi.register_ffi_target(
+            f"jaxdapt_conv_{name}",
+            jax.ffi.pycapsule(getattr(lib, f"jaxdapt_conv_{name}")),
+            platform="cpu",
+          )
         _status["error"] = None
       except (KernelBuildError, OSError, AttributeError) as e:
         _status["error"] = f"{type(e).__name__}: {e}"
@@ -161,17 +178,22 @@ def resolve(name: str, platform_name: str, num_devices: int) -> str:
     return "xla"
   if platform_name != "cpu" or num_devices != 1:
     if name == "direct":
-      raise ConfigError(f"model.conv_kernel: 'direct' runs on one CPU device; this run has "
-                        f"{num_devices} {platform_name} device(s) (use 'auto' or 'xla')")
+      raise ConfigError(
+        f"model.conv_kernel: 'direct' runs on one CPU device; this run has "
+        f"{num_devices} {platform_name} device(s) (use 'auto' or 'xla')"
+      )
     return "xla"
   try:
     ensure_registered()
   except KernelBuildError as e:
     if name == "direct":
-      raise ConfigError(f"model.conv_kernel: 'direct' needs the CPU kernel, which did not "
-                        f"build: {e}") from None
-    _log.warning("model.conv_kernel='auto': using XLA's convolutions; the CPU kernel did "
-                 "not build: %s", str(e).splitlines()[0])
+      raise ConfigError(
+        f"model.conv_kernel: 'direct' needs the CPU kernel, which did not build: {e}"
+      ) from None
+    _log.warning(
+      "model.conv_kernel='auto': using XLA's convolutions; the CPU kernel did not build: %s",
+      str(e).splitlines()[0],
+    )
     return "xla"
   return "direct"
 
@@ -179,27 +201,51 @@ def resolve(name: str, platform_name: str, num_devices: int) -> str:
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
 
-def eligible(lhs: Any, rhs: Any, window_strides: Sequence[int], padding: Any,
-             lhs_dilation: Sequence[int] | None = None,
-             rhs_dilation: Sequence[int] | None = None, dimension_numbers: Any = None,
-             feature_group_count: int = 1, batch_group_count: int = 1) -> bool:
+def eligible(
+  lhs: Any,
+  rhs: Any,
+  window_strides: Sequence[int],
+  padding: Any,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+) -> bool:
   """Whether the direct kernel computes this `lax.conv_general_dilated` call."""
-  if not (xla_conv.plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                             feature_group_count, batch_group_count)
-          and lhs.dtype == jnp.float32 and rhs.dtype == jnp.float32):
+  if not (
+    xla_conv.plain_nhwc(
+      lhs,
+      rhs,
+      lhs_dilation,
+      rhs_dilation,
+      dimension_numbers,
+      feature_group_count,
+      batch_group_count,
+    )
+    and lhs.dtype == jnp.float32
+    and rhs.dtype == jnp.float32
+  ):
     return False
-  valid = padding == "VALID" or (not isinstance(padding, str)
-                                 and all(tuple(p) == (0, 0) for p in padding))
+  valid = padding == "VALID" or (
+    not isinstance(padding, str) and all(tuple(p) == (0, 0) for p in padding)
+  )
   kh, kw, _, cout = rhs.shape
-  return (valid and tuple(window_strides) == (1, 1)
-          and kh == kw and kh <= min(lhs.shape[1], lhs.shape[2])
-          and cout % _LANES == 0 and _LANES <= cout <= 4 * _LANES)
+  return (
+    valid
+    and tuple(window_strides) == (1, 1)
+    and kh == kw
+    and kh <= min(lhs.shape[1], lhs.shape[2])
+    and cout % _LANES == 0
+    and _LANES <= cout <= 4 * _LANES
+  )
 
 
 def _call(target: str, shape: tuple[int, ...], *args: jax.Array) -> jax.Array:
   ensure_registered()
-  return jax.ffi.ffi_call(f"jaxdapt_conv_{target}", jax.ShapeDtypeStruct(shape, jnp.float32),
-                          vmap_method="sequential")(*args)
+  return jax.ffi.ffi_call(
+    f"jaxdapt_conv_{target}", jax.ShapeDtypeStruct(shape, jnp.float32), vmap_method="sequential"
+  )(*args)
 
 
 def xla_conv_valid(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -233,19 +279,44 @@ def _conv_bwd(residuals, g):
 conv_valid.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv_general_dilated(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int],
-                         padding: Any, lhs_dilation: Sequence[int] | None = None,
-                         rhs_dilation: Sequence[int] | None = None,
-                         dimension_numbers: Any = None, feature_group_count: int = 1,
-                         batch_group_count: int = 1, precision: Any = None,
-                         preferred_element_type: Any = None) -> jax.Array:
+def conv_general_dilated(
+  lhs: jax.Array,
+  rhs: jax.Array,
+  window_strides: Sequence[int],
+  padding: Any,
+  lhs_dilation: Sequence[int] | None = None,
+  rhs_dilation: Sequence[int] | None = None,
+  dimension_numbers: Any = None,
+  feature_group_count: int = 1,
+  batch_group_count: int = 1,
+  precision: Any = None,
+  preferred_element_type: Any = None,
+) -> jax.Array:
   """`lax.conv_general_dilated` that runs `eligible` calls through the direct kernel
   (flax nn.Conv's `conv_general_dilated` hook; float32 convs are exact on CPU whatever
   `precision` says); the rest through xla_conv (XLA's, minus one CPU pathology)."""
-  if eligible(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-              dimension_numbers, feature_group_count, batch_group_count) and (
-                  preferred_element_type in (None, jnp.float32)):
+  if eligible(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+  ) and (preferred_element_type in (None, jnp.float32)):
     return conv_valid(lhs, rhs)
-  return xla_conv.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                       rhs_dilation, dimension_numbers, feature_group_count,
-                                       batch_group_count, precision, preferred_element_type)
+  return xla_conv.conv_general_dilated(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+    feature_group_count,
+    batch_group_count,
+    precision,
+    preferred_element_type,
+  )

@@ -8,6 +8,7 @@ statistics. The recomputation (jaxdapt/batchnorm.py `target_statistics`) runs at
 evaluation; no hyperparameters. The same evaluation after any other method is
 train.eval_target_bn='target' ("+AdaBN" in a table). Needs a model with BatchNorm.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,6 +20,5 @@ from jaxdapt.methods.base import METHODS, Method
 @METHODS.register("adabn")
 @dataclasses.dataclass(frozen=True)
 class AdaBN(Method):
-
   domains: tuple[str, ...] = ("source",)
   recomputes_target_bn: ClassVar[bool] = True

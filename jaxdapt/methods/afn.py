@@ -7,6 +7,7 @@ matters). Applied to the model's features on both domains.
 Hyperparameters (method.*): afn_delta_r Δr (paper: 1.0), weight λ (paper:
 0.05) with weight_schedule 'constant' (digits config).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,13 +20,14 @@ from jaxdapt.methods.base import METHODS, Method
 @METHODS.register("afn")
 @dataclasses.dataclass(frozen=True)
 class AFN(Method):
-
   def __post_init__(self):
     checks.positive_number("afn_delta_r", self.config.afn_delta_r)
 
   def loss(self, params, outputs, progress, rng):
     del params, rng
-    value = sum(ml.stepwise_feature_norm(outputs[d]["features"], self.config.afn_delta_r)
-                for d in ("source", "target"))
+    value = sum(
+      ml.stepwise_feature_norm(outputs[d]["features"], self.config.afn_delta_r)
+      for d in ("source", "target")
+    )
     norm = ml.safe_norm(outputs["target"]["features"]).mean()
     return self.weight(progress) * value, {"afn": value, "target_feature_norm": norm}

@@ -23,10 +23,12 @@ model.init_from with nothing left out (config.validate checks it). A method
 with `recomputes_target_bn` (AdaBN) has the trainer evaluate target splits with
 BatchNorm statistics recomputed on the target (jaxdapt/batchnorm.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, ClassVar, Optional
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -66,14 +68,23 @@ class Method:
     del rng, feature_dim, num_classes
     return {}
 
-  def loss(self, params: PyTree, outputs: Outputs, progress: jax.Array,
-           rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss(
+    self, params: PyTree, outputs: Outputs, progress: jax.Array, rng: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Transfer loss added to the classification loss, and scalar metrics."""
     del params, outputs, progress, rng
     return 0.0, {}
 
-  def model_loss(self, model, params: PyTree, outputs: Outputs, batch: dict, extra: PyTree,
-                 progress: jax.Array, rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def model_loss(
+    self,
+    model,
+    params: PyTree,
+    outputs: Outputs,
+    batch: dict,
+    extra: PyTree,
+    progress: jax.Array,
+    rng: jax.Array,
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Terms that need the model itself (`params`: the model's): the attached regulariser,
     plus what a method that re-applies the head adds (MME). `extra`: `refresh`'s result."""
     del progress
@@ -81,7 +92,7 @@ class Method:
       return 0.0, {}
     return self.regularizer.loss(model, params, outputs, batch, extra, rng)
 
-  def update_fn(self) -> Optional[Callable]:
+  def update_fn(self) -> Callable | None:
     """A replacement for the shared update step (set has_own_step), or None to use it.
     It is called as `update(state, batch[, extra], *, ctx)` with a step.StepContext."""
     return None
@@ -98,7 +109,7 @@ class Method:
       return outputs[domains[0]]
     return concat(outputs, domains, ("logits", "labels"))
 
-  def refresh(self, exp, state) -> Optional[PyTree]:
+  def refresh(self, exp, state) -> PyTree | None:
     """The update's non-trainable third argument, from the experiment (`train.Experiment`:
     model, data, config) and the current state; None: the update takes two arguments.
     By default the regulariser's starting model (None without one)."""
@@ -126,8 +137,9 @@ class SourceFreeMethod(Method):
   accumulates_gradients: ClassVar[bool] = False  # subset.target_step: one batch
 
 
-def concat(outputs: Outputs, domains: tuple[str, ...], keys: tuple[str, ...]
-           ) -> dict[str, jax.Array]:
+def concat(
+  outputs: Outputs, domains: tuple[str, ...], keys: tuple[str, ...]
+) -> dict[str, jax.Array]:
   """outputs[d][key] of the listed domains, concatenated along the batch."""
   return {k: jnp.concatenate([outputs[d][k] for d in domains]) for k in keys}
 
@@ -137,8 +149,9 @@ def aux_head(config: ml_collections.ConfigDict, num_classes: int):
   return MLPHead(num_classes, tuple(config.aux_head_hidden))
 
 
-def init_aux_head(config: ml_collections.ConfigDict, rng: jax.Array, feature_dim: int,
-                  num_classes: int) -> PyTree:
+def init_aux_head(
+  config: ml_collections.ConfigDict, rng: jax.Array, feature_dim: int, num_classes: int
+) -> PyTree:
   return aux_head(config, num_classes).init(rng, jnp.zeros((1, feature_dim)), train=False)["params"]
 
 

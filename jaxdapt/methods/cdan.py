@@ -14,6 +14,7 @@ Hyperparameters (method.*):
   cdan_random_dim          d of the randomized map (paper: 1024); fixed seed 0
   bsp_weight, bsp_k        optional BSP penalty (see bsp.py)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,7 +34,6 @@ from jaxdapt.methods.dann import DANN
 @METHODS.register("cdan")
 @dataclasses.dataclass(frozen=True)
 class CDAN(DANN):
-
   entropy_conditioning: ClassVar[bool] = False
 
   def __post_init__(self):
@@ -61,10 +61,13 @@ class CDAN(DANN):
     del rng
     coeff = self.weight(progress)
     src, tgt = outputs["source"], outputs["target"]
-    h = self.conditioned_features(jnp.concatenate([src["features"], tgt["features"]]),
-                                  jnp.concatenate([src["logits"], tgt["logits"]]))
-    logits = self.discriminator.apply({"params": params["discriminator"]},
-                                      losses.gradient_reversal(h, coeff))
+    h = self.conditioned_features(
+      jnp.concatenate([src["features"], tgt["features"]]),
+      jnp.concatenate([src["logits"], tgt["logits"]]),
+    )
+    logits = self.discriminator.apply(
+      {"params": params["discriminator"]}, losses.gradient_reversal(h, coeff)
+    )
     n_src, n_tgt = src["features"].shape[0], tgt["features"].shape[0]
     domain = jnp.concatenate([jnp.ones(n_src), jnp.zeros(n_tgt)])
     per_example = optax.sigmoid_binary_cross_entropy(logits.astype(jnp.float32), domain)
@@ -75,8 +78,12 @@ class CDAN(DANN):
       adv = per_example.mean()
     penalty, extra = bsp.penalty(self.config, outputs)
     domain_acc = ((logits > 0) == (domain > 0.5)).mean()
-    return adv + penalty, {"domain_loss": adv, "domain_acc": domain_acc, "grl_coeff": coeff,
-                           **extra}
+    return adv + penalty, {
+      "domain_loss": adv,
+      "domain_acc": domain_acc,
+      "grl_coeff": coeff,
+      **extra,
+    }
 
 
 @METHODS.register("cdan_e")

@@ -4,6 +4,7 @@
 unknown name still fails with the registry's ConfigError; these checks only
 run for the method that reads the field.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,11 +13,15 @@ from jaxdapt.errors import ConfigError
 
 
 def positive_number(field: str, value: Any, *, allow_zero: bool = False) -> None:
-  ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-      value >= 0 if allow_zero else value > 0)
+  ok = (
+    isinstance(value, (int, float))
+    and not isinstance(value, bool)
+    and (value >= 0 if allow_zero else value > 0)
+  )
   if not ok:
-    raise ConfigError(f"method.{field}: must be a number {'>= 0' if allow_zero else '> 0'}, "
-                      f"got {value!r}")
+    raise ConfigError(
+      f"method.{field}: must be a number {'>= 0' if allow_zero else '> 0'}, got {value!r}"
+    )
 
 
 def positive_int(field: str, value: Any) -> None:
@@ -26,5 +31,6 @@ def positive_int(field: str, value: Any) -> None:
 
 def widths(field: str, value: Any) -> None:
   if not isinstance(value, (tuple, list)) or not all(
-      isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value):
+    isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in value
+  ):
     raise ConfigError(f"method.{field}: must be a tuple of positive integers, got {value!r}")

@@ -10,10 +10,11 @@ pushed to make them indistinguishable. Hyperparameters (method.*):
 The discriminator's learning rate is set with an optimizer rule on
 `method/discriminator/.*` (see jaxdapt/optim.py).
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import flax.linen as nn
 import jax
@@ -38,7 +39,6 @@ class DomainDiscriminator(nn.Module):
 @METHODS.register("dann")
 @dataclasses.dataclass(frozen=True)
 class DANN(Method):
-
   def __post_init__(self):
     bsp.check_fields(self.config)
 
@@ -62,5 +62,9 @@ class DANN(Method):
     loss = losses.binary_cross_entropy_with_logits(logits, domain)
     domain_acc = ((logits > 0) == (domain > 0.5)).mean()
     penalty, extra = bsp.penalty(self.config, outputs)
-    return loss + penalty, {"domain_loss": loss, "domain_acc": domain_acc, "grl_coeff": coeff,
-                            **extra}
+    return loss + penalty, {
+      "domain_loss": loss,
+      "domain_acc": domain_acc,
+      "grl_coeff": coeff,
+      **extra,
+    }

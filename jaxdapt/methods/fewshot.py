@@ -14,13 +14,12 @@ concatenated batch). The recipes in experiments/transfer/:
 Methods with their own update step (MCD, ADDA, SHOT, TENT) do not read the
 labeled batch and refuse k; `target_oracle` trains on every target label already.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 
 from jaxdapt.errors import ConfigError
@@ -40,23 +39,31 @@ def with_labeled_target(method: Method, k: int) -> Method:
   """`method` forwarding and supervising the labeled target batch too (k != 0)."""
   if not k or LABELED in method.domains:
     return method
-  return dataclasses.replace(method, domains=method.domains + (LABELED,),
-                             supervised_domain=method.supervised_domains() + (LABELED,))
+  return dataclasses.replace(
+    method,
+    domains=method.domains + (LABELED,),
+    supervised_domain=method.supervised_domains() + (LABELED,),
+  )
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
   """data.target_labeled_per_class against the method (run by config.validate)."""
   k, name = config.data.target_labeled_per_class, config.method.name
   if isinstance(k, bool) or not isinstance(k, int) or k < -1:
-    raise ConfigError(f"data.target_labeled_per_class: must be 0 (off), a positive integer "
-                      f"or -1 (all), got {k!r}")
+    raise ConfigError(
+      f"data.target_labeled_per_class: must be 0 (off), a positive integer or -1 (all), got {k!r}"
+    )
   cls: Any = METHODS.get(name)
   if k == 0:
     if cls is TargetOnly:
-      raise ConfigError(f"data.target_labeled_per_class: method {name!r} trains on the k "
-                        f"labeled target examples per class; set k (1, 5, 10 or -1 for all)")
+      raise ConfigError(
+        f"data.target_labeled_per_class: method {name!r} trains on the k "
+        f"labeled target examples per class; set k (1, 5, 10 or -1 for all)"
+      )
     return
   if cls.has_own_step or cls.supervised_domain == "target":
-    raise ConfigError(f"data.target_labeled_per_class: method {name!r} does not train on "
-                      f"labeled target batches (its own update step, or all target labels); "
-                      f"use 0 with it, or target_only / source_only / an alignment method")
+    raise ConfigError(
+      f"data.target_labeled_per_class: method {name!r} does not train on "
+      f"labeled target batches (its own update step, or all target labels); "
+      f"use 0 with it, or target_only / source_only / an alignment method"
+    )

@@ -17,6 +17,7 @@ constant), method.fixmatch_ops (RandAugment N, 2), method.fixmatch_cutout (0.5 s
 Logged: pseudo_mask (fraction of confident target images) and pseudo_acc (accuracy of
 the confident pseudo-labels; target labels serve this metric only).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxdapt.data import augment
 from jaxdapt.errors import ConfigError
 from jaxdapt.methods import checks
-from jaxdapt.data import augment
 from jaxdapt.methods.base import METHODS, Method
 from jaxdapt.step import StepContext, train_step
 
@@ -36,8 +37,9 @@ STRONG_VIEW = "target_strong"
 _AUGMENT_STREAM = 0x5F  # folded into the step's key: the strong view's own random stream
 
 
-def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, threshold: float
-                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
+def fixmatch_loss(
+  weak_logits: jax.Array, strong_logits: jax.Array, threshold: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(loss, hard pseudo-labels, mask): masked CE of the strong view, mean over the batch."""
   probs = jax.nn.softmax(jax.lax.stop_gradient(weak_logits).astype(jnp.float32))
   pseudo = jnp.argmax(probs, -1)
@@ -49,13 +51,13 @@ def fixmatch_loss(weak_logits: jax.Array, strong_logits: jax.Array, threshold: f
 @METHODS.register("fixmatch")
 @dataclasses.dataclass(frozen=True)
 class FixMatch(Method):
-
   def __post_init__(self):
     c = self.config
     checks.positive_int("fixmatch_ops", c.fixmatch_ops)
     for field, value, ok, allowed in (
-        ("fixmatch_threshold", c.fixmatch_threshold, lambda v: 0 < v <= 1, "(0, 1]"),
-        ("fixmatch_cutout", c.fixmatch_cutout, lambda v: 0 <= v < 1, "[0, 1)")):
+      ("fixmatch_threshold", c.fixmatch_threshold, lambda v: 0 < v <= 1, "(0, 1]"),
+      ("fixmatch_cutout", c.fixmatch_cutout, lambda v: 0 <= v < 1, "[0, 1)"),
+    ):
       if isinstance(value, bool) or not isinstance(value, (int, float)) or not ok(value):
         raise ConfigError(f"method.{field}: must be in {allowed}, got {value!r}")
 
@@ -67,12 +69,15 @@ class FixMatch(Method):
   def loss(self, params, outputs, progress, rng):
     del params, rng
     target = outputs["target"]
-    loss, pseudo, mask = fixmatch_loss(target["logits"], outputs[STRONG_VIEW]["logits"],
-                                       self.config.fixmatch_threshold)
+    loss, pseudo, mask = fixmatch_loss(
+      target["logits"], outputs[STRONG_VIEW]["logits"], self.config.fixmatch_threshold
+    )
     correct = (pseudo == target["labels"]).astype(jnp.float32)
     return self.weight(progress) * loss, {
-        "pseudo_ce": loss, "pseudo_mask": mask.mean(),
-        "pseudo_acc": (mask * correct).sum() / jnp.maximum(mask.sum(), 1.0)}
+      "pseudo_ce": loss,
+      "pseudo_mask": mask.mean(),
+      "pseudo_acc": (mask * correct).sum() / jnp.maximum(mask.sum(), 1.0),
+    }
 
 
 def fixmatch_train_step(state, batch: dict, extra=None, *, ctx: StepContext):
@@ -81,8 +86,12 @@ def fixmatch_train_step(state, batch: dict, extra=None, *, ctx: StepContext):
   method = ctx.method
   key = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), _AUGMENT_STREAM)
   target = batch["target"]
-  strong = augment.strong_augment(target["image"], key, num_ops=method.config.fixmatch_ops,
-                                  cutout_frac=method.config.fixmatch_cutout)
+  strong = augment.strong_augment(
+    target["image"],
+    key,
+    num_ops=method.config.fixmatch_ops,
+    cutout_frac=method.config.fixmatch_cutout,
+  )
   batch = {**batch, STRONG_VIEW: {"image": strong, "label": target["label"]}}
   with_strong = dataclasses.replace(method, domains=method.domains + (STRONG_VIEW,))
   return train_step(state, batch, extra, ctx=dataclasses.replace(ctx, method=with_strong))

@@ -8,6 +8,7 @@ Kernels: features — multi-kernel Gaussian with bandwidths method.mmd_bandwidth
 exp(−‖p − p'‖² / b), b = method.jan_softmax_bandwidth (1.68, as in the authors'
 release). Trade-off: weight × weight_schedule (paper: 1, DANN-style ramp).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,6 @@ from jaxdapt.methods.base import METHODS, Method
 @METHODS.register("jan")
 @dataclasses.dataclass(frozen=True)
 class JAN(Method):
-
   def __post_init__(self):
     checks.positive_number("jan_softmax_bandwidth", self.config.jan_softmax_bandwidth)
 
@@ -30,8 +30,9 @@ class JAN(Method):
     del params, rng
     src, tgt = outputs["source"], outputs["target"]
     value = ml.joint_mmd(
-        (src["features"], jax.nn.softmax(src["logits"], -1)),
-        (tgt["features"], jax.nn.softmax(tgt["logits"], -1)),
-        bandwidths=(tuple(self.config.mmd_bandwidths), None),
-        fixed_bandwidths=(None, self.config.jan_softmax_bandwidth))
+      (src["features"], jax.nn.softmax(src["logits"], -1)),
+      (tgt["features"], jax.nn.softmax(tgt["logits"], -1)),
+      bandwidths=(tuple(self.config.mmd_bandwidths), None),
+      fixed_bandwidths=(None, self.config.jan_softmax_bandwidth),
+    )
     return self.weight(progress) * value, {"jmmd": value}

@@ -7,6 +7,7 @@ loss = (Σ_{j≠j'} C_jj') / |C|. No extra parameters.
 Hyperparameters (method.*): mcc_temperature T (paper: 2.5), weight μ
 (paper: 1), weight_schedule (digits config: constant).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,7 +20,6 @@ from jaxdapt.methods.base import METHODS, Method
 @METHODS.register("mcc")
 @dataclasses.dataclass(frozen=True)
 class MCC(Method):
-
   def __post_init__(self):
     checks.positive_number("mcc_temperature", self.config.mcc_temperature)
 

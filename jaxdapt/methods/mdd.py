@@ -14,6 +14,7 @@ Hyperparameters (method.*):
                     always takes the full loss, trade-off η = 1); the authors' code
                     (thuml/MDD) and Transfer-Learning-Library ramp it to GRL_MAX = 0.1
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,7 +33,6 @@ GRL_MAX = 0.1  # thuml/MDD GradientReverseLayer, TLlib WarmStartGradientReverseL
 @METHODS.register("mdd")
 @dataclasses.dataclass(frozen=True)
 class MDD(Method):
-
   def __post_init__(self):
     checks.positive_number("mdd_margin", self.config.mdd_margin)
     checks.widths("aux_head_hidden", self.config.aux_head_hidden)
@@ -54,5 +54,9 @@ class MDD(Method):
     src_term = ml.mdd_source_disparity(aux[:n_src], src["logits"])
     tgt_term = ml.mdd_target_disparity(aux[n_src:], tgt["logits"])
     value = self.config.mdd_margin * src_term + tgt_term
-    return value, {"mdd_source": src_term, "mdd_target": tgt_term, "disparity": -value,
-                   "grl_coeff": coeff}
+    return value, {
+      "mdd_source": src_term,
+      "mdd_target": tgt_term,
+      "disparity": -value,
+      "grl_coeff": coeff,
+    }

@@ -4,10 +4,11 @@ Pure functions of arrays, computed in float32, each tested against an
 independent NumPy formula in tests/test_methods.py. The shared losses (CE,
 GRL, MK-MMD, CORAL) live in jaxdapt/losses.py.
 """
+
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +29,7 @@ def entropy(logits: jax.Array) -> jax.Array:
 
 # --- CDAN (Long et al., NeurIPS 2018) ------------------------------------------------------
 
+
 def multilinear_map(features: jax.Array, probs: jax.Array) -> jax.Array:
   """T⊗(f, g): the flattened outer product f ⊗ g, [B, D], [B, C] -> [B, D·C]."""
   features = features.astype(jnp.float32)
@@ -36,16 +38,20 @@ def multilinear_map(features: jax.Array, probs: jax.Array) -> jax.Array:
 
 
 @functools.lru_cache(maxsize=8)
-def cdan_random_matrices(feature_dim: int, num_classes: int, dim: int,
-                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def cdan_random_matrices(
+  feature_dim: int, num_classes: int, dim: int, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
   """R_f [D, d] and R_g [C, d], standard Gaussian, sampled once and fixed."""
   rng = np.random.default_rng(seed)
-  return (rng.standard_normal((feature_dim, dim)).astype(np.float32),
-          rng.standard_normal((num_classes, dim)).astype(np.float32))
+  return (
+    rng.standard_normal((feature_dim, dim)).astype(np.float32),
+    rng.standard_normal((num_classes, dim)).astype(np.float32),
+  )
 
 
-def randomized_multilinear_map(features: jax.Array, probs: jax.Array, r_f: jax.Array,
-                               r_g: jax.Array) -> jax.Array:
+def randomized_multilinear_map(
+  features: jax.Array, probs: jax.Array, r_f: jax.Array, r_g: jax.Array
+) -> jax.Array:
   """T⊙(f, g) = (f R_f) ⊙ (g R_g) / √d; ⟨T⊙, T⊙⟩ estimates ⟨T⊗, T⊗⟩ without bias."""
   dim = r_f.shape[1]
   return (features.astype(jnp.float32) @ r_f) * (probs.astype(jnp.float32) @ r_g) / np.sqrt(dim)
@@ -58,6 +64,7 @@ def entropy_weights(logits: jax.Array) -> jax.Array:
 
 
 # --- MCC (Jin et al., ECCV 2020) -----------------------------------------------------------
+
 
 def minimum_class_confusion(logits: jax.Array, temperature: float = 2.5) -> jax.Array:
   """MCC loss on target logits [B, C].
@@ -78,8 +85,10 @@ def minimum_class_confusion(logits: jax.Array, temperature: float = 2.5) -> jax.
 
 # --- JAN (Long et al., ICML 2017) ----------------------------------------------------------
 
-def _pooled_gaussian_kernel(x: jax.Array, bandwidths: Sequence[float] | None,
-                            fixed_bandwidth: float | None) -> jax.Array:
+
+def _pooled_gaussian_kernel(
+  x: jax.Array, bandwidths: Sequence[float] | None, fixed_bandwidth: float | None
+) -> jax.Array:
   """Gaussian kernel matrix over a pooled sample [N, D].
 
   Multi-kernel: mean_m exp(−‖a−b‖² / (m·σ²)), σ² the mean pairwise squared
@@ -93,9 +102,12 @@ def _pooled_gaussian_kernel(x: jax.Array, bandwidths: Sequence[float] | None,
   return sum(jnp.exp(-d / (m * sigma2 + 1e-12)) for m in bandwidths) / len(bandwidths)
 
 
-def joint_mmd(source_layers: Sequence[jax.Array], target_layers: Sequence[jax.Array],
-              bandwidths: Sequence[Sequence[float] | None],
-              fixed_bandwidths: Sequence[float | None]) -> jax.Array:
+def joint_mmd(
+  source_layers: Sequence[jax.Array],
+  target_layers: Sequence[jax.Array],
+  bandwidths: Sequence[Sequence[float] | None],
+  fixed_bandwidths: Sequence[float | None],
+) -> jax.Array:
   """JMMD² (JAN paper, Eq. 10): quadratic-time (biased, V-statistic) estimator.
 
   The joint kernel is the product over layers l of each layer's kernel k_l;
@@ -114,6 +126,7 @@ def joint_mmd(source_layers: Sequence[jax.Array], target_layers: Sequence[jax.Ar
 
 # --- AFN (Xu et al., ICCV 2019) ------------------------------------------------------------
 
+
 def safe_norm(x: jax.Array) -> jax.Array:
   """Row L2 norms with a finite gradient at 0."""
   x = x.astype(jnp.float32)
@@ -127,6 +140,7 @@ def stepwise_feature_norm(features: jax.Array, delta_r: float = 1.0) -> jax.Arra
 
 
 # --- MDD (Zhang et al., ICML 2019) ---------------------------------------------------------
+
 
 def mdd_source_disparity(aux_logits: jax.Array, logits: jax.Array) -> jax.Array:
   """mean −log σ(f'(x))[h_f(x)] on source, h_f = argmax of the main head (a constant)."""
@@ -146,6 +160,7 @@ def mdd_target_disparity(aux_logits: jax.Array, logits: jax.Array) -> jax.Array:
 
 # --- BSP (Chen et al., ICML 2019) ----------------------------------------------------------
 
+
 def batch_spectral_penalty(features: jax.Array, k: int = 1) -> jax.Array:
   """Σ_{i≤k} σ_i² of a feature matrix [B, D] (largest singular values)."""
   sigma = jnp.linalg.svd(features.astype(jnp.float32), compute_uv=False)
@@ -153,6 +168,7 @@ def batch_spectral_penalty(features: jax.Array, k: int = 1) -> jax.Array:
 
 
 # --- MCD (Saito et al., CVPR 2018) ---------------------------------------------------------
+
 
 def classifier_discrepancy(logits1: jax.Array, logits2: jax.Array) -> jax.Array:
   """mean_{i,c} |p1 − p2|: the L1 distance of the two softmaxes, averaged over classes."""
@@ -162,6 +178,7 @@ def classifier_discrepancy(logits1: jax.Array, logits2: jax.Array) -> jax.Array:
 
 
 # --- SHOT (Liang et al., ICML 2020) --------------------------------------------------------
+
 
 def information_maximization(logits: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(L_ent + L_div, mean_i H(p_i), H(p̄)) on a batch of logits [B, C].

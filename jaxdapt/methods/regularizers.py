@@ -40,11 +40,13 @@ resume alike, so it is never a parameter and never in the optimizer state.
 Methods with their own update step (MCD, ADDA, SHOT, TENT) refuse regularisers, and LwF
 and DELTA refuse method.bn='dsbn' (the starting model has no per-domain branches).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -52,8 +54,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxdapt.errors import ConfigError
 from jaxdapt import features, losses, step
+from jaxdapt.errors import ConfigError
 from jaxdapt.init_from import load_init_from
 from jaxdapt.methods.base import METHODS, Method, Outputs, concat
 from jaxdapt.tree import named_leaves
@@ -66,8 +68,10 @@ ATTENTION_CHUNK = 16
 
 # --- the terms: pure functions, each tested against NumPy (tests/test_regularizers.py) ----
 
-def l2_sp(params: PyTree, start: PyTree | None, loaded: Callable[[str], bool], alpha: float,
-          beta: float) -> jax.Array:
+
+def l2_sp(
+  params: PyTree, start: PyTree | None, loaded: Callable[[str], bool], alpha: float, beta: float
+) -> jax.Array:
   """α/2 Σ_{loaded w} ‖w − w⁰‖² + β/2 Σ_{new w} ‖w‖² over '/'-joined leaf names;
   `start` has the structure of `params` (only read at loaded leaves, when α > 0)."""
   ref = dict(named_leaves(start)) if start is not None and alpha else {}
@@ -75,7 +79,7 @@ def l2_sp(params: PyTree, start: PyTree | None, loaded: Callable[[str], bool], a
   for name, w in named_leaves(params):
     w = w.astype(jnp.float32)
     if not loaded(name):
-      new += jnp.sum(w ** 2)
+      new += jnp.sum(w**2)
     elif alpha:
       pull += jnp.sum((w - ref[name].astype(jnp.float32)) ** 2)
   return 0.5 * alpha * pull + 0.5 * beta * new
@@ -87,16 +91,16 @@ def smallest_singular_values(features: jax.Array, k: int) -> jax.Array:
   return jnp.sum(sigma[-k:] ** 2)
 
 
-def distillation_kl(logits: jax.Array, teacher_logits: jax.Array,
-                    temperature: float) -> jax.Array:
+def distillation_kl(logits: jax.Array, teacher_logits: jax.Array, temperature: float) -> jax.Array:
   """LwF: mean over the batch of KL(softmax(teacher/T) ‖ softmax(logits/T))."""
   t = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature, -1)
   s = jax.nn.log_softmax(logits.astype(jnp.float32) / temperature, -1)
   return jnp.mean(jnp.sum(jnp.exp(t) * (t - s), -1))
 
 
-def delta_distance(maps: dict[str, jax.Array], start_maps: dict[str, jax.Array],
-                   weights: dict[str, jax.Array]) -> jax.Array:
+def delta_distance(
+  maps: dict[str, jax.Array], start_maps: dict[str, jax.Array], weights: dict[str, jax.Array]
+) -> jax.Array:
   """DELTA: mean_b Σ_l Σ_c W_lc Σ_positions (FM_lc − FM⁰_lc)², channels on the last axis."""
   total = jnp.zeros((), jnp.float32)
   for layer, fm in maps.items():
@@ -115,6 +119,7 @@ def attention_weights(loss_increase: np.ndarray) -> np.ndarray:
 
 # --- the model's feature maps and DELTA's attention ----------------------------------------
 
+
 def _variables(params: PyTree, batch_stats: PyTree) -> dict[str, PyTree]:
   return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
@@ -123,31 +128,45 @@ def _path(module: nn.Module) -> str:
   return "/".join(module.path)
 
 
-def feature_maps(model, variables: dict[str, PyTree], images: jax.Array,
-                 layers: Sequence[str], *, train: bool,
-                 rng: jax.Array | None = None) -> dict[str, jax.Array]:
+def feature_maps(
+  model,
+  variables: dict[str, PyTree],
+  images: jax.Array,
+  layers: Sequence[str],
+  *,
+  train: bool,
+  rng: jax.Array | None = None,
+) -> dict[str, jax.Array]:
   """Outputs of the model's modules named in `layers` ('backbone/conv2', 'backbone')."""
   layers = tuple(layers)
   capture = lambda module, method: method == "__call__" and _path(module) in layers
   kwargs = {"rngs": {"dropout": rng}} if train else {}
-  _, state = model.apply(variables, images, train=train, method="extract",
-                         capture_intermediates=capture,
-                         mutable=["intermediates"] + (["batch_stats"] if train else []),
-                         **kwargs)
+  _, state = model.apply(
+    variables,
+    images,
+    train=train,
+    method="extract",
+    capture_intermediates=capture,
+    mutable=["intermediates"] + (["batch_stats"] if train else []),
+    **kwargs,
+  )
   out = {}
   for layer in layers:
     node = state["intermediates"]
     for part in layer.split("/"):
       node = node.get(part, {})
     if "__call__" not in node:
-      raise ConfigError(f"regularizer.delta_layers: the model has no module {layer!r} "
-                        f"(names such as 'backbone', 'backbone/conv2')")
+      raise ConfigError(
+        f"regularizer.delta_layers: the model has no module {layer!r} "
+        f"(names such as 'backbone', 'backbone/conv2')"
+      )
     out[layer] = node["__call__"][-1]  # a module calling its parent class's __call__: the outer
   return out
 
 
-def channel_attention(model, variables: dict[str, PyTree], images: jax.Array,
-                      labels: jax.Array, layers: Sequence[str]) -> dict[str, np.ndarray]:
+def channel_attention(
+  model, variables: dict[str, PyTree], images: jax.Array, labels: jax.Array, layers: Sequence[str]
+) -> dict[str, np.ndarray]:
   """{layer: W_l [C]}: softmax_c(CE with channel c of layer l zeroed − CE), evaluation mode."""
 
   def masked_loss(layer, mask, variables, images, labels):
@@ -156,6 +175,7 @@ def channel_attention(model, variables: dict[str, PyTree], images: jax.Array,
       if context.method_name == "__call__" and _path(context.module) == layer:
         out = out * mask.astype(out.dtype)
       return out
+
     with nn.intercept_methods(zero_channels):
       logits = model.apply(variables, images, train=False)["logits"]
     return losses.cross_entropy(logits, labels)
@@ -165,19 +185,24 @@ def channel_attention(model, variables: dict[str, PyTree], images: jax.Array,
   out = {}
   for layer in layers:
     channels = shapes[layer].shape[-1]
-    batched = jax.jit(jax.vmap(lambda m, v, x, y, layer=layer: masked_loss(layer, m, v, x, y),
-                               in_axes=(0, None, None, None)))
+    batched = jax.jit(
+      jax.vmap(
+        lambda m, v, x, y, layer=layer: masked_loss(layer, m, v, x, y),
+        in_axes=(0, None, None, None),
+      )
+    )
     increases = []
     for first in range(0, channels, ATTENTION_CHUNK):
       idx = np.arange(first, min(first + ATTENTION_CHUNK, channels))
       masks = np.ones((ATTENTION_CHUNK, channels), np.float32)
       masks[np.arange(len(idx)), idx] = 0.0  # padding rows zero nothing
-      increases.append(np.asarray(batched(masks, variables, images, labels))[:len(idx)])
+      increases.append(np.asarray(batched(masks, variables, images, labels))[: len(idx)])
     out[layer] = attention_weights(np.concatenate(increases) - float(base))
   return out
 
 
 # --- the add-on --------------------------------------------------------------------------
+
 
 @dataclasses.dataclass(frozen=True)
 class Regularizer:
@@ -186,7 +211,7 @@ class Regularizer:
   config: ml_collections.ConfigDict  # config.regularizer
   init_from: str
   dont_load: tuple[str, ...]
-  supervised: tuple[str, ...]        # the domains whose batches are the new data
+  supervised: tuple[str, ...]  # the domains whose batches are the new data
   dtype: Any
   mean_std: Any
 
@@ -212,31 +237,40 @@ class Regularizer:
 
   def _attention(self, exp, start: PyTree) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(exp.config.seed)
-    rows = [features.subset(exp.sources[d], self.config.delta_attention_points, rng)
-            for d in self.supervised]
+    rows = [
+      features.subset(exp.sources[d], self.config.delta_attention_points, rng)
+      for d in self.supervised
+    ]
     examples = [r[i] for r in rows for i in range(len(r))]
-    images = step.normalize(np.stack([e["image"] for e in examples]), self.dtype,
-                             self.mean_std)
+    images = step.normalize(np.stack([e["image"] for e in examples]), self.dtype, self.mean_std)
     labels = jnp.asarray([e["label"] for e in examples], jnp.int32)
-    return channel_attention(exp.model, _variables(start["params"], start["batch_stats"]),
-                             images, labels, tuple(self.config.delta_layers))
+    return channel_attention(
+      exp.model,
+      _variables(start["params"], start["batch_stats"]),
+      images,
+      labels,
+      tuple(self.config.delta_layers),
+    )
 
-  def loss(self, model, params: PyTree, outputs: Outputs, batch: dict, start: PyTree | None,
-           rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  def loss(
+    self, model, params: PyTree, outputs: Outputs, batch: dict, start: PyTree | None, rng: jax.Array
+  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The weighted sum of the active terms, and each (weighted) as a metric reg_*."""
     c = self.config
     terms = {}
     if c.l2sp_alpha or c.l2sp_beta:
-      terms["reg_l2sp"] = l2_sp(params, start and start["params"], self.loaded, c.l2sp_alpha,
-                                c.l2sp_beta)
+      terms["reg_l2sp"] = l2_sp(
+        params, start and start["params"], self.loaded, c.l2sp_alpha, c.l2sp_beta
+      )
     if c.bss_weight:
       feats = concat(outputs, self.supervised, ("features",))["features"]
       terms["reg_bss"] = c.bss_weight * smallest_singular_values(feats, c.bss_k)
     if c.lwf_weight or c.delta_weight:
       start = jax.lax.stop_gradient(start)
       teacher = _variables(start["params"], start["batch_stats"])
-      images = jnp.concatenate([step.normalize(batch[d]["image"], self.dtype, self.mean_std)
-                                for d in self.supervised])
+      images = jnp.concatenate(
+        [step.normalize(batch[d]["image"], self.dtype, self.mean_std) for d in self.supervised]
+      )
     if c.lwf_weight:
       old = model.apply(teacher, images, train=False)["logits"]
       new = concat(outputs, self.supervised, ("logits",))["logits"]
@@ -246,8 +280,9 @@ class Regularizer:
       ref = feature_maps(model, teacher, images, layers, train=False)
       # Training mode (batch statistics, dropout) like the step's own forward; the running
       # statistics it would update are dropped.
-      cur = feature_maps(model, _variables(params, start["batch_stats"]), images, layers,
-                         train=True, rng=rng)
+      cur = feature_maps(
+        model, _variables(params, start["batch_stats"]), images, layers, train=True, rng=rng
+      )
       terms["reg_delta"] = c.delta_weight * delta_distance(cur, ref, start["channel_weights"])
     return sum(terms.values(), jnp.zeros((), jnp.float32)), terms
 
@@ -256,9 +291,14 @@ def attach(method: Method, config: ml_collections.ConfigDict) -> Method:
   """`method` carrying the Regularizer of config.regularizer (unchanged when all are off)."""
   if not any(config.regularizer[w] for w in WEIGHTS):
     return method
-  reg = Regularizer(config.regularizer, config.model.init_from, tuple(config.model.dont_load),
-                    method.supervised_domains(), step.compute_dtype(config),
-                    step.input_mean_std(config))
+  reg = Regularizer(
+    config.regularizer,
+    config.model.init_from,
+    tuple(config.model.dont_load),
+    method.supervised_domains(),
+    step.compute_dtype(config),
+    step.input_mean_std(config),
+  )
   return dataclasses.replace(method, regularizer=reg)
 
 
@@ -275,26 +315,37 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   t = r.lwf_temperature
   if isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0:
     raise ConfigError(f"regularizer.lwf_temperature: must be a number > 0, got {t!r}")
-  if not r.delta_layers or not all(isinstance(l, str) and l.startswith("backbone")
-                                   for l in r.delta_layers):
-    raise ConfigError(f"regularizer.delta_layers: must name modules of the pretrained "
-                      f"backbone ('backbone', 'backbone/conv2', ...), got {r.delta_layers!r}")
+  if not r.delta_layers or not all(
+    isinstance(l, str) and l.startswith("backbone") for l in r.delta_layers
+  ):
+    raise ConfigError(
+      f"regularizer.delta_layers: must name modules of the pretrained "
+      f"backbone ('backbone', 'backbone/conv2', ...), got {r.delta_layers!r}"
+    )
   active = [w for w in WEIGHTS if r[w]]
   if not active:
     return
   if METHODS.get(config.method.name).has_own_step:
-    raise ConfigError(f"regularizer.{active[0]}: method {config.method.name!r} has its own "
-                      f"update step, which adds no regulariser; set it to 0")
+    raise ConfigError(
+      f"regularizer.{active[0]}: method {config.method.name!r} has its own "
+      f"update step, which adds no regulariser; set it to 0"
+    )
   for field in ("l2sp_alpha", "delta_weight", "lwf_weight"):
     if r[field] and not config.model.init_from:
-      raise ConfigError(f"regularizer.{field}: pulls towards the starting model, which "
-                        f"model.init_from names; set it (or the weight to 0)")
+      raise ConfigError(
+        f"regularizer.{field}: pulls towards the starting model, which "
+        f"model.init_from names; set it (or the weight to 0)"
+      )
   if (r.lwf_weight or r.delta_weight) and config.method.bn == "dsbn":
     field = "lwf_weight" if r.lwf_weight else "delta_weight"
-    raise ConfigError(f"regularizer.{field}: LwF and DELTA forward the starting model, which "
-                      f"has no per-domain BatchNorm branch to pick under method.bn='dsbn'; use "
-                      f"joint or separate")
+    raise ConfigError(
+      f"regularizer.{field}: LwF and DELTA forward the starting model, which "
+      f"has no per-domain BatchNorm branch to pick under method.bn='dsbn'; use "
+      f"joint or separate"
+    )
   if r.lwf_weight and tuple(config.model.dont_load):
-    raise ConfigError(f"regularizer.lwf_weight: LwF distils the starting model's head, so it "
-                      f"must be loaded: model.dont_load must be (), got "
-                      f"{tuple(config.model.dont_load)}")
+    raise ConfigError(
+      f"regularizer.lwf_weight: LwF distils the starting model's head, so it "
+      f"must be loaded: model.dont_load must be (), got "
+      f"{tuple(config.model.dont_load)}"
+    )

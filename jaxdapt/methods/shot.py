@@ -20,6 +20,7 @@ features before normalising; not done here.)
 Hyperparameters: β = method.shot_beta (0.3); SGD, momentum 0.9, lr 0.01 with
 the (1 + 10p)^-0.75 decay (digits config); the head frozen.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,7 +40,6 @@ PyTree = Any
 @METHODS.register("shot")
 @dataclasses.dataclass(frozen=True)
 class SHOT(SourceFreeMethod):
-
   _cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
   def __post_init__(self):
@@ -57,8 +57,7 @@ class SHOT(SourceFreeMethod):
       self._cache["forward"] = features.forward_fn(exp)
     target = features.extract(exp, self._cache["forward"], state, exp.sources["target"])
     centroids, valid = _centroids(target["features"], target["logits"])  # labels unread
-    return jax.device_put({"centroids": centroids, "valid": valid},
-                          sharding.replicated(exp.mesh))
+    return jax.device_put({"centroids": centroids, "valid": valid}, sharding.replicated(exp.mesh))
 
 
 _centroids = jax.jit(ml.shot_centroids)
@@ -66,16 +65,26 @@ _centroids = jax.jit(ml.shot_centroids)
 
 def shot_train_step(state, batch: dict, extra: dict[str, jax.Array], *, ctx: StepContext):
   """The trainer's update for `shot`: IM + β·CE(pseudo-labels) on the target batch alone."""
-  out, _ = apply_model(ctx.model, state.params["model"], state.batch_stats,
-                       normalize(batch["target"]["image"], ctx.dtype, ctx.mean_std), train=False)
-  pseudo = ml.nearest_centroid(jax.lax.stop_gradient(out["features"]), extra["centroids"],
-                               extra["valid"])
+  out, _ = apply_model(
+    ctx.model,
+    state.params["model"],
+    state.batch_stats,
+    normalize(batch["target"]["image"], ctx.dtype, ctx.mean_std),
+    train=False,
+  )
+  pseudo = ml.nearest_centroid(
+    jax.lax.stop_gradient(out["features"]), extra["centroids"], extra["valid"]
+  )
   beta = ctx.method.config.shot_beta
 
   def objective(target):
     im, mean_entropy, diversity = ml.information_maximization(target["logits"])
     pseudo_ce = losses.cross_entropy(target["logits"], pseudo)
-    return im + beta * pseudo_ce, {"im_loss": im, "target_entropy": mean_entropy,
-                                   "diversity": diversity, "pseudo_ce": pseudo_ce}
+    return im + beta * pseudo_ce, {
+      "im_loss": im,
+      "target_entropy": mean_entropy,
+      "diversity": diversity,
+      "pseudo_ce": pseudo_ce,
+    }
 
   return subset.target_step(state, batch, objective, subset.is_feature_extractor, ctx=ctx)

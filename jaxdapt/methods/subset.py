@@ -7,9 +7,11 @@ the optimizer would move a leaf with a zero gradient (momentum, weight decay).
 So a method's freezing does not depend on the config's optim.rules; the
 rules still decide which leaves hold optimizer state.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax
@@ -39,31 +41,40 @@ def param_name(path) -> str | None:
 
 def stop_untrained(params: PyTree, trainable: Trainable) -> PyTree:
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: x if trainable(path_name(p)) else jax.lax.stop_gradient(x), params)
+    lambda p, x: x if trainable(path_name(p)) else jax.lax.stop_gradient(x), params
+  )
 
 
 def select(new: PyTree, old: PyTree, trainable: Trainable, advance_count: bool) -> PyTree:
   """`new` at the trainable leaves, `old` elsewhere; step counts from `new` iff advance_count."""
+
   def pick(path, n, o):
     name = param_name(path)
     if name is None:
       return n if advance_count else o
     return n if trainable(name) else o
+
   return jax.tree_util.tree_map_with_path(pick, new, old)
 
 
-def apply_update(params: PyTree, opt_state: PyTree, grads: PyTree,
-                 tx: optax.GradientTransformation, trainable: Trainable,
-                 advance_count: bool = True) -> tuple[PyTree, PyTree]:
+def apply_update(
+  params: PyTree,
+  opt_state: PyTree,
+  grads: PyTree,
+  tx: optax.GradientTransformation,
+  trainable: Trainable,
+  advance_count: bool = True,
+) -> tuple[PyTree, PyTree]:
   """One optimizer step that changes only the trainable leaves (and their state)."""
   updates, new_opt_state = tx.update(grads, opt_state, params)
   new_params = optax.apply_updates(params, updates)
-  return (select(new_params, params, trainable, advance_count=True),
-          select(new_opt_state, opt_state, trainable, advance_count=advance_count))
+  return (
+    select(new_params, params, trainable, advance_count=True),
+    select(new_opt_state, opt_state, trainable, advance_count=advance_count),
+  )
 
 
-def target_step(state, batch: dict, objective: Callable, trainable: Trainable, *,
-                ctx: StepContext):
+def target_step(state, batch: dict, objective: Callable, trainable: Trainable, *, ctx: StepContext):
   """One update from the target batch alone (SHOT, TENT), BatchNorm in training mode.
 
   `objective(target_outputs) -> (loss, metrics)` sees the target domain's
@@ -73,14 +84,23 @@ def target_step(state, batch: dict, objective: Callable, trainable: Trainable, *
 
   def loss_fn(params):
     params = stop_untrained(params, trainable)
-    outputs, stats = forward_domains(ctx.model, params["model"], state.batch_stats, batch,
-                                     ("target",), bn=ctx.bn, dtype=ctx.dtype, rng=rng,
-                                     mean_std=ctx.mean_std)
+    outputs, stats = forward_domains(
+      ctx.model,
+      params["model"],
+      state.batch_stats,
+      batch,
+      ("target",),
+      bn=ctx.bn,
+      dtype=ctx.dtype,
+      rng=rng,
+      mean_std=ctx.mean_std,
+    )
     loss, metrics = objective(outputs["target"])
     return loss, (stats, metrics)
 
   (loss, (stats, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   params, opt_state = apply_update(state.params, state.opt_state, grads, ctx.tx, trainable)
   metrics = {"loss": loss, "transfer_loss": loss, "grad_norm": optax.tree.norm(grads), **metrics}
-  return state.replace(step=state.step + 1, params=params, batch_stats=stats,
-                       opt_state=opt_state), metrics
+  return state.replace(
+    step=state.step + 1, params=params, batch_stats=stats, opt_state=opt_state
+  ), metrics

@@ -1,4 +1,5 @@
 """Reference points that do no adaptation: the lower and the upper bound."""
+
 from __future__ import annotations
 
 import dataclasses

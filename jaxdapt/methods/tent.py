@@ -16,6 +16,7 @@ Paper settings: Adam lr 1e-3, batch 128 (CIFAR); SGD momentum 0.9, lr 2.5e-4,
 batch 64 (ImageNet); one pass over the test set. Digits config: see
 experiments/digits/tent.py.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,13 +43,13 @@ def batchnorm_affine(batch_stats: PyTree) -> subset.Trainable:
   def trainable(name: str) -> bool:
     module, _, leaf = name.partition("/")[2].rpartition("/")
     return name.startswith("model/") and leaf in ("scale", "bias") and module in modules
+
   return trainable
 
 
 @METHODS.register("tent")
 @dataclasses.dataclass(frozen=True)
 class TENT(SourceFreeMethod):
-
   has_own_step: ClassVar[bool] = True
 
   def update_fn(self):
@@ -71,9 +72,9 @@ def tent_train_step(state, batch: dict, *, ctx: StepContext):
 
   def objective(target):
     entropy = ml.entropy(target["logits"]).mean()
-    return entropy, {"target_entropy": entropy,
-                     "online_acc": losses.accuracy(jax.lax.stop_gradient(target["logits"]),
-                                                   target["labels"])}
+    return entropy, {
+      "target_entropy": entropy,
+      "online_acc": losses.accuracy(jax.lax.stop_gradient(target["logits"]), target["labels"]),
+    }
 
-  return subset.target_step(state, batch, objective, batchnorm_affine(state.batch_stats),
-                            ctx=ctx)
+  return subset.target_step(state, batch, objective, batchnorm_affine(state.batch_stats), ctx=ctx)

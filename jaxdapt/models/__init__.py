@@ -2,9 +2,15 @@
 
 Importing the backbone modules registers them in MODELS.
 """
+
+from jaxdapt.models import (  # noqa: F401  (registration)
+  digit_protocols,  # noqa: F401  (registration)
+  digits,
+  resnet,
+  vgg,
+  vit,
+)
 from jaxdapt.models.classifier import Classifier, FeatureBottleneck, MLPHead, feature_dim
 from jaxdapt.models.zoo import MODELS, get_model
-from jaxdapt.models import digits, resnet, vgg, vit  # noqa: F401  (registration)
-from jaxdapt.models import digit_protocols  # noqa: F401  (registration)
 
 __all__ = ["MODELS", "Classifier", "FeatureBottleneck", "MLPHead", "feature_dim", "get_model"]

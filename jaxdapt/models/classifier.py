@@ -4,10 +4,12 @@ Parameter paths are `backbone/...`, `bottleneck/...` (only with a
 bottleneck) and `head/...`, so pretrained backbones load under `backbone/`
 and a head is replaced by dropping `head/`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -22,6 +24,7 @@ class FeatureBottleneck(nn.Module):
   A narrow, normalised feature layer on which adaptation losses act, so they
   need not reshape the (often pretrained) backbone output directly.
   """
+
   features: int
   dtype: Any = jnp.float32
 
@@ -35,13 +38,15 @@ class FeatureBottleneck(nn.Module):
 class CosineClassifier(nn.Module):
   """logits = cos(f, w_c) / T: L2-normalised features and class weights, no bias, in
   float32 (MME's classifier, Saito et al., ICCV 2019: T = 0.05)."""
+
   num_classes: int
   temperature: float
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (x.shape[-1], self.num_classes), jnp.float32)
+    kernel = self.param(
+      "kernel", nn.initializers.lecun_normal(), (x.shape[-1], self.num_classes), jnp.float32
+    )
     x = x.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, -1, keepdims=True), 1e-24))
     w = kernel * jax.lax.rsqrt(jnp.maximum(jnp.sum(kernel * kernel, 0, keepdims=True), 1e-24))
@@ -54,6 +59,7 @@ class MLPHead(nn.Module):
   acts on the input of every layer after the first, and on the features of a linear head.
   Hidden layers compute in `dtype`; the output layer always in float32 (mixed-precision
   policy, train.compute_dtype: logits carry no bfloat16 rounding into the losses)."""
+
   num_classes: int
   hidden: Sequence[int] = ()
   dropout: float = 0.0
@@ -88,6 +94,7 @@ class Classifier(nn.Module):
   conv_kernel: 'xla' or 'direct', the backbone's convolution kernels (layers.conv_kernel;
   config model.conv_kernel, resolved for the run's devices by kernels/cpu_conv.resolve).
   """
+
   backbone: nn.Module
   num_classes: int
   bottleneck_dim: int | None = None
@@ -95,19 +102,26 @@ class Classifier(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   frozen_backbone_bn: bool = False
-  cosine_temperature: float = 0.0     # > 0: a cosine-classifier output layer (MME)
+  cosine_temperature: float = 0.0  # > 0: a cosine-classifier output layer (MME)
   conv_kernel: str = "xla"
 
   def setup(self) -> None:
     if self.bottleneck_dim is not None:
       self.bottleneck = FeatureBottleneck(self.bottleneck_dim, dtype=self.dtype)
-    self.head = MLPHead(self.num_classes, tuple(self.head_hidden), self.dropout,
-                        dtype=self.dtype, cosine_temperature=self.cosine_temperature)
+    self.head = MLPHead(
+      self.num_classes,
+      tuple(self.head_hidden),
+      self.dropout,
+      dtype=self.dtype,
+      cosine_temperature=self.cosine_temperature,
+    )
 
   def extract(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     """Images [B,H,W,C] -> features [B,D] in the computation dtype."""
-    with batch_norm_override("running" if self.frozen_backbone_bn else None), \
-        conv_kernel(self.conv_kernel):
+    with (
+      batch_norm_override("running" if self.frozen_backbone_bn else None),
+      conv_kernel(self.conv_kernel),
+    ):
       f = self.backbone(x, train=train)
     f = f.reshape(f.shape[0], -1)
     if self.bottleneck_dim is not None:
@@ -133,8 +147,10 @@ def feature_dim(module: nn.Module, input_shape: Sequence[int]) -> int:
   if len(shape) == 3:
     shape = (1,) + shape
   out = jax.eval_shape(
-      lambda: module.init_with_output(jax.random.key(0), jnp.zeros(shape, jnp.float32),
-                                      train=False)[0])
+    lambda: module.init_with_output(jax.random.key(0), jnp.zeros(shape, jnp.float32), train=False)[
+      0
+    ]
+  )
   if isinstance(out, dict):
     out = out["features"]
   return int(math.prod(out.shape[1:]))

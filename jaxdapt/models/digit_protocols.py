@@ -14,6 +14,7 @@
 All are written from their published descriptions and trained from scratch; dropout
 needs a 'dropout' rng in training, which the trainer passes.
 """
+
 from __future__ import annotations
 
 from typing import Any

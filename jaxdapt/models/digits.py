@@ -3,6 +3,7 @@
 Pooling comes before ReLU: max-pool and ReLU commute, and ReLU on the pooled
 map is 4x cheaper. Pools are the reshape-based `max_pool` (fast backward).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -23,6 +24,7 @@ class DANNDigits(nn.Module):
   give 4*4*48 = 768 features and 32 px give 5*5*48 = 1200. `width` scales the
   channel counts. remat: each conv block under nn.remat (same parameter paths).
   """
+
   use_bn: bool = False
   width: int = 1
   dtype: Any = jnp.float32
@@ -51,6 +53,7 @@ class LeNet(nn.Module):
   flatten; 28 px inputs give 4*4*50 = 800 features. TLL uses dropout2d=0.5;
   it defaults to 0 here (needs a 'dropout' rng in training when set).
   """
+
   use_bn: bool = False
   dropout2d: float = 0.0
   dtype: Any = jnp.float32
@@ -72,8 +75,9 @@ class LeNet(nn.Module):
 
 
 @MODELS.register("dann_digits")
-def dann_digits(*, norm: str = "default", dtype: Any = jnp.float32,
-                width: int = 1, remat: bool = False) -> nn.Module:
+def dann_digits(
+  *, norm: str = "default", dtype: Any = jnp.float32, width: int = 1, remat: bool = False
+) -> nn.Module:
   if not isinstance(width, int) or width < 1:
     raise ConfigError(f"model.width: must be a positive int, got {width!r}")
   norm = resolve_norm("dann_digits", norm, ("none", "batch"), "none")
@@ -81,8 +85,7 @@ def dann_digits(*, norm: str = "default", dtype: Any = jnp.float32,
 
 
 @MODELS.register("lenet")
-def lenet(*, norm: str = "default", dtype: Any = jnp.float32,
-          dropout2d: float = 0.0) -> nn.Module:
+def lenet(*, norm: str = "default", dtype: Any = jnp.float32, dropout2d: float = 0.0) -> nn.Module:
   if not 0.0 <= dropout2d < 1.0:
     raise ConfigError(f"model.dropout2d: must be in [0, 1), got {dropout2d!r}")
   norm = resolve_norm("lenet", norm, ("none", "batch"), "none")

@@ -4,13 +4,15 @@ Convolutions use explicit torch-style padding (never 'SAME') so weights
 converted from torchvision give the same numbers; params are always float32
 while `dtype` sets the computation dtype.
 """
+
 from __future__ import annotations
 
 import contextlib
 import contextvars
 import dataclasses
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -44,14 +46,28 @@ def conv_kernel(name: str) -> Iterator[None]:
     _CONV_KERNEL.reset(token)
 
 
-def conv(features: int, kernel: int, stride: int = 1, padding: int = 0, *,
-         use_bias: bool = True, dtype: Dtype = jnp.float32,
-         name: str | None = None) -> nn.Conv:
+def conv(
+  features: int,
+  kernel: int,
+  stride: int = 1,
+  padding: int = 0,
+  *,
+  use_bias: bool = True,
+  dtype: Dtype = jnp.float32,
+  name: str | None = None,
+) -> nn.Conv:
   """A square conv with symmetric explicit padding, as torch.nn.Conv2d pads."""
-  return nn.Conv(features, (kernel, kernel), strides=(stride, stride),
-                 padding=((padding, padding), (padding, padding)),
-                 use_bias=use_bias, dtype=dtype, param_dtype=jnp.float32,
-                 conv_general_dilated=conv_hook(), name=name)
+  return nn.Conv(
+    features,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((padding, padding), (padding, padding)),
+    use_bias=use_bias,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    conv_general_dilated=conv_hook(),
+    name=name,
+  )
 
 
 def conv_hook():
@@ -64,11 +80,11 @@ def conv_hook():
 
 @dataclasses.dataclass(frozen=True)
 class _Override:
-  stats: str | None = None       # None: as `train` says; 'running' | 'batch'
+  stats: str | None = None  # None: as `train` says; 'running' | 'batch'
   mask: jax.Array | None = None  # [B] rows that count in batch statistics
 
 
-_OVERRIDE = contextvars.ContextVar("batch_norm_override", default=_Override())
+_OVERRIDE = contextvars.ContextVar("batch_norm_override", default=_Override())  # noqa: B039
 BN_STATS = ("running", "batch")
 
 
@@ -86,8 +102,9 @@ def batch_norm_override(stats: str | None = None, mask: jax.Array | None = None)
   if stats not in (None,) + BN_STATS:
     raise ValueError(f"batch_norm_override: stats must be one of {BN_STATS}, got {stats!r}")
   outer = _OVERRIDE.get()
-  token = _OVERRIDE.set(_Override(outer.stats or stats,
-                                  outer.mask if outer.mask is not None else mask))
+  token = _OVERRIDE.set(
+    _Override(outer.stats or stats, outer.mask if outer.mask is not None else mask)
+  )
   try:
     yield
   finally:
@@ -95,8 +112,9 @@ def batch_norm_override(stats: str | None = None, mask: jax.Array | None = None)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def normalize_by_batch(x: jax.Array, scale: jax.Array, bias: jax.Array,
-                       epsilon: float) -> tuple[jax.Array, jax.Array, jax.Array]:
+def normalize_by_batch(
+  x: jax.Array, scale: jax.Array, bias: jax.Array, epsilon: float
+) -> tuple[jax.Array, jax.Array, jax.Array]:
   """BatchNorm over all axes but the last with the batch's own statistics:
   (y in float32, mean, var), the statistics as nn.BatchNorm computes them
   (float32, var = E[x²] - E[x]² clipped at 0).
@@ -154,11 +172,16 @@ class BatchNorm(nn.BatchNorm):
     rows = _OVERRIDE.get().mask
     if mask is None and rows is not None:
       mask = jnp.broadcast_to(rows.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
-    running = nn.merge_param("use_running_average", self.use_running_average,
-                             use_running_average)
-    if (running or mask is not None or self.axis_name is not None
-        or self.axis not in (-1, x.ndim - 1) or not (self.use_scale and self.use_bias)
-        or not self.force_float32_reductions or not self.use_fast_variance):
+    running = nn.merge_param("use_running_average", self.use_running_average, use_running_average)
+    if (
+      running
+      or mask is not None
+      or self.axis_name is not None
+      or self.axis not in (-1, x.ndim - 1)
+      or not (self.use_scale and self.use_bias)
+      or not self.force_float32_reductions
+      or not self.use_fast_variance
+    ):
       return super().__call__(x, use_running_average, mask=mask)
     features = (x.shape[-1],)
     ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), features)
@@ -172,18 +195,23 @@ class BatchNorm(nn.BatchNorm):
     return y.astype(self.dtype or jnp.result_type(x, scale))
 
 
-def batch_norm(train: bool, *, dtype: Dtype = jnp.float32, zero_init: bool = False,
-               name: str | None = None) -> nn.BatchNorm:
+def batch_norm(
+  train: bool, *, dtype: Dtype = jnp.float32, zero_init: bool = False, name: str | None = None
+) -> nn.BatchNorm:
   """BatchNorm with torch's defaults; zero_init starts a residual branch at 0.
 
   Normalises by batch statistics iff `train`, unless `batch_norm_override` says otherwise.
   """
   stats = _OVERRIDE.get().stats
-  return BatchNorm(use_running_average=(stats == "running") if stats else not train,
-                   momentum=BN_MOMENTUM, epsilon=BN_EPSILON, dtype=dtype,
-                   param_dtype=jnp.float32,
-                   scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
-                   name=name)
+  return BatchNorm(
+    use_running_average=(stats == "running") if stats else not train,
+    momentum=BN_MOMENTUM,
+    epsilon=BN_EPSILON,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    scale_init=nn.initializers.zeros if zero_init else nn.initializers.ones,
+    name=name,
+  )
 
 
 def maybe_remat(target: Any, enabled: bool, static_argnums: tuple[int, ...] = ()) -> Any:
@@ -208,15 +236,18 @@ def max_pool(x: jnp.ndarray, window: int = 2) -> jnp.ndarray:
   its backward is elementwise selects that fuse with their neighbours, where
   XLA's select_and_scatter is slow on CPU, and so is the backward of a
   reshape + max (a tie count per window: pool + ReLU fwd+bwd at 128×28×28×32
-  took 4.3-4.5 ms that way, 1.4-2.1 ms this way, 2-core EPYC VM, 2026-12-02). On exact ties inside a window the
+  took 4.3-4.5 ms that way, 1.4-2.1 ms this way, 2-core EPYC VM, 2026-12-02). On exact ties
+  inside a window the
   gradient is split between the tied inputs rather than given to the first one.
   """
   b, h, w, c = x.shape
   ho, wo = h // window, w // window
   if ho == 0 or wo == 0:
-    raise ConfigError(f"model input: feature map {h}x{w} is smaller than the "
-                      f"{window}x{window} max-pool window; use a larger input")
-  x = x[:, :ho * window, :wo * window, :]
+    raise ConfigError(
+      f"model input: feature map {h}x{w} is smaller than the "
+      f"{window}x{window} max-pool window; use a larger input"
+    )
+  x = x[:, : ho * window, : wo * window, :]
   slices = [x[:, i::window, j::window, :] for i in range(window) for j in range(window)]
   return functools.reduce(jnp.maximum, slices)
 
@@ -257,6 +288,7 @@ def resolve_norm(model: str, norm: str, allowed: tuple[str, ...], default: str) 
   if norm == "default":
     return default
   if norm not in allowed:
-    raise ConfigError(f"model.norm: {norm!r} is not supported by {model}; "
-                      f"allowed: default, {', '.join(allowed)}")
+    raise ConfigError(
+      f"model.norm: {norm!r} is not supported by {model}; allowed: default, {', '.join(allowed)}"
+    )
   return norm

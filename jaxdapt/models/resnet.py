@@ -24,6 +24,7 @@ wide, as torchvision computes it. See jaxdapt/weights for the converters.
 BN matches torch's momentum 0.1 / eps 1e-5; Flax updates running_var with the
 biased batch variance where torch uses the unbiased one (training only).
 """
+
 from __future__ import annotations
 
 from typing import Any, ClassVar
@@ -32,13 +33,20 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.models.layers import (batch_norm, conv, conv_hook, global_avg_pool, maybe_remat,
-                                   resolve_norm)
+from jaxdapt.models.layers import (
+  batch_norm,
+  conv,
+  conv_hook,
+  global_avg_pool,
+  maybe_remat,
+  resolve_norm,
+)
 from jaxdapt.models.zoo import MODELS
 
 
 class BasicBlock(nn.Module):
   """3x3 -> 3x3 residual block (ResNet-18/34)."""
+
   planes: int
   stride: int = 1
   downsample: bool = False
@@ -57,6 +65,7 @@ class BasicBlock(nn.Module):
 
 class BottleneckBlock(nn.Module):
   """1x1 -> 3x3 (strided, maybe grouped) -> 1x1 x4 residual block (ResNet-50+)."""
+
   planes: int
   stride: int = 1
   downsample: bool = False
@@ -72,9 +81,18 @@ class BottleneckBlock(nn.Module):
     y = conv(width, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv1")(x)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
     # Explicit torch padding and the kernels, like layers.conv, plus the group count.
-    y = nn.Conv(width, (3, 3), strides=(self.stride, self.stride), padding=((1, 1), (1, 1)),
-                feature_group_count=self.groups, use_bias=False, dtype=self.dtype,
-                param_dtype=jnp.float32, conv_general_dilated=conv_hook(), name="conv2")(y)
+    y = nn.Conv(
+      width,
+      (3, 3),
+      strides=(self.stride, self.stride),
+      padding=((1, 1), (1, 1)),
+      feature_group_count=self.groups,
+      use_bias=False,
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      conv_general_dilated=conv_hook(),
+      name="conv2",
+    )(y)
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
     y = conv(self.planes * 4, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv3")(y)
     y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn3")(y)
@@ -85,8 +103,15 @@ def _shortcut(block: BasicBlock | BottleneckBlock, x: jnp.ndarray, train: bool) 
   """Identity, or strided 1x1 conv + BN when the shape changes (torchvision's downsample)."""
   if not block.downsample:
     return x
-  x = conv(block.planes * block.expansion, 1, block.stride, 0, use_bias=False,
-           dtype=block.dtype, name="downsample_conv")(x)
+  x = conv(
+    block.planes * block.expansion,
+    1,
+    block.stride,
+    0,
+    use_bias=False,
+    dtype=block.dtype,
+    name="downsample_conv",
+  )(x)
   return batch_norm(train, dtype=block.dtype, name="downsample_bn")(x)
 
 
@@ -100,6 +125,7 @@ class ResNet(nn.Module):
   groups / width_per_group: ResNeXt and Wide ResNet bottlenecks.
   remat: each block under nn.remat (activations recomputed in the backward pass).
   """
+
   block: type
   layers: tuple[int, ...]
   small_input: bool = False
@@ -121,50 +147,88 @@ class ResNet(nn.Module):
       # Overlapping window: reshape-pooling does not apply; -inf padding as torch.
       x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     in_planes = self.width
-    extra = ({} if (self.groups, self.width_per_group) == (1, 64)
-             else {"groups": self.groups, "base_width": self.width_per_group})
+    extra = (
+      {}
+      if (self.groups, self.width_per_group) == (1, 64)
+      else {"groups": self.groups, "base_width": self.width_per_group}
+    )
     block = maybe_remat(self.block, self.remat, static_argnums=(2,))  # (self, x, train)
     widths = (self.width, 2 * self.width, 4 * self.width, 8 * self.width)
     for i, (planes, blocks) in enumerate(zip(widths, self.layers), start=1):
       for j in range(blocks):
         stride = 2 if i > 1 and j == 0 else 1
         downsample = j == 0 and (stride != 1 or in_planes != planes * self.block.expansion)
-        x = block(planes, stride, downsample, self.zero_init_residual,
-                  dtype=self.dtype, name=f"layer{i}_{j}", **extra)(x, train)
+        x = block(
+          planes,
+          stride,
+          downsample,
+          self.zero_init_residual,
+          dtype=self.dtype,
+          name=f"layer{i}_{j}",
+          **extra,
+        )(x, train)
         in_planes = planes * self.block.expansion
     return global_avg_pool(x)
 
 
-def _resnet(name: str, block: type, layers: tuple[int, ...], norm: str, dtype: Any,
-            small_input: bool, zero_init_residual: bool, remat: bool, width: int = 64,
-            groups: int = 1, width_per_group: int = 64) -> ResNet:
+def _resnet(
+  name: str,
+  block: type,
+  layers: tuple[int, ...],
+  norm: str,
+  dtype: Any,
+  small_input: bool,
+  zero_init_residual: bool,
+  remat: bool,
+  width: int = 64,
+  groups: int = 1,
+  width_per_group: int = 64,
+) -> ResNet:
   resolve_norm(name, norm, ("batch",), "batch")
   if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-    raise ConfigError(f"model.width: {name}'s base width must be a positive integer "
-                      f"(64: torchvision), got {width!r}")
-  return ResNet(block, layers, small_input=small_input,
-                zero_init_residual=zero_init_residual, dtype=dtype, groups=groups,
-                width_per_group=width_per_group, remat=remat, width=width)
+    raise ConfigError(
+      f"model.width: {name}'s base width must be a positive integer "
+      f"(64: torchvision), got {width!r}"
+    )
+  return ResNet(
+    block,
+    layers,
+    small_input=small_input,
+    zero_init_residual=zero_init_residual,
+    dtype=dtype,
+    groups=groups,
+    width_per_group=width_per_group,
+    remat=remat,
+    width=width,
+  )
 
 
 # name → (block, blocks per stage, grouped-conv options); torchvision's definitions.
 RESNETS: dict[str, tuple[type, tuple[int, ...], dict[str, int]]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), {}),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), {}),
-    "resnet50": (BottleneckBlock, (3, 4, 6, 3), {}),
-    "resnet101": (BottleneckBlock, (3, 4, 23, 3), {}),
-    "resnet152": (BottleneckBlock, (3, 8, 36, 3), {}),
-    "wide_resnet50_2": (BottleneckBlock, (3, 4, 6, 3), {"width_per_group": 128}),
-    "resnext50_32x4d": (BottleneckBlock, (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}),
+  "resnet18": (BasicBlock, (2, 2, 2, 2), {}),
+  "resnet34": (BasicBlock, (3, 4, 6, 3), {}),
+  "resnet50": (BottleneckBlock, (3, 4, 6, 3), {}),
+  "resnet101": (BottleneckBlock, (3, 4, 23, 3), {}),
+  "resnet152": (BottleneckBlock, (3, 8, 36, 3), {}),
+  "wide_resnet50_2": (BottleneckBlock, (3, 4, 6, 3), {"width_per_group": 128}),
+  "resnext50_32x4d": (BottleneckBlock, (3, 4, 6, 3), {"groups": 32, "width_per_group": 4}),
 }
 
 
 def _register(name: str, block: type, layers: tuple[int, ...], options: dict[str, int]) -> None:
-  def builder(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
-              zero_init_residual: bool = False, remat: bool = False,
-              width: int = 64) -> nn.Module:
-    return _resnet(name, block, layers, norm, dtype, small_input, zero_init_residual, remat,
-                   width, **options)
+  def builder(
+    *,
+    norm: str = "default",
+    dtype: Any = jnp.float32,
+    small_input: bool = False,
+    zero_init_residual: bool = False,
+    remat: bool = False,
+    width: int = 64,
+  ) -> nn.Module:
+    return _resnet(
+      name, block, layers, norm, dtype, small_input, zero_init_residual, remat, width, **options
+    )
+
   builder.__name__ = builder.__qualname__ = name
   MODELS.register(name)(builder)
 

@@ -17,6 +17,7 @@ cells are repeated, so fc6 still sees 25088 inputs and pretrained fc6
 weights still apply. For 32 px digits prefer small_input=True: no 7x7 pool
 and no fc6/fc7, the conv features are globally average-pooled (512-d).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -25,18 +26,46 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdapt.errors import ConfigError
-from jaxdapt.models.layers import (adaptive_avg_pool, batch_norm, conv, dense,
-                                   global_avg_pool, max_pool, maybe_remat, resolve_norm)
+from jaxdapt.models.layers import (
+  adaptive_avg_pool,
+  batch_norm,
+  conv,
+  dense,
+  global_avg_pool,
+  max_pool,
+  maybe_remat,
+  resolve_norm,
+)
 from jaxdapt.models.zoo import MODELS
 
 # "M" is a 2x2/2 max-pool, ints are 3x3 conv widths (torchvision cfgs "A".."E").
 CONFIGS: dict[str, tuple[int | str, ...]] = {
-    "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
-    "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-          512, 512, 512, "M"),
-    "E": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
-          512, 512, 512, 512, "M"),
+  "A": (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+  "B": (64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"),
+  "D": (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"),
+  "E": (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+  ),
 }
 
 
@@ -55,8 +84,9 @@ def stages(config: tuple[int | str, ...]) -> list[tuple[tuple[int, ...], bool]]:
   return out
 
 
-def _stage(vgg: "VGG", x: jnp.ndarray, train: bool, widths: tuple[int, ...],
-           idx: int, pool: bool = True) -> jnp.ndarray:
+def _stage(
+  vgg: VGG, x: jnp.ndarray, train: bool, widths: tuple[int, ...], idx: int, pool: bool = True
+) -> jnp.ndarray:
   """3x3 conv (+ BN) + ReLU per width, then the 2x2 max-pool; `idx`: the position of its
   first layer in torchvision's `features` Sequential, which names the layers."""
   for v in widths:
@@ -75,6 +105,7 @@ class VGG(nn.Module):
 
   remat: each conv stage (convs up to a max-pool) under nn.remat, activations recomputed
   in the backward pass; the layers keep their `features_{n}` names."""
+
   config: tuple[int | str, ...]
   use_bn: bool = False
   small_input: bool = False
@@ -100,27 +131,54 @@ class VGG(nn.Module):
     return x
 
 
-def _vgg(name: str, config: str, bn: bool, norm: str, dtype: Any, small_input: bool,
-         fc_dropout: float, remat: bool) -> VGG:
+def _vgg(
+  name: str,
+  config: str,
+  bn: bool,
+  norm: str,
+  dtype: Any,
+  small_input: bool,
+  fc_dropout: float,
+  remat: bool,
+) -> VGG:
   # The name fixes the norm (vgg16 vs vgg16_bn) so it matches the weights it loads.
   resolve_norm(name, norm, ("batch",) if bn else ("none",), "batch" if bn else "none")
   if not 0.0 <= fc_dropout < 1.0:
     raise ConfigError(f"model.fc_dropout: must be in [0, 1), got {fc_dropout!r}")
-  return VGG(CONFIGS[config], use_bn=bn, small_input=small_input, fc_dropout=fc_dropout,
-             dtype=dtype, remat=remat)
+  return VGG(
+    CONFIGS[config],
+    use_bn=bn,
+    small_input=small_input,
+    fc_dropout=fc_dropout,
+    dtype=dtype,
+    remat=remat,
+  )
 
 
 def _register(name: str, config: str, bn: bool) -> None:
-  def build(*, norm: str = "default", dtype: Any = jnp.float32, small_input: bool = False,
-            fc_dropout: float = 0.5, remat: bool = False) -> nn.Module:
+  def build(
+    *,
+    norm: str = "default",
+    dtype: Any = jnp.float32,
+    small_input: bool = False,
+    fc_dropout: float = 0.5,
+    remat: bool = False,
+  ) -> nn.Module:
     return _vgg(name, config, bn, norm, dtype, small_input, fc_dropout, remat)
+
   build.__name__ = name
   build.__doc__ = f"torchvision {name} backbone (config {config}{', BatchNorm' if bn else ''})."
   MODELS.register(name)(build)
 
 
-for _name, _config, _bn in (("vgg11", "A", False), ("vgg16", "D", False),
-                            ("vgg11_bn", "A", True), ("vgg16_bn", "D", True),
-                            ("vgg13", "B", False), ("vgg19", "E", False),
-                            ("vgg13_bn", "B", True), ("vgg19_bn", "E", True)):
+for _name, _config, _bn in (
+  ("vgg11", "A", False),
+  ("vgg16", "D", False),
+  ("vgg11_bn", "A", True),
+  ("vgg16_bn", "D", True),
+  ("vgg13", "B", False),
+  ("vgg19", "E", False),
+  ("vgg13_bn", "B", True),
+  ("vgg19_bn", "E", True),
+):
   _register(_name, _config, _bn)

@@ -18,6 +18,7 @@ The position embedding is a parameter for the `img_size // patch_size` grid
 token's entry untouched), which is what timm does with dynamic_img_size; the
 converter does the same once when importing for another `img_size`.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -69,8 +70,9 @@ def interpolation_matrix(n_in: int, n_out: int, mode: str = "bilinear") -> np.nd
   return m.astype(np.float32)
 
 
-def resample_pos_embed(pos: jnp.ndarray | np.ndarray, grid: tuple[int, int],
-                       mode: str = "bilinear", num_prefix: int = 1) -> Any:
+def resample_pos_embed(
+  pos: jnp.ndarray | np.ndarray, grid: tuple[int, int], mode: str = "bilinear", num_prefix: int = 1
+) -> Any:
   """[1, prefix + g*g, D] -> [1, prefix + gh*gw, D]; prefix (class) tokens are kept.
 
   Works on numpy (converter) and jax (traced model) arrays alike.
@@ -96,6 +98,7 @@ def _layer_norm(dtype: Any, name: str) -> nn.LayerNorm:
 
 class PatchEmbed(nn.Module):
   """Non-overlapping patch conv (timm `patch_embed.proj`): [B,H,W,C] -> [B,gh,gw,D]."""
+
   patch_size: int
   embed_dim: int
   dtype: Any = jnp.float32
@@ -103,12 +106,20 @@ class PatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     p = self.patch_size
-    return nn.Conv(self.embed_dim, (p, p), strides=(p, p), padding="VALID", dtype=self.dtype,
-                   param_dtype=jnp.float32, name="proj")(x)
+    return nn.Conv(
+      self.embed_dim,
+      (p, p),
+      strides=(p, p),
+      padding="VALID",
+      dtype=self.dtype,
+      param_dtype=jnp.float32,
+      name="proj",
+    )(x)
 
 
 class Attention(nn.Module):
   """Multi-head self-attention with timm's fused `qkv` and `proj` Linears."""
+
   num_heads: int
   dtype: Any = jnp.float32
 
@@ -119,7 +130,7 @@ class Attention(nn.Module):
     # timm: qkv.reshape(B, N, 3, heads, head_dim) -- the [3D] axis is (q|k|v, head, dim).
     qkv = dense(3 * d, dtype=self.dtype, name="qkv")(x).reshape(b, n, 3, self.num_heads, hd)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-    logits = jnp.einsum("bqhd,bkhd->bhqk", q * hd ** -0.5, k).astype(jnp.float32)
+    logits = jnp.einsum("bqhd,bkhd->bhqk", q * hd**-0.5, k).astype(jnp.float32)
     attn = nn.softmax(logits, axis=-1).astype(self.dtype)
     y = jnp.einsum("bhqk,bkhd->bqhd", attn, v).reshape(b, n, d)
     return dense(d, dtype=self.dtype, name="proj")(y)
@@ -138,6 +149,7 @@ class Mlp(nn.Module):
 
 class Block(nn.Module):
   """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
@@ -145,7 +157,8 @@ class Block(nn.Module):
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(
-        _layer_norm(self.dtype, "norm1")(x))
+      _layer_norm(self.dtype, "norm1")(x)
+    )
     hidden = int(x.shape[-1] * self.mlp_ratio)
     return x + Mlp(hidden, dtype=self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2")(x))
 
@@ -153,6 +166,7 @@ class Block(nn.Module):
 class ViT(nn.Module):
   """timm VisionTransformer (class token, learned absolute position embedding); remat: each
   block under nn.remat (activations recomputed in the backward pass)."""
+
   patch_size: int = 16
   embed_dim: int = 768
   depth: int = 12
@@ -184,23 +198,32 @@ class ViT(nn.Module):
 
 
 VIT_CONFIGS = {  # name -> (embed_dim, depth, num_heads); all patch 16, mlp_ratio 4
-    "vit_s16": (384, 12, 6),
-    "vit_b16": (768, 12, 12),
+  "vit_s16": (384, 12, 6),
+  "vit_b16": (768, 12, 12),
 }
 TIMM_NAMES = {"vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_224"}
 
 
 def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
-  def build(*, norm: str = "default", dtype: Any = jnp.float32, img_size: int = 224,
-            pos_interpolation: str = "bilinear", remat: bool = False) -> nn.Module:
+  def build(
+    *,
+    norm: str = "default",
+    dtype: Any = jnp.float32,
+    img_size: int = 224,
+    pos_interpolation: str = "bilinear",
+    remat: bool = False,
+  ) -> nn.Module:
     resolve_norm(name, norm, ("layer",), "layer")
     if not isinstance(img_size, int) or img_size < 16 or img_size % 16:
       raise ConfigError(f"model.img_size: must be a positive multiple of 16, got {img_size!r}")
     if pos_interpolation not in INTERPOLATIONS:
-      raise ConfigError(f"model.pos_interpolation: {pos_interpolation!r}; allowed: "
-                        f"{', '.join(INTERPOLATIONS)}")
-    return ViT(16, embed_dim, depth, heads, 4.0, img_size, pos_interpolation, dtype=dtype,
-               remat=remat)
+      raise ConfigError(
+        f"model.pos_interpolation: {pos_interpolation!r}; allowed: {', '.join(INTERPOLATIONS)}"
+      )
+    return ViT(
+      16, embed_dim, depth, heads, 4.0, img_size, pos_interpolation, dtype=dtype, remat=remat
+    )
+
   build.__name__ = name
   build.__doc__ = f"timm {TIMM_NAMES[name]} backbone; img_size sets the position-embedding grid."
   MODELS.register(name)(build)

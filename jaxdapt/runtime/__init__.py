@@ -7,10 +7,11 @@ first thing, before JAX starts a backend; a library user who wants the same sett
     import jaxdapt.runtime
     jaxdapt.runtime.setup()      # before the first JAX computation
 """
+
 from __future__ import annotations
 
 import os
-from typing import MutableMapping
+from collections.abc import MutableMapping
 
 from jaxdapt.runtime import host_malloc, xla_defaults
 

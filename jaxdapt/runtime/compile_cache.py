@@ -4,6 +4,7 @@ same config loads its compiled train/eval steps from disk instead of recompiling
 Set by `train.compilation_cache_dir` ('auto': ~/.cache/jaxdapt/xla_cache, '': off)
 and applied by the CLI before anything compiles.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,6 @@
-"""glibc malloc settings the jaxdapt command applies at start (runtime.setup), so XLA:CPU's buffers are reused.
+"""glibc malloc settings the jaxdapt command applies at start (runtime.setup).
+
+They make XLA:CPU's freed buffers stay in the heap for reuse.
 
 By default glibc serves every allocation above a (dynamic, at most 32 MiB)
 threshold with a fresh `mmap` and gives it back with `munmap` when freed, and
@@ -18,12 +20,13 @@ already sets glibc's malloc variables (MALLOC_MMAP_THRESHOLD_,
 MALLOC_TRIM_THRESHOLD_, MALLOC_TOP_PAD_, or glibc.malloc tunables in
 GLIBC_TUNABLES), JAXDAPT_HOST_MALLOC=default, and any C library but glibc.
 """
+
 from __future__ import annotations
 
 import ctypes
 import os
 import platform
-from typing import Mapping
+from collections.abc import Mapping
 
 # mallopt parameter numbers (glibc malloc.h) and the values set.
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3

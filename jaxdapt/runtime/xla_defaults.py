@@ -1,7 +1,8 @@
 """XLA flags jaxdapt sets by default, before JAX starts its backends.
 
 XLA reads `XLA_FLAGS` once, when the first backend starts, so these are added
-to the environment by `jaxdapt.runtime.setup()` (the command calls it first); a flag the user already set
+to the environment by `jaxdapt.runtime.setup()` (the command calls it first); a flag
+the user already set
 (same name, any value) is left as they set it. Each flag is tied to the jaxlib
 versions it was measured on: XLA aborts the process on a flag it does not know,
 so on other versions nothing is added.
@@ -12,16 +13,15 @@ so on other versions nothing is added.
   README "Benchmark"); the '-' keeps YNNPACK for the reductions and elementwise
   ops, where it is faster. CPU only: GPU and TPU compilers ignore it.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from importlib import metadata
-from typing import MutableMapping
 
 # (flag, jaxlib version prefixes it is known to exist in)
-DEFAULT_FLAGS = (
-    ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", ("0.10.",)),
-)
+DEFAULT_FLAGS = (("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", ("0.10.",)),)
 
 
 def _jaxlib_version() -> str:

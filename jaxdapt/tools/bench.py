@@ -20,6 +20,7 @@ methods). MFU = FLOPs of the compiled per-device program (XLA cost analysis) /
 step time / the device's peak dense bf16 FLOP/s; n/a where the peak is unknown
 (CPU, unlisted accelerators).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ def step_flops(compiled: Any) -> float | None:
   return float(flops) if flops and flops > 0 else None
 
 
-def timed(compile_fn: Callable[[], Any], run: Callable[[Any], Any], steps: int,
-          warmup: int) -> tuple[Any, float, float]:
+def timed(
+  compile_fn: Callable[[], Any], run: Callable[[Any], Any], steps: int, warmup: int
+) -> tuple[Any, float, float]:
   """(compiled, compile s, s per call): `run(compiled)` `warmup` times, then `steps` timed
   times; each run returns what to wait on, fetched only at the end of each phase."""
   t0 = time.perf_counter()
@@ -79,28 +81,37 @@ def timed(compile_fn: Callable[[], Any], run: Callable[[Any], Any], steps: int,
   return compiled, compile_s, (time.perf_counter() - t0) / steps
 
 
-def _result(exp, what: str, compiled: Any, compile_s: float, step_s: float,
-            domains: int) -> dict[str, Any]:
+def _result(
+  exp, what: str, compiled: Any, compile_s: float, step_s: float, domains: int
+) -> dict[str, Any]:
   """The fields every mode reports, for `compiled` taking `step_s` per call."""
   config, device = exp.config, jax.devices()[0]
   from jaxdapt.step import compute_dtype
+
   # model.conv_kernel resolved to 'direct' and some convolution eligible for the kernels.
   direct = getattr(exp.model, "conv_kernel", "xla") == "direct" and _calls_kernels(compiled)
   # XLA's cost analysis does not see into FFI calls: where jaxdapt's CPU conv kernels
   # run, it would count the step without those convolutions, so FLOPs are not reported.
   flops, peak = (None if direct else step_flops(compiled)), peak_flops(device)
-  return {"method": what, "model": config.model.name,
-          "dtype": compute_dtype(config, exp.mesh).name,  # model.dtype, 'auto' resolved
-          "conv_kernel": "direct" if direct else "xla",   # the kernels that ran
-          "batch_per_domain": config.data.batch_size,
-          "domains": domains, "compile_s": compile_s,
-          "step_ms": 1000 * step_s, "steps_per_s": 1 / step_s,
-          "images_per_s": config.data.batch_size * domains / step_s,
-          "flops_per_device_step": flops,
-          "mfu": flops / step_s / peak if flops and peak else None,
-          "devices": jax.device_count(), "platform": device.platform,
-          "device_kind": device.device_kind,
-          "host": host_cpu(), "jax": jax.__version__}
+  return {
+    "method": what,
+    "model": config.model.name,
+    "dtype": compute_dtype(config, exp.mesh).name,  # model.dtype, 'auto' resolved
+    "conv_kernel": "direct" if direct else "xla",  # the kernels that ran
+    "batch_per_domain": config.data.batch_size,
+    "domains": domains,
+    "compile_s": compile_s,
+    "step_ms": 1000 * step_s,
+    "steps_per_s": 1 / step_s,
+    "images_per_s": config.data.batch_size * domains / step_s,
+    "flops_per_device_step": flops,
+    "mfu": flops / step_s / peak if flops and peak else None,
+    "devices": jax.device_count(),
+    "platform": device.platform,
+    "device_kind": device.device_kind,
+    "host": host_cpu(),
+    "jax": jax.__version__,
+  }
 
 
 def host_cpu() -> str:
@@ -123,8 +134,9 @@ def _calls_kernels(compiled: Any) -> bool:
     return True
 
 
-def measure(exp, state, first: Any, next_batch: Callable[[], Any], steps: int,
-            warmup: int, extra: tuple = ()) -> dict[str, Any]:
+def measure(
+  exp, state, first: Any, next_batch: Callable[[], Any], steps: int, warmup: int, extra: tuple = ()
+) -> dict[str, Any]:
   """Compiles `exp.update` for `first`, runs `warmup` then `steps` timed steps."""
   box = [state]
 
@@ -133,9 +145,9 @@ def measure(exp, state, first: Any, next_batch: Callable[[], Any], steps: int,
     return box[0], metrics
 
   compiled, compile_s, step_s = timed(
-      lambda: exp.update.lower(state, first, *extra).compile(), run, steps, warmup)
-  return _result(exp, exp.config.method.name, compiled, compile_s, step_s,
-                 len(exp.method.domains))
+    lambda: exp.update.lower(state, first, *extra).compile(), run, steps, warmup
+  )
+  return _result(exp, exp.config.method.name, compiled, compile_s, step_s, len(exp.method.domains))
 
 
 def _refresh_extra(exp, state) -> tuple:
@@ -144,10 +156,12 @@ def _refresh_extra(exp, state) -> tuple:
   return () if extra is None else (extra,)
 
 
-def benchmark(config, steps: int, warmup: int, pipeline: bool,
-              torch: bool = False) -> dict[str, Any]:
+def benchmark(
+  config, steps: int, warmup: int, pipeline: bool, torch: bool = False
+) -> dict[str, Any]:
   """Config mode: the experiment's step on its own data (+ the PyTorch twin if `torch`)."""
   from jaxdapt import sharding, trainer
+
   exp = trainer.build(config)
   state = exp.init(jax.random.key(config.seed))
   its = trainer.train_iterators(exp)
@@ -172,12 +186,15 @@ def benchmark(config, steps: int, warmup: int, pipeline: bool,
 def _synthetic_experiment(config, image_size: int, num_classes: int):
   """(experiment, state, on-device batch) for `config` on random images: no dataset."""
   from jaxdapt import methods, sharding, trainer
+
   mesh = sharding.make_mesh()
   trainer.validate(config, device_count=mesh.size)
   method = methods.get_method(config.method)
   if type(method).refresh is not methods.Method.refresh:
-    raise ConfigError(f"method.name: {config.method.name!r} precomputes inputs from its data "
-                      "(refresh); benchmark it in config mode (--config)")
+    raise ConfigError(
+      f"method.name: {config.method.name!r} precomputes inputs from its data "
+      "(refresh); benchmark it in config mode (--config)"
+    )
   image_shape = (image_size, image_size, 3)
   exp = trainer.build_functions(config, mesh, method, image_shape, num_classes)
   state = exp.init(jax.random.key(config.seed))
@@ -193,17 +210,22 @@ def synthetic_batch(exp, image_shape: tuple[int, ...], num_classes: int, seed: i
     for i, d in enumerate(exp.method.domains):
       k_image, k_label = jax.random.split(jax.random.fold_in(key, i))
       image = jax.random.randint(k_image, (batch, *image_shape), 0, 256, jnp.int32)
-      out[d] = {"image": image.astype(jnp.uint8),
-                "label": jax.random.randint(k_label, (batch,), 0, num_classes, jnp.int32)}
+      out[d] = {
+        "image": image.astype(jnp.uint8),
+        "label": jax.random.randint(k_label, (batch,), 0, num_classes, jnp.int32),
+      }
     return out
 
   from jaxdapt import sharding
+
   return jax.jit(make, out_shardings=sharding.batch_sharded(exp.mesh))(jax.random.key(seed))
 
 
-def throughput_config(model: str, method: str, batch: int, dtype: str = "float32",
-                      overrides: Sequence[str] = ()):
+def throughput_config(
+  model: str, method: str, batch: int, dtype: str = "float32", overrides: Sequence[str] = ()
+):
   from jaxdapt import config as config_lib
+
   config = config_lib.base_config()
   config.model.name, config.method.name = model, method
   config.data.batch_size, config.model.dtype = batch, dtype
@@ -211,29 +233,38 @@ def throughput_config(model: str, method: str, batch: int, dtype: str = "float32
   return cli.apply_overrides(config, overrides)
 
 
-def throughput(config, image_size: int, num_classes: int, steps: int, warmup: int,
-               torch: bool = False) -> dict[str, Any]:
+def throughput(
+  config, image_size: int, num_classes: int, steps: int, warmup: int, torch: bool = False
+) -> dict[str, Any]:
   """Throughput mode: the step for `config` on synthetic on-device data (no dataset)."""
   exp, state, batch = _synthetic_experiment(config, image_size, num_classes)
   result = measure(exp, state, batch, lambda: batch, steps, warmup)
   result.update(input="synthetic", image_size=image_size, num_classes=num_classes)
   if torch:
-    result.update(torch_benchmark(config, jax.device_get(batch), (image_size, image_size, 3),
-                                  num_classes, steps, warmup))
+    result.update(
+      torch_benchmark(
+        config, jax.device_get(batch), (image_size, image_size, 3), num_classes, steps, warmup
+      )
+    )
   return result
 
 
-def feature_throughput(config, image_size: int, steps: int, warmup: int,
-                       torch: bool = False) -> dict[str, Any]:
+def feature_throughput(
+  config, image_size: int, steps: int, warmup: int, torch: bool = False
+) -> dict[str, Any]:
   """Features mode: the eval-mode forward of feature extraction (features.forward_fn)
   on a synthetic on-device batch of config.data.batch_size images."""
   from jaxdapt import features
+
   exp, state, batch = _synthetic_experiment(config, image_size, num_classes=10)
   images = batch["source"]["image"]
   forward = features.forward_fn(exp)
   compiled, compile_s, step_s = timed(
-      lambda: forward.lower(state.params, state.batch_stats, images).compile(),
-      lambda compiled: compiled(state.params, state.batch_stats, images), steps, warmup)
+    lambda: forward.lower(state.params, state.batch_stats, images).compile(),
+    lambda compiled: compiled(state.params, state.batch_stats, images),
+    steps,
+    warmup,
+  )
   result = _result(exp, "features", compiled, compile_s, step_s, domains=1)
   result.update(input="synthetic", image_size=image_size)
   if torch:
@@ -243,6 +274,7 @@ def feature_throughput(config, image_size: int, steps: int, warmup: int,
 
 def _torch_device():
   import torch
+
   device = "cuda" if torch.cuda.is_available() else "cpu"
   if device == "cuda":
     torch.backends.cudnn.benchmark = True
@@ -251,8 +283,9 @@ def _torch_device():
   return device
 
 
-def _torch_timed(call: Callable[[], Any], synchronize: Callable[[], None], steps: int,
-                 warmup: int) -> tuple[Any, float]:
+def _torch_timed(
+  call: Callable[[], Any], synchronize: Callable[[], None], steps: int, warmup: int
+) -> tuple[Any, float]:
   """(last output, s per call) after max(warmup, 1) untimed calls (cuDNN autotuning)."""
   for _ in range(max(warmup, 1)):
     call()
@@ -266,9 +299,15 @@ def _torch_timed(call: Callable[[], Any], synchronize: Callable[[], None], steps
 
 def _torch_fields(step_s: float, images: int, device: str, amp: bool) -> dict[str, Any]:
   import torch
-  return {"torch": torch.__version__, "torch_device": device,
-          "torch_threads": torch.get_num_threads(), "torch_amp_bf16": amp,
-          "torch_step_ms": 1000 * step_s, "torch_images_per_s": images / step_s}
+
+  return {
+    "torch": torch.__version__,
+    "torch_device": device,
+    "torch_threads": torch.get_num_threads(),
+    "torch_amp_bf16": amp,
+    "torch_step_ms": 1000 * step_s,
+    "torch_images_per_s": images / step_s,
+  }
 
 
 def _torch_twin(config) -> tuple[Any, str | None]:
@@ -281,8 +320,9 @@ def _torch_twin(config) -> tuple[Any, str | None]:
   return (None, reason) if reason else (torch_ref, _torch_device())
 
 
-def torch_benchmark(config, local_batch: dict, image_shape: tuple[int, ...], num_classes: int,
-                    steps: int, warmup: int) -> dict[str, Any]:
+def torch_benchmark(
+  config, local_batch: dict, image_shape: tuple[int, ...], num_classes: int, steps: int, warmup: int
+) -> dict[str, Any]:
   """Times jaxdapt.torch_ref's twin of the step on the same (host) batch."""
   torch_ref, device = _torch_twin(config)
   if torch_ref is None:
@@ -309,22 +349,27 @@ def report(result: dict[str, Any]) -> str:
   """The human-readable lines (the JSON follows them)."""
   mfu = "n/a" if result.get("mfu") is None else f"{100 * result['mfu']:.1f}%"
   flops = result.get("flops_per_device_step")
-  what = ("feature extraction (eval forward)" if result["method"] == "features"
-          else f"{result['method']} step")
+  what = (
+    "feature extraction (eval forward)"
+    if result["method"] == "features"
+    else f"{result['method']} step"
+  )
   lines = [
-      f"{what}, {result['model']} ({result['dtype']}, "
-      f"{result.get('conv_kernel', 'xla')} convs), batch "
-      f"{result['batch_per_domain']}×{result['domains']} ({result['input']} input) on "
-      f"{result['devices']} {result['platform']} device(s) [{result['device_kind']}]",
-      f"jax:   {result['images_per_s']:.0f} img/s, {result['step_ms']:.2f} ms/step, "
-      f"compile {result['compile_s']:.1f} s, "
-      f"{'n/a' if flops is None else f'{flops / 1e9:.2f}'} GFLOP/step/device, MFU {mfu}"]
+    f"{what}, {result['model']} ({result['dtype']}, "
+    f"{result.get('conv_kernel', 'xla')} convs), batch "
+    f"{result['batch_per_domain']}×{result['domains']} ({result['input']} input) on "
+    f"{result['devices']} {result['platform']} device(s) [{result['device_kind']}]",
+    f"jax:   {result['images_per_s']:.0f} img/s, {result['step_ms']:.2f} ms/step, "
+    f"compile {result['compile_s']:.1f} s, "
+    f"{'n/a' if flops is None else f'{flops / 1e9:.2f}'} GFLOP/step/device, MFU {mfu}",
+  ]
   if "torch_images_per_s" in result:
-    lines.append(f"torch: {result['torch_images_per_s']:.0f} img/s, "
-                 f"{result['torch_step_ms']:.2f} ms/step ({result['torch']}, "
-                 f"{result['torch_device']}, {result['torch_threads']} threads)")
-    lines.append(f"jax/torch images/s: "
-                 f"{result['images_per_s'] / result['torch_images_per_s']:.2f}")
+    lines.append(
+      f"torch: {result['torch_images_per_s']:.0f} img/s, "
+      f"{result['torch_step_ms']:.2f} ms/step ({result['torch']}, "
+      f"{result['torch_device']}, {result['torch_threads']} threads)"
+    )
+    lines.append(f"jax/torch images/s: {result['images_per_s'] / result['torch_images_per_s']:.2f}")
   elif "torch_skipped" in result:
     lines.append(f"torch: skipped ({result['torch_skipped']})")
   return "\n".join(lines)
@@ -332,6 +377,7 @@ def report(result: dict[str, Any]) -> str:
 
 def _torch_available() -> bool:
   import importlib.util
+
   return importlib.util.find_spec("torch") is not None
 
 
@@ -340,32 +386,52 @@ MODES = ("config", "throughput", "features")
 
 def _parser(mode: str) -> argparse.ArgumentParser:
   from jaxdapt import step
+
   parser = cli.parser("bench" + ("" if mode == "config" else f" {mode}"), __doc__)
   if mode == "config":
     cli.add_config_arguments(parser, required=False)
     parser.set_defaults(config="experiments/digits/dann.py")
-    parser.add_argument("--task", default=None,
-                        help="the config's ARG (default syn2uci); or give it as FILE:ARG")
+    parser.add_argument(
+      "--task", default=None, help="the config's ARG (default syn2uci); or give it as FILE:ARG"
+    )
     parser.add_argument("--pipeline", action="store_true", help="feed the real grain pipeline")
   else:
     parser.add_argument("--model", default="resnet50")
     if mode == "throughput":
       parser.add_argument("--method", default="dann")
-    parser.add_argument("--batch", type=int, default=256 if mode == "throughput" else 1024,
-                        help="images per domain, global")
-    parser.add_argument("--image-size", type=int, default=None,
-                        help="default: 32 for digit models, else 224")
+    parser.add_argument(
+      "--batch",
+      type=int,
+      default=256 if mode == "throughput" else 1024,
+      help="images per domain, global",
+    )
+    parser.add_argument(
+      "--image-size", type=int, default=None, help="default: 32 for digit models, else 224"
+    )
     if mode == "throughput":
-      parser.add_argument("--num-classes", type=int, default=None,
-                          help="default: 10 for digit models, else 31")
-    parser.add_argument("--dtype", default="auto", choices=step.DTYPES,
-                        help="model.dtype; auto: bfloat16 on GPU/TPU, float32 on CPU")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field (JSON for numbers, booleans and lists; "
-                             "strings verbatim), e.g. --set model.width=8; repeatable")
-  parser.add_argument("--torch", action=argparse.BooleanOptionalAction,
-                      default=_torch_available(),
-                      help="also time the PyTorch twin (default: if torch is installed)")
+      parser.add_argument(
+        "--num-classes", type=int, default=None, help="default: 10 for digit models, else 31"
+      )
+    parser.add_argument(
+      "--dtype",
+      default="auto",
+      choices=step.DTYPES,
+      help="model.dtype; auto: bfloat16 on GPU/TPU, float32 on CPU",
+    )
+    parser.add_argument(
+      "--set",
+      action="append",
+      default=[],
+      metavar="FIELD=VALUE",
+      help="override a config field (JSON for numbers, booleans and lists; "
+      "strings verbatim), e.g. --set model.width=8; repeatable",
+    )
+  parser.add_argument(
+    "--torch",
+    action=argparse.BooleanOptionalAction,
+    default=_torch_available(),
+    help="also time the PyTorch twin (default: if torch is installed)",
+  )
   parser.add_argument("--steps", type=int, default=100)
   parser.add_argument("--warmup", type=int, default=10)
   return parser
@@ -391,8 +457,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   mode = argv[0] if argv[:1] and argv[0] in MODES[1:] else "config"
   args = _parser(mode).parse_args(argv if mode == "config" else argv[1:])
   if args.steps < 1 or args.warmup < 0:
-    raise ConfigError(f"--steps {args.steps} --warmup {args.warmup}: steps must be >= 1, "
-                      "warmup >= 0")
+    raise ConfigError(
+      f"--steps {args.steps} --warmup {args.warmup}: steps must be >= 1, warmup >= 0"
+    )
   # Every config is built (and its errors raised) before the backend starts.
   if mode == "config":
     config = cli.load_config(config_spec(args.config, args.task), args.set)
@@ -407,8 +474,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   if mode == "config":
     result = benchmark(config, args.steps, args.warmup, args.pipeline, torch=args.torch)
   elif mode == "throughput":
-    result = throughput(config, image_size, args.num_classes or (10 if digits else 31),
-                        args.steps, args.warmup, torch=args.torch)
+    result = throughput(
+      config,
+      image_size,
+      args.num_classes or (10 if digits else 31),
+      args.steps,
+      args.warmup,
+      torch=args.torch,
+    )
   else:
     result = feature_throughput(config, image_size, args.steps, args.warmup, torch=args.torch)
   print(report(result))

@@ -13,6 +13,7 @@ forward and forward + backward. JAX runs each piece as its own jitted program
 (the step fuses and overlaps), but the ratios say which kernels are the gap.
 Needs torch.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,8 +29,8 @@ from jaxdapt.kernels import cpu_conv
 from jaxdapt.models.layers import BN_EPSILON, max_pool, normalize_by_batch
 from jaxdapt.tools import cli
 
-CONVS = {"conv1": (32, 3, 32), "conv2": (14, 32, 48)}    # input size, in, out channels
-BLOCKS = {"block1": (28, 32), "block2": (10, 48)}        # conv output size, channels
+CONVS = {"conv1": (32, 3, 32), "conv2": (14, 32, 48)}  # input size, in, out channels
+BLOCKS = {"block1": (28, 32), "block2": (10, 48)}  # conv output size, channels
 KERNEL = 5
 
 
@@ -59,9 +60,11 @@ Piece = tuple[str, float | None, Callable, tuple, Callable, Callable | None]
 
 def _conv_pieces(conv: Callable) -> tuple[Callable, Callable, Callable]:
   """forward, dgrad, wgrad of `conv(x, w)` as functions of (x, w, g)."""
-  return (lambda x, w, g: conv(x, w),
-          lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
-          lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0])
+  return (
+    lambda x, w, g: conv(x, w),
+    lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0],
+    lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0],
+  )
 
 
 def pieces(batch: int, seed: int = 0) -> list[Piece]:
@@ -72,14 +75,16 @@ def pieces(batch: int, seed: int = 0) -> list[Piece]:
   runs under no_grad, so no thunk records a graph it does not use."""
   import torch
   import torch.nn.functional as F
+
   rng = np.random.default_rng(seed)
   try:
     cpu_conv.ensure_registered()
     direct = True
   except cpu_conv.KernelBuildError:
     direct = False
-  to_torch = lambda a: torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous(
-      memory_format=torch.channels_last)
+  to_torch = lambda a: (
+    torch.from_numpy(np.array(a)).permute(0, 3, 1, 2).contiguous(memory_format=torch.channels_last)
+  )
   out = []
   for name, (size, cin, cout) in CONVS.items():
     o = size - KERNEL + 1
@@ -87,20 +92,27 @@ def pieces(batch: int, seed: int = 0) -> list[Piece]:
     w = jnp.asarray(0.1 * rng.standard_normal((KERNEL, KERNEL, cin, cout), np.float32))
     g = jnp.asarray(rng.standard_normal((batch, o, o, cout), np.float32))
     xt, gt = to_torch(x), to_torch(g)
-    wt = torch.from_numpy(np.array(w)).permute(3, 2, 0, 1).contiguous(
-        memory_format=torch.channels_last)
+    wt = (
+      torch.from_numpy(np.array(w))
+      .permute(3, 2, 0, 1)
+      .contiguous(memory_format=torch.channels_last)
+    )
     gflop = 2 * batch * o * o * KERNEL * KERNEL * cin * cout / 1e9
-    torch_fns = (lambda xt=xt, wt=wt: F.conv2d(xt, wt),
-                 lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_input(xt.shape, wt, gt),
-                 lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_weight(xt, wt.shape, gt))
+    torch_fns = (
+      lambda xt=xt, wt=wt: F.conv2d(xt, wt),
+      lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_input(xt.shape, wt, gt),
+      lambda xt=xt, wt=wt, gt=gt: torch.nn.grad.conv2d_weight(xt, wt.shape, gt),
+    )
     direct_fns = _conv_pieces(cpu_conv.conv_valid) if direct else (None,) * 3
     # The input gradient of conv1 (RGB input) is XLA's either way; the model never needs it.
     if cin % 16:
       direct_fns = (direct_fns[0], None, direct_fns[2])
-    out += [(f"{name} {part}", gflop, xla_fn, (x, w, g), torch_fn, direct_fn)
-            for part, xla_fn, torch_fn, direct_fn in zip(
-                ("forward", "dgrad", "wgrad"), _conv_pieces(cpu_conv.xla_conv_valid), torch_fns,
-                direct_fns)]
+    out += [
+      (f"{name} {part}", gflop, xla_fn, (x, w, g), torch_fn, direct_fn)
+      for part, xla_fn, torch_fn, direct_fn in zip(
+        ("forward", "dgrad", "wgrad"), _conv_pieces(cpu_conv.xla_conv_valid), torch_fns, direct_fns
+      )
+    ]
   for name, (size, ch) in BLOCKS.items():
     x = jnp.asarray(rng.standard_normal((batch, size, size, ch), np.float32))
     g = jnp.asarray(rng.standard_normal((batch, size // 2, size // 2, ch), np.float32))
@@ -118,11 +130,15 @@ def pieces(batch: int, seed: int = 0) -> list[Piece]:
       return xt.grad
 
     out += [
-        (f"{name} BN-pool-ReLU forward", None, _bn_pool_relu, (x, scale, bias), torch_forward,
-         None),
-        (f"{name} BN-pool-ReLU fwd+bwd", None,
-         lambda x, s, b, g: jax.vjp(_bn_pool_relu, x, s, b)[1](g)[0], (x, scale, bias, g),
-         torch_backward, None),
+      (f"{name} BN-pool-ReLU forward", None, _bn_pool_relu, (x, scale, bias), torch_forward, None),
+      (
+        f"{name} BN-pool-ReLU fwd+bwd",
+        None,
+        lambda x, s, b, g: jax.vjp(_bn_pool_relu, x, s, b)[1](g)[0],
+        (x, scale, bias, g),
+        torch_backward,
+        None,
+      ),
     ]
   return out
 
@@ -131,24 +147,33 @@ def measure(batch: int, repeats: int) -> list[dict]:
   rows = []
   timed = lambda fn, args: best_ms(lambda: fn(*args), repeats, jax.block_until_ready)
   for name, gflop, jax_fn, args, torch_fn, direct_fn in pieces(batch):
-    rows.append({"op": name, "gflop": gflop,
-                 "torch_ms": best_ms(torch_fn, repeats, lambda out: out),
-                 "jax_ms": timed(jax.jit(jax_fn), args),
-                 "direct_ms": None if direct_fn is None else timed(jax.jit(direct_fn), args)})
+    rows.append(
+      {
+        "op": name,
+        "gflop": gflop,
+        "torch_ms": best_ms(torch_fn, repeats, lambda out: out),
+        "jax_ms": timed(jax.jit(jax_fn), args),
+        "direct_ms": None if direct_fn is None else timed(jax.jit(direct_fn), args),
+      }
+    )
   return rows
 
 
 def table(rows: Sequence[dict]) -> str:
   """Markdown; the ratio is the time of the faster JAX version over PyTorch's."""
-  lines = ["| op | GFLOP | JAX (XLA) ms | JAX (jaxdapt kernel) ms | PyTorch ms | "
-           "JAX / PyTorch time |", "|---|---|---|---|---|---|"]
+  lines = [
+    "| op | GFLOP | JAX (XLA) ms | JAX (jaxdapt kernel) ms | PyTorch ms | JAX / PyTorch time |",
+    "|---|---|---|---|---|---|",
+  ]
   for r in rows:
     gflop = "" if r["gflop"] is None else f"{r['gflop']:.2f}"
     direct = r.get("direct_ms")
     best = r["jax_ms"] if direct is None else min(r["jax_ms"], direct)
-    lines.append(f"| {r['op']} | {gflop} | {r['jax_ms']:.1f} | "
-                 f"{'' if direct is None else f'{direct:.1f}'} | {r['torch_ms']:.1f} | "
-                 f"{best / r['torch_ms']:.1f}× |")
+    lines.append(
+      f"| {r['op']} | {gflop} | {r['jax_ms']:.1f} | "
+      f"{'' if direct is None else f'{direct:.1f}'} | {r['torch_ms']:.1f} | "
+      f"{best / r['torch_ms']:.1f}× |"
+    )
   return "\n".join(lines)
 
 
@@ -160,11 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.batch < 1 or args.repeats < 1:
     raise ConfigError(f"--batch {args.batch} --repeats {args.repeats}: both must be >= 1")
   if importlib.util.find_spec("torch") is None:
-    raise JaxdaptError("bench-ops times PyTorch too: install torch (pip install "
-                       "'jaxdapt[torch]')")
+    raise JaxdaptError("bench-ops times PyTorch too: install torch (pip install 'jaxdapt[torch]')")
   import torch
+
   rows = measure(args.batch, args.repeats)
-  print(f"batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].device_kind}, "
-        f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+  print(
+    f"batch {args.batch}, jax {jax.__version__} on {jax.devices()[0].device_kind}, "
+    f"torch {torch.__version__} with {torch.get_num_threads()} threads"
+  )
   print(table(rows))
   return 0

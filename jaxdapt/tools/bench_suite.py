@@ -14,6 +14,7 @@ Writes `results.jsonl` (the command and bench's JSON per row) and `results.md` (
 table with the hardware and versions) under --out. A row that fails is recorded
 with its error and the rest still run; the exit status is then 1.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -29,31 +30,56 @@ from jaxdapt.tools import cli
 DIGITS = ["--config", "experiments/digits/dann.py"]
 RESNET50 = ["--model", "resnet50", "--image-size", "224"]
 ROWS: dict[str, list[tuple[str, list[str]]]] = {
-    "gpu": [
-        ("ResNet-50 fine-tune step (source_only), batch 256",
-         ["throughput", *RESNET50, "--method", "source_only", "--batch", "256"]),
-        ("ResNet-50 DANN step, batch 256 + 256",
-         ["throughput", *RESNET50, "--method", "dann", "--batch", "256"]),
-        ("ResNet-50 feature extraction, batch 1024", ["features", *RESNET50, "--batch", "1024"]),
-        ("digits DANN step, batch 64 + 64", DIGITS),
-    ],
-    "cpu": [
-        ("digits DANN step, batch 64 + 64 (jaxdapt's conv kernels)", DIGITS),
-        ("digits DANN step, batch 64 + 64 (XLA's convolutions)",
-         [*DIGITS, "--set", "model.conv_kernel=xla"]),
-        ("ResNet-18 DANN step, batch 32 + 32, 64 px",
-         ["throughput", "--model", "resnet18", "--image-size", "64", "--method", "dann",
-          "--batch", "32"]),
-        ("ResNet-18 feature extraction, batch 256, 64 px",
-         ["features", "--model", "resnet18", "--image-size", "64", "--batch", "256"]),
-    ],
+  "gpu": [
+    (
+      "ResNet-50 fine-tune step (source_only), batch 256",
+      ["throughput", *RESNET50, "--method", "source_only", "--batch", "256"],
+    ),
+    (
+      "ResNet-50 DANN step, batch 256 + 256",
+      ["throughput", *RESNET50, "--method", "dann", "--batch", "256"],
+    ),
+    ("ResNet-50 feature extraction, batch 1024", ["features", *RESNET50, "--batch", "1024"]),
+    ("digits DANN step, batch 64 + 64", DIGITS),
+  ],
+  "cpu": [
+    ("digits DANN step, batch 64 + 64 (jaxdapt's conv kernels)", DIGITS),
+    (
+      "digits DANN step, batch 64 + 64 (XLA's convolutions)",
+      [*DIGITS, "--set", "model.conv_kernel=xla"],
+    ),
+    (
+      "ResNet-18 DANN step, batch 32 + 32, 64 px",
+      [
+        "throughput",
+        "--model",
+        "resnet18",
+        "--image-size",
+        "64",
+        "--method",
+        "dann",
+        "--batch",
+        "32",
+      ],
+    ),
+    (
+      "ResNet-18 feature extraction, batch 256, 64 px",
+      ["features", "--model", "resnet18", "--image-size", "64", "--batch", "256"],
+    ),
+  ],
 }
 
 
-def commands(rows: Sequence[tuple[str, list[str]]], steps: int, warmup: int,
-             python: str = sys.executable) -> list[tuple[str, list[str]]]:
-  return [(label, [python, "-m", "jaxdapt", "bench", *args, "--steps", str(steps),
-                   "--warmup", str(warmup)]) for label, args in rows]
+def commands(
+  rows: Sequence[tuple[str, list[str]]], steps: int, warmup: int, python: str = sys.executable
+) -> list[tuple[str, list[str]]]:
+  return [
+    (
+      label,
+      [python, "-m", "jaxdapt", "bench", *args, "--steps", str(steps), "--warmup", str(warmup)],
+    )
+    for label, args in rows
+  ]
 
 
 def run_command(command: list[str]) -> dict[str, Any]:
@@ -69,9 +95,12 @@ def run_command(command: list[str]) -> dict[str, Any]:
   raise RuntimeError(f"exit {proc.returncode}:\n" + "\n".join(tail))
 
 
-def run_suite(rows: Sequence[tuple[str, list[str]]], steps: int, warmup: int,
-              runner: Callable[[list[str]], dict[str, Any]] = run_command
-              ) -> list[dict[str, Any]]:
+def run_suite(
+  rows: Sequence[tuple[str, list[str]]],
+  steps: int,
+  warmup: int,
+  runner: Callable[[list[str]], dict[str, Any]] = run_command,
+) -> list[dict[str, Any]]:
   out = []
   for label, command in commands(rows, steps, warmup):
     print(f"[bench_suite] {label}: {' '.join(command[1:])}", flush=True)
@@ -93,39 +122,50 @@ def markdown(rows: Sequence[dict[str, Any]], date: str) -> str:
   results = [r["result"] for r in rows if "result" in r]
   first = results[0] if results else {}
   torch = next((r for r in results if "torch" in r), {})
-  lines = [f"Measured {date} on {first.get('devices', '?')} {first.get('platform', '?')} "
-           f"device(s) [{first.get('device_kind', '?')}], host {first.get('host', '?')}, "
-           f"jax {first.get('jax', '?')}"
-           + (f", PyTorch {torch['torch']} ({torch['torch_device']}, "
-              f"{torch['torch_threads']} threads)" if torch else "")
-           + ", synthetic input (one fixed on-device batch), seed 0.", "",
-           "| setting | dtype | JAX images/s | JAX ms/step | compile s | MFU | "
-           "PyTorch images/s | JAX / PyTorch | command |",
-           "|---|---|---|---|---|---|---|---|---|"]
+  lines = [
+    f"Measured {date} on {first.get('devices', '?')} {first.get('platform', '?')} "
+    f"device(s) [{first.get('device_kind', '?')}], host {first.get('host', '?')}, "
+    f"jax {first.get('jax', '?')}"
+    + (
+      f", PyTorch {torch['torch']} ({torch['torch_device']}, {torch['torch_threads']} threads)"
+      if torch
+      else ""
+    )
+    + ", synthetic input (one fixed on-device batch), seed 0.",
+    "",
+    "| setting | dtype | JAX images/s | JAX ms/step | compile s | MFU | "
+    "PyTorch images/s | JAX / PyTorch | command |",
+    "|---|---|---|---|---|---|---|---|---|",
+  ]
   for row in rows:
     command = "`python " + " ".join(row["command"]) + "`"
     if "error" in row:
-      lines.append(f"| {row['label']} | failed: {row['error'].splitlines()[-1]} "
-                   f"| | | | | | | {command} |")
+      lines.append(
+        f"| {row['label']} | failed: {row['error'].splitlines()[-1]} | | | | | | | {command} |"
+      )
       continue
     r = row["result"]
-    ratio = (r["images_per_s"] / r["torch_images_per_s"] if r.get("torch_images_per_s")
-             else None)
+    ratio = r["images_per_s"] / r["torch_images_per_s"] if r.get("torch_images_per_s") else None
     mfu = None if r.get("mfu") is None else 100 * r["mfu"]
     lines.append(
-        f"| {row['label']} | {r['dtype']}, {r['conv_kernel']} convs "
-        f"| {_num(r['images_per_s'], ',.0f')} | {_num(r['step_ms'], '.1f')} "
-        f"| {_num(r['compile_s'], '.1f')} | {'n/a' if mfu is None else f'{mfu:.1f}%'} "
-        f"| {_num(r.get('torch_images_per_s'), ',.0f') or r.get('torch_skipped', '')} "
-        f"| {_num(ratio, '.2f')} | {command} |")
+      f"| {row['label']} | {r['dtype']}, {r['conv_kernel']} convs "
+      f"| {_num(r['images_per_s'], ',.0f')} | {_num(r['step_ms'], '.1f')} "
+      f"| {_num(r['compile_s'], '.1f')} | {'n/a' if mfu is None else f'{mfu:.1f}%'} "
+      f"| {_num(r.get('torch_images_per_s'), ',.0f') or r.get('torch_skipped', '')} "
+      f"| {_num(ratio, '.2f')} | {command} |"
+    )
   return "\n".join(lines) + "\n"
 
 
 def detect_platform(python: str = sys.executable) -> str:
   """'gpu' or 'cpu' (TPUs get the GPU rows), asked of a child process: importing jax
   here would make this process hold device memory while the rows run."""
-  proc = subprocess.run([python, "-c", "import jax; print(jax.default_backend())"],
-                        capture_output=True, text=True, check=True)
+  proc = subprocess.run(
+    [python, "-c", "import jax; print(jax.default_backend())"],
+    capture_output=True,
+    text=True,
+    check=True,
+  )
   return "cpu" if proc.stdout.strip().splitlines()[-1] == "cpu" else "gpu"
 
 

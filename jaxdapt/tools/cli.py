@@ -5,6 +5,7 @@ verbatim for strings), refusing what a cast would silently change. One error pat
 problem the user can fix is a JaxdaptError, printed as one line `error: ...` with exit
 status 2 by `jaxdapt.tools.main`; anything else is a bug and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,8 @@ import importlib.util
 import json
 import os
 import sys
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from jaxdapt.config import find_field
 from jaxdapt.errors import ConfigError
@@ -30,16 +32,19 @@ def _override_value(item: str, old: Any, value: str) -> Any:
   try:
     new = json.loads(value)
   except json.JSONDecodeError:
-    raise ConfigError(f"--set {item}: {value!r} is not JSON (the field holds "
-                      f"{type(old).__name__} {old!r})") from None
+    raise ConfigError(
+      f"--set {item}: {value!r} is not JSON (the field holds {type(old).__name__} {old!r})"
+    ) from None
   if old is None or new is None:
     return new
   allowed = _OVERRIDE_KINDS.get(type(old))
   if allowed is None:  # a nested ConfigDict and the like: its constructor checks
     return type(old)(new)
   if not isinstance(new, allowed) or (isinstance(new, bool) and bool not in allowed):
-    raise ConfigError(f"--set {item}: the field holds {type(old).__name__} {old!r}; "
-                      f"got {type(new).__name__} {new!r}")
+    raise ConfigError(
+      f"--set {item}: the field holds {type(old).__name__} {old!r}; "
+      f"got {type(new).__name__} {new!r}"
+    )
   return type(old)(new)
 
 
@@ -61,8 +66,9 @@ def config_module(path: str, label: str = "--config"):
     raise ConfigError(f"{label}: empty; give a config file, e.g. experiments/digits/dann.py")
   if not os.path.isfile(path):
     what = "a folder" if os.path.isdir(path) else "no such file"
-    raise ConfigError(f"{label}: {path}: {what}; give a config file, e.g. "
-                      f"experiments/digits/dann.py")
+    raise ConfigError(
+      f"{label}: {path}: {what}; give a config file, e.g. experiments/digits/dann.py"
+    )
   name = "_jaxdapt_config_" + "".join(c if c.isalnum() else "_" for c in path)
   spec = importlib.util.spec_from_file_location(name, path)
   if spec is None or spec.loader is None:
@@ -77,8 +83,10 @@ def config_module(path: str, label: str = "--config"):
   except Exception as e:  # the user's file raised: name where
     raise ConfigError(f"{label}: {path}{_where(e, path)}: {type(e).__name__}: {e}") from None
   if not callable(getattr(module, "get_config", None)):
-    raise ConfigError(f"{label}: {path} defines no get_config(); a config file returns its "
-                      f"ConfigDict from get_config() (see experiments/digits/dann.py)")
+    raise ConfigError(
+      f"{label}: {path} defines no get_config(); a config file returns its "
+      f"ConfigDict from get_config() (see experiments/digits/dann.py)"
+    )
   return module
 
 
@@ -96,18 +104,22 @@ def call_get_config(module, path: str, arg: str | None, label: str = "--config")
   try:
     config = module.get_config() if arg is None else module.get_config(arg)
   except ConfigError as e:
-    raise ConfigError(f"{label}: {path}:{arg}: {e}" if arg is not None else f"{label}: {e}"
-                      ) from None
+    raise ConfigError(
+      f"{label}: {path}:{arg}: {e}" if arg is not None else f"{label}: {e}"
+    ) from None
   except TypeError as e:
     if arg is not None and "positional argument" in str(e):
-      raise ConfigError(f"{label}: {path} takes no ':{arg}' argument (its get_config() "
-                        f"has none)") from None
+      raise ConfigError(
+        f"{label}: {path} takes no ':{arg}' argument (its get_config() has none)"
+      ) from None
     raise ConfigError(f"{label}: {path}{_where(e, path)}: TypeError: {e}") from None
   except Exception as e:
     raise ConfigError(f"{label}: {path}{_where(e, path)}: {type(e).__name__}: {e}") from None
   if not hasattr(config, "lock") or not hasattr(config, "to_json"):
-    raise ConfigError(f"{label}: {path}: get_config() returned {type(config).__name__}, "
-                      f"not an ml_collections.ConfigDict")
+    raise ConfigError(
+      f"{label}: {path}: get_config() returned {type(config).__name__}, "
+      f"not an ml_collections.ConfigDict"
+    )
   config.lock()
   return config
 
@@ -132,18 +144,28 @@ def check_workdir(path: str, label: str = "--workdir") -> None:
   if not os.path.isdir(probe):
     raise ConfigError(f"{label}: {path}: {probe} is a file, not a folder")
   if not os.access(probe, os.W_OK | os.X_OK):
-    raise ConfigError(f"{label}: {path}: cannot write in {probe} (permissions or a "
-                      f"read-only filesystem)")
+    raise ConfigError(
+      f"{label}: {path}: cannot write in {probe} (permissions or a read-only filesystem)"
+    )
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
   """--config FILE[:ARG] and repeated --set FIELD=VALUE."""
-  parser.add_argument("--config", required=required, metavar="FILE[:ARG]",
-                      help="config file (experiments/...); ':ARG' is passed to get_config, "
-                           "e.g. a task: experiments/digits/dann.py:uci2ucim")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="override a config field (JSON for numbers, booleans and lists; "
-                           "strings verbatim), e.g. --set train.steps=500; repeatable")
+  parser.add_argument(
+    "--config",
+    required=required,
+    metavar="FILE[:ARG]",
+    help="config file (experiments/...); ':ARG' is passed to get_config, "
+    "e.g. a task: experiments/digits/dann.py:uci2ucim",
+  )
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="override a config field (JSON for numbers, booleans and lists; "
+    "strings verbatim), e.g. --set train.steps=500; repeatable",
+  )
 
 
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:

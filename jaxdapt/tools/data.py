@@ -4,6 +4,7 @@ Generates the project domains (default: syn_digits, uci_digits, uci_digits_m; na
 fashion_mnist fashion_mnist_m to prepare those), prints how long each took, and
 optionally saves a grid of samples to eyeball.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,7 +35,7 @@ def sample_grid(names: list[str], data_dir: str, per_row: int = 20, rows: int = 
     imgs = [src[i]["image"] for i in picks]
     if imgs[0].shape[-1] == 1:
       imgs = [np.repeat(x, 3, -1) for x in imgs]
-    blocks += [np.concatenate(imgs[r * per_row:(r + 1) * per_row], 1) for r in range(rows)]
+    blocks += [np.concatenate(imgs[r * per_row : (r + 1) * per_row], 1) for r in range(rows)]
     blocks.append(np.full((4, blocks[-1].shape[1], 3), 255, np.uint8))
   return np.concatenate(blocks[:-1], 0)
 
@@ -51,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
   for name in args.names:
     builder = builder_for(name, data_dir)  # ConfigError naming the allowed ones
     if not isinstance(builder, OfflineBuilder):
-      raise ConfigError(f"{name}: a TFDS catalog dataset, not a project domain; `jaxdapt "
-                        f"data` generates project domains only. Prepare it with: "
-                        f"{prepare_command(name, data_dir)}")
+      raise ConfigError(
+        f"{name}: a TFDS catalog dataset, not a project domain; `jaxdapt "
+        f"data` generates project domains only. Prepare it with: "
+        f"{prepare_command(name, data_dir)}"
+      )
     builders[name] = builder
   for name, builder in builders.items():
     start = time.perf_counter()
@@ -65,8 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{name}: ready at {builder.data_dir} ({time.perf_counter() - start:.1f} s)")
   if args.grid:
     from PIL import Image
+
     grid = sample_grid(args.names, data_dir)
     Image.fromarray(grid).resize((grid.shape[1] * 3, grid.shape[0] * 3), Image.NEAREST).save(
-        args.grid)
+      args.grid
+    )
     print(f"grid: {args.grid} (rows per domain: {', '.join(args.names)})")
   return 0

@@ -17,6 +17,7 @@ not a legitimate selection). The last column is a label-free score of the
 final model: information maximisation on the target, H(E[p]) − E[H(p)], higher
 is better; it uses target images, never target labels.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,45 @@ from jaxdapt.tools.cli import apply_overrides, call_get_config, config_module
 
 # Table order for `--methods all`: bounds, then the method families of issue #3; experiment
 # files not listed here follow alphabetically.
-METHOD_ORDER = ("source_only", "dann", "dan", "deep_coral", "cdan", "cdan_e", "dann_bsp", "mdd",
-                "jan", "mcd", "afn", "mcc", "entropy_min", "adabn", "dsbn", "fixmatch", "adda",
-                "shot_source", "shot", "tent", "target_oracle")
+METHOD_ORDER = (
+  "source_only",
+  "dann",
+  "dan",
+  "deep_coral",
+  "cdan",
+  "cdan_e",
+  "dann_bsp",
+  "mdd",
+  "jan",
+  "mcd",
+  "afn",
+  "mcc",
+  "entropy_min",
+  "adabn",
+  "dsbn",
+  "fixmatch",
+  "adda",
+  "shot_source",
+  "shot",
+  "tent",
+  "target_oracle",
+)
 NOT_METHODS = ("default",)  # experiment files that are not one method (default runs two)
 
-SELECTIONS = (("target_acc_last", "last step"),
-              ("target_acc_best_source_val", "best source-val"),
-              ("target_acc_oracle", "best target-test (oracle)"))
+SELECTIONS = (
+  ("target_acc_last", "last step"),
+  ("target_acc_best_source_val", "best source-val"),
+  ("target_acc_oracle", "best target-test (oracle)"),
+)
 
 
 def all_methods(experiments_dir: str) -> list[str]:
   """Every method with an experiment file in `experiments_dir`, in METHOD_ORDER."""
-  names = sorted(f[:-3] for f in os.listdir(experiments_dir)
-                 if f.endswith(".py") and not f.startswith("_") and f[:-3] not in NOT_METHODS)
+  names = sorted(
+    f[:-3]
+    for f in os.listdir(experiments_dir)
+    if f.endswith(".py") and not f.startswith("_") and f[:-3] not in NOT_METHODS
+  )
   rank = {m: i for i, m in enumerate(METHOD_ORDER)}
   return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
 
@@ -68,8 +94,10 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
   module = experiment_module(method, experiments_dir)
   pinned = set(getattr(module, "GRID_PINNED", ()))
   path = os.path.join(experiments_dir, f"{method}.py")
-  return apply_overrides(call_get_config(module, path, task, "--tasks"),
-                         [o for o in overrides if o.split("=", 1)[0] not in pinned])
+  return apply_overrides(
+    call_get_config(module, path, task, "--tasks"),
+    [o for o in overrides if o.split("=", 1)[0] not in pinned],
+  )
 
 
 def stage1_of(method: str, experiments_dir: str) -> str | None:
@@ -78,8 +106,15 @@ def stage1_of(method: str, experiments_dir: str) -> str | None:
   return getattr(experiment_module(method, experiments_dir), "STAGE1", None)
 
 
-def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
-            overrides: Sequence[str], train_missing: bool = True) -> dict[str, Any]:
+def run_one(
+  method: str,
+  task: str,
+  seed: int,
+  out: str,
+  experiments_dir: str,
+  overrides: Sequence[str],
+  train_missing: bool = True,
+) -> dict[str, Any]:
   ident = {"method": method, "task": task, "seed": seed}
   stage1 = stage1_of(method, experiments_dir)
   stage1_dir = os.path.join(out, "runs", task, stage1 or "", f"seed_{seed}")
@@ -97,16 +132,27 @@ def run_one(method: str, task: str, seed: int, out: str, experiments_dir: str,
       config.model.init_from = os.path.abspath(stage1_dir)
     return config
 
-  return train_or_reuse(os.path.join(out, "runs", task, method, f"seed_{seed}"), make_config,
-                        ident, f"{task}/{method}/seed {seed}", train_missing)
+  return train_or_reuse(
+    os.path.join(out, "runs", task, method, f"seed_{seed}"),
+    make_config,
+    ident,
+    f"{task}/{method}/seed {seed}",
+    train_missing,
+  )
 
 
-def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str, Any],
-                   label: str, train_missing: bool = True) -> dict[str, Any]:
+def train_or_reuse(
+  workdir: str,
+  make_config: Callable[[], Any],
+  ident: dict[str, Any],
+  label: str,
+  train_missing: bool = True,
+) -> dict[str, Any]:
   """The run in `workdir`: its summary.json if finished, else trained from make_config()
   (resuming a checkpoint). A failure is recorded (error.txt, `ident` + 'error'), not
-  raised, so one bad run does not lose the others (jaxdapt.rank shares this)."""
+  raised, so one bad run does not lose the others (rank and transfer-table share this)."""
   from jaxdapt import trainer
+
   summary_path = os.path.join(workdir, "summary.json")
   if os.path.exists(summary_path):
     with open(summary_path) as f:
@@ -126,8 +172,11 @@ def train_or_reuse(workdir: str, make_config: Callable[[], Any], ident: dict[str
       f.write(traceback.format_exc())
     return {**ident, "error": error}
   if "stopped_at" in summary:  # SIGTERM: the run checkpointed; the grid stops, unfinished
-    print(f"[grid] {label}: stopped at step {summary['stopped_at']} (SIGTERM); checkpoint "
-          f"saved in {workdir}. Rerun the same command to resume.", flush=True)
+    print(
+      f"[grid] {label}: stopped at step {summary['stopped_at']} (SIGTERM); checkpoint "
+      f"saved in {workdir}. Rerun the same command to resume.",
+      flush=True,
+    )
     raise SystemExit(0)
   summary["wall_s"] = time.perf_counter() - start
   with open(summary_path, "w") as f:
@@ -155,12 +204,21 @@ def _cell(values: list[float]) -> str:
 
 def table(results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]) -> str:
   """Markdown: one row per task × method, mean ± std over seeds per selection."""
-  head = ("| task | method | seeds | " + " | ".join(label for _, label in SELECTIONS)
-          + " | target IM (label-free) |")
+  head = (
+    "| task | method | seeds | "
+    + " | ".join(label for _, label in SELECTIONS)
+    + " | target IM (label-free) |"
+  )
   lines = [head, "|" + "---|" * (4 + len(SELECTIONS))]
   for task in tasks:
-    base = [r["target_acc_last"] for r in results if r.get("task") == task
-            and r["method"] == "source_only" and "error" not in r and "missing" not in r]
+    base = [
+      r["target_acc_last"]
+      for r in results
+      if r.get("task") == task
+      and r["method"] == "source_only"
+      and "error" not in r
+      and "missing" not in r
+    ]
     for method in methods:
       rows = [r for r in results if r.get("task") == task and r["method"] == method]
       ok = [r for r in rows if "error" not in r and "missing" not in r]
@@ -173,8 +231,11 @@ def table(results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence
         cells[0] += f" ({gain:+.1f}{', > 2 std' if clear else ''})"
       failed = len([r for r in rows if "error" in r])
       missing = len([r for r in rows if "missing" in r])
-      seeds = (f"{len(ok)}" + (f" ({failed} failed)" if failed else "")
-               + (f" ({missing} not run)" if missing else ""))
+      seeds = (
+        f"{len(ok)}"
+        + (f" ({failed} failed)" if failed else "")
+        + (f" ({missing} not run)" if missing else "")
+      )
       ims = [r["target_im_last"] for r in ok if "target_im_last" in r]
       im = f"{np.mean(ims):.3f}" if ims else "–"
       lines.append(f"| {task} | {method} | {seeds} | " + " | ".join(cells) + f" | {im} |")
@@ -190,13 +251,15 @@ def eval_rows(workdir: str) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, filter(str.strip, f)) if r["kind"] == "eval"]
 
 
-def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str],
-                    methods: Sequence[str]) -> tuple[str, dict[str, Any]]:
+def selection_table(
+  out: str, results: list[dict[str, Any]], tasks: Sequence[str], methods: Sequence[str]
+) -> tuple[str, dict[str, Any]]:
   """Markdown + data: target accuracy (mean ± std over seeds) at the eval step each
   label-free criterion picks, beside the last step and the oracle; a criterion a run
   did not log (runs from before it existed) is left out of that run's cell."""
   from jaxdapt.analysis import selection
   from jaxdapt.tools.analyze import LOGGED_CRITERIA
+
   names = ("last", *LOGGED_CRITERIA, "oracle")
   data: dict[str, Any] = {}
   lines = ["| task | method | " + " | ".join(names) + " |", "|" + "---|" * (2 + len(names))]
@@ -207,8 +270,9 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
         if r.get("task") != task or r["method"] != method or "error" in r or "missing" in r:
           continue
         history = eval_rows(os.path.join(out, "runs", task, method, f"seed_{r['seed']}"))
-        logged = [c for c in LOGGED_CRITERIA
-                  if any(selection.score(h, c) is not None for h in history)]
+        logged = [
+          c for c in LOGGED_CRITERIA if any(selection.score(h, c) is not None for h in history)
+        ]
         if not history:
           continue
         for name, row in selection.selection_report(history, logged).items():
@@ -216,38 +280,53 @@ def selection_table(out: str, results: list[dict[str, Any]], tasks: Sequence[str
       data[f"{task}/{method}"] = picked
       runs = len(picked["last"])
       # A criterion logged by fewer of the runs than the row has says over how many.
-      lines.append(f"| {task} | {method} | " + " | ".join(
+      lines.append(
+        f"| {task} | {method} | "
+        + " | ".join(
           _cell(picked[n]) + (f" (n={len(picked[n])})" if 0 < len(picked[n]) < runs else "")
-          for n in names) + " |")
+          for n in names
+        )
+        + " |"
+      )
   return "\n".join(lines), data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   parser = cli.parser("grid", __doc__)
   parser.add_argument("--tasks", default="syn2uci,syn2ucim,uci2ucim,fashion2fashionm")
-  parser.add_argument("--methods", default="source_only,dann,dan,deep_coral,target_oracle",
-                      help="comma-separated experiment names, or 'all' (every file in "
-                      "--experiments but default.py)")
+  parser.add_argument(
+    "--methods",
+    default="source_only,dann,dan,deep_coral,target_oracle",
+    help="comma-separated experiment names, or 'all' (every file in --experiments but default.py)",
+  )
   parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--out", default="results/digits")
   parser.add_argument("--experiments", default="experiments/digits")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="config override applied to every run, e.g. --set train.steps=500")
-  parser.add_argument("--table-only", action="store_true",
-                      help="train nothing: tabulate the finished runs, list the others as not run")
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="config override applied to every run, e.g. --set train.steps=500",
+  )
+  parser.add_argument(
+    "--table-only",
+    action="store_true",
+    help="train nothing: tabulate the finished runs, list the others as not run",
+  )
   args = parser.parse_args(argv)
   # A typo in --methods/--tasks/--seeds/--set fails now, not hours into the grid (and
   # before OUT is created).
   if not os.path.isdir(args.experiments):
     raise ConfigError(f"--experiments: {args.experiments}: no such directory")
   tasks = args.tasks.split(",")
-  methods = (all_methods(args.experiments) if args.methods == "all"
-             else args.methods.split(","))
+  methods = all_methods(args.experiments) if args.methods == "all" else args.methods.split(",")
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError:
-    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
-                      "integers") from None
+    raise ConfigError(
+      f"--seeds: {args.seeds!r} is not a comma-separated list of integers"
+    ) from None
   try:
     for task in tasks:
       for method in methods:
@@ -262,8 +341,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   for task in tasks:
     for method in methods:
       for seed in seeds:
-        r = run_one(method, task, seed, args.out, args.experiments, args.set,
-                    train_missing=not args.table_only)
+        r = run_one(
+          method,
+          task,
+          seed,
+          args.out,
+          args.experiments,
+          args.set,
+          train_missing=not args.table_only,
+        )
         # The table's row is the experiment (dann_bsp, dsbn, shot_source), not the trainer's
         # method name (dann, dann, source_only) that the summary carries.
         r["task"], r["method"] = task, method
@@ -272,28 +358,39 @@ def main(argv: Sequence[str] | None = None) -> int:
           r["target_im_last"] = last["target_test_im"]
         results.append(r)
         if "error" not in r and "missing" not in r:
-          print(f"[grid] {task}/{method}/seed {seed}: target {100 * r['target_acc_last']:.1f}% "
-                f"(last), {100 * r['target_acc_best_source_val']:.1f}% (best source-val)"
-                f"{' [reused]' if r.get('reused') else ''}", flush=True)
+          print(
+            f"[grid] {task}/{method}/seed {seed}: target {100 * r['target_acc_last']:.1f}% "
+            f"(last), {100 * r['target_acc_best_source_val']:.1f}% (best source-val)"
+            f"{' [reused]' if r.get('reused') else ''}",
+            flush=True,
+          )
   wall = time.perf_counter() - start
   import jax
+
   md = table(results, tasks, methods)
   run_wall = sum(r.get("wall_s", 0.0) for r in results)
   trained = sum("missing" not in r for r in results)
-  footer = (f"\n\n{trained} runs, {run_wall / 60:.1f} min of training in all (sum of the "
-            f"runs' wall times; this invocation {wall / 60:.1f} min) on "
-            f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
-            f"jax {jax.__version__}, {jax.devices()[0].platform}); overrides: "
-            f"{' '.join(args.set) or 'none'}. Per-run wall times are in results.json.\n")
+  footer = (
+    f"\n\n{trained} runs, {run_wall / 60:.1f} min of training in all (sum of the "
+    f"runs' wall times; this invocation {wall / 60:.1f} min) on "
+    f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores, "
+    f"jax {jax.__version__}, {jax.devices()[0].platform}); overrides: "
+    f"{' '.join(args.set) or 'none'}. Per-run wall times are in results.json.\n"
+  )
   sel_md, sel_data = selection_table(args.out, results, tasks, methods)
-  sel_md = ("\n\nLabel-free checkpoint selection: target accuracy at the eval step each "
-            "criterion picks (no target labels; '-' minimises; sel_* are computed on target "
-            "train images, target_test_* on target test images), beside the last step and "
-            "the oracle (best target test, uses labels):\n\n" + sel_md + "\n")
+  sel_md = (
+    "\n\nLabel-free checkpoint selection: target accuracy at the eval step each "
+    "criterion picks (no target labels; '-' minimises; sel_* are computed on target "
+    "train images, target_test_* on target test images), beside the last step and "
+    "the oracle (best target test, uses labels):\n\n" + sel_md + "\n"
+  )
   with open(os.path.join(args.out, "results.md"), "w") as f:
     f.write(md + footer + sel_md)
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump({"results": results, "selection": sel_data, "wall_s": wall,
-               "overrides": args.set}, f, indent=2)
+    json.dump(
+      {"results": results, "selection": sel_data, "wall_s": wall, "overrides": args.set},
+      f,
+      indent=2,
+    )
   print(md + footer + sel_md)
   return 0

@@ -13,9 +13,11 @@ run; --dry-run prints it and does nothing else. Each process runs the same
 and TPU are auto-detected; Kubernetes passes the coordinator through
 JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID).
 
-Exit status: 0 finished (for `local`, the training's own status; for slurm/k8s/tpu, the
-submission's), 2 user error (a config that does not load, a bad flag).
+Exit status: 0 finished, 2 user error (a config that does not load, a bad flag); any other
+is the launched program's: for `local` the training's (75: stopped by SIGTERM with its
+checkpoint saved, rerun to resume), else that of sbatch, gcloud or kubectl.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,28 +44,40 @@ def _run(cmd: list[str], text: str | None = None) -> int:
       return subprocess.call(cmd)
     return subprocess.run(cmd, input=text, text=True).returncode
   except FileNotFoundError:
-    raise LaunchError(f"{cmd[0]}: not found on PATH (--dry-run prints what would "
-                      "run)") from None
+    raise LaunchError(f"{cmd[0]}: not found on PATH (--dry-run prints what would run)") from None
 
 
 def main_command(args: argparse.Namespace, python: str = "python") -> list[str]:
   """`python -m jaxdapt train --config FILE[:ARG] --workdir DIR --set FIELD=VALUE ...`."""
-  return [python, "-m", "jaxdapt", "train", "--config", args.config, "--workdir",
-          args.workdir, *(a for item in args.set for a in ("--set", item))]
+  return [
+    python,
+    "-m",
+    "jaxdapt",
+    "train",
+    "--config",
+    args.config,
+    "--workdir",
+    args.workdir,
+    *(a for item in args.set for a in ("--set", item)),
+  ]
 
 
 def local_command(args: argparse.Namespace) -> list[str]:
   env = []
   if args.cpu_devices:
-    env = ["env", "JAX_PLATFORMS=cpu",
-           f"XLA_FLAGS=--xla_force_host_platform_device_count={args.cpu_devices}"]
+    env = [
+      "env",
+      "JAX_PLATFORMS=cpu",
+      f"XLA_FLAGS=--xla_force_host_platform_device_count={args.cpu_devices}",
+    ]
   return env + main_command(args, sys.executable if not args.dry_run else "python")
 
 
 def slurm_script(args: argparse.Namespace) -> str:
   """An sbatch script: one task per node, each task sees all GPUs of its node."""
   cmd = shlex.join(main_command(args))
-  return "\n".join([
+  return "\n".join(
+    [
       "#!/bin/bash",
       f"#SBATCH --job-name={args.job_name}",
       f"#SBATCH --nodes={args.nodes}",
@@ -77,15 +91,25 @@ def slurm_script(args: argparse.Namespace) -> str:
       "# jax.distributed.initialize() reads the SLURM environment (one process per node).",
       f"srun {cmd}",
       "",
-  ])
+    ]
+  )
 
 
 def tpu_command(args: argparse.Namespace) -> list[str]:
   """gcloud ssh to every worker of a TPU VM pod, running the same command on each."""
   remote = f"cd {shlex.quote(args.remote_dir)} && {shlex.join(main_command(args, 'python3'))}"
-  return ["gcloud", "compute", "tpus", "tpu-vm", "ssh", args.tpu, f"--zone={args.zone}",
-          f"--project={args.project}" if args.project else None, "--worker=all",
-          f"--command={remote}"]
+  return [
+    "gcloud",
+    "compute",
+    "tpus",
+    "tpu-vm",
+    "ssh",
+    args.tpu,
+    f"--zone={args.zone}",
+    f"--project={args.project}" if args.project else None,
+    "--worker=all",
+    f"--command={remote}",
+  ]
 
 
 def k8s_manifest(args: argparse.Namespace) -> str:

@@ -19,6 +19,7 @@ OUT/negative_transfer.json. Runs live in OUT/{transfer,baseline}/runs/ARG/NAME/s
 was finished under a different config is refused. Exit status: 0 when the check ran, 2
 for bad input, 1 when some run failed (each failure is listed).
 """
+
 from __future__ import annotations
 
 import inspect
@@ -34,10 +35,19 @@ from jaxdapt.errors import ConfigError
 from jaxdapt.tools import cli, grid
 
 # The baseline: the recipe's model, data and schedule, trained on the labeled target only.
-BASELINE = ("method.name=target_only", "model.init_from=", "optim.preset=", "optim.llrd=0",
-            "optim.unfreeze=[]", 'optim.rules=[[".*", 1.0]]', "regularizer.l2sp_alpha=0",
-            "regularizer.l2sp_beta=0", "regularizer.delta_weight=0", "regularizer.bss_weight=0",
-            "regularizer.lwf_weight=0")
+BASELINE = (
+  "method.name=target_only",
+  "model.init_from=",
+  "optim.preset=",
+  "optim.llrd=0",
+  "optim.unfreeze=[]",
+  'optim.rules=[[".*", 1.0]]',
+  "regularizer.l2sp_alpha=0",
+  "regularizer.l2sp_beta=0",
+  "regularizer.delta_weight=0",
+  "regularizer.bss_weight=0",
+  "regularizer.lwf_weight=0",
+)
 ROLES = ("baseline", "transfer")
 
 
@@ -60,14 +70,16 @@ def parse_config(spec: str) -> tuple[str, str, str]:
 def _check_reusable(workdir: str, config) -> None:
   """A finished run is reused only if it was trained under this config."""
   from jaxdapt import trainer
+
   saved = os.path.join(workdir, "config.json")
   if os.path.exists(os.path.join(workdir, "summary.json")) and os.path.exists(saved):
     with open(saved) as f:
       trainer.check_same_run(json.load(f), config)  # pylint: disable=protected-access
 
 
-def run_pair(experiments: str, name: str, arg: str, seed: int, out: str,
-             overrides: Sequence[str]) -> dict[str, dict[str, Any]]:
+def run_pair(
+  experiments: str, name: str, arg: str, seed: int, out: str, overrides: Sequence[str]
+) -> dict[str, dict[str, Any]]:
   """{'baseline': summary, 'transfer': summary} of one seed (finished runs reused)."""
   results = {}
   for role in ROLES:
@@ -93,8 +105,11 @@ def within_noise(difference: dict[str, Any]) -> bool:
 def verdict(difference: dict[str, Any]) -> str:
   """The verdict line for the per-seed differences transfer − baseline (points)."""
   mean, std = difference["mean"], difference["std"]
-  line = (f"NEGATIVE TRANSFER: transfer loses by {-mean:.1f} ± {std:.1f} points" if mean < 0
-          else f"transfer helps by {mean:.1f} ± {std:.1f} points")
+  line = (
+    f"NEGATIVE TRANSFER: transfer loses by {-mean:.1f} ± {std:.1f} points"
+    if mean < 0
+    else f"transfer helps by {mean:.1f} ± {std:.1f} points"
+  )
   return line + (" (within seed noise)" if within_noise(difference) else "")
 
 
@@ -110,13 +125,17 @@ def report(results: list[dict[str, dict]], seeds: Sequence[int]) -> dict[str, An
 
 
 def format_report(summary: dict[str, Any], title: str, name: str) -> str:
-  rows = (("target-only from scratch", summary["baseline"]),
-          (f"transfer ({name})", summary["transfer"]),
-          ("transfer − baseline", summary["difference"]))
+  rows = (
+    ("target-only from scratch", summary["baseline"]),
+    (f"transfer ({name})", summary["transfer"]),
+    ("transfer − baseline", summary["difference"]),
+  )
   lines = [title, f"{'run':<28} {'target acc (last)':>18}   per seed"]
   for label, s in rows:
-    lines.append(f"{label:<28} {s['mean']:>11.1f} ± {s['std']:<4.1f}   "
-                 + ", ".join(f"{v:.1f}" for v in s["per_seed"]))
+    lines.append(
+      f"{label:<28} {s['mean']:>11.1f} ± {s['std']:<4.1f}   "
+      + ", ".join(f"{v:.1f}" for v in s["per_seed"])
+    )
   return "\n".join(lines + [summary["verdict"]])
 
 
@@ -124,14 +143,15 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser = cli.parser("negative-transfer", __doc__)
   cli.add_config_arguments(parser)
   parser.add_argument("--seeds", default="0,1,2")
-  parser.add_argument("--k", type=int, default=None,
-                      help="labeled target examples per class (default: the config's)")
-  parser.add_argument("--out", default=None,
-                      help="default results/negative_transfer/NAME_ARG_kK")
+  parser.add_argument(
+    "--k", type=int, default=None, help="labeled target examples per class (default: the config's)"
+  )
+  parser.add_argument("--out", default=None, help="default results/negative_transfer/NAME_ARG_kK")
   args = parser.parse_args(argv)
   experiments, name, arg = parse_config(args.config)
-  overrides = list(args.set) + ([f"data.target_labeled_per_class={args.k}"]
-                                if args.k is not None else [])
+  overrides = list(args.set) + (
+    [f"data.target_labeled_per_class={args.k}"] if args.k is not None else []
+  )
   try:
     config = grid.load_config(name, arg, experiments, overrides)
   except (KeyError, ValueError) as e:
@@ -140,30 +160,41 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise ConfigError(str(e)) from None
   k = config.data.target_labeled_per_class
   if not k:
-    raise ConfigError("data.target_labeled_per_class: the check compares runs on k labeled "
-                      "target examples per class; the config has 0 (set --k)")
+    raise ConfigError(
+      "data.target_labeled_per_class: the check compares runs on k labeled "
+      "target examples per class; the config has 0 (set --k)"
+    )
   if config.method.name == "target_only" and not config.model.init_from:
-    raise ConfigError("model.init_from: this recipe trains on the labeled target alone, so "
-                      "without a starting model it is the baseline itself; set it with "
-                      "--set model.init_from=DIR")
+    raise ConfigError(
+      "model.init_from: this recipe trains on the labeled target alone, so "
+      "without a starting model it is the baseline itself; set it with "
+      "--set model.init_from=DIR"
+    )
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError:
-    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
-                      "integers") from None
-  out = args.out or os.path.join("results", "negative_transfer",
-                                 f"{name}_{arg.replace(',', '_')}_k{k}")
+    raise ConfigError(
+      f"--seeds: {args.seeds!r} is not a comma-separated list of integers"
+    ) from None
+  out = args.out or os.path.join(
+    "results", "negative_transfer", f"{name}_{arg.replace(',', '_')}_k{k}"
+  )
   results = [run_pair(experiments, name, arg, seed, out, overrides) for seed in seeds]
-  failed = [f"seed {s} {role}: {r[role]['error']}" for s, r in zip(seeds, results)
-            for role in ROLES if "error" in r[role]]
+  failed = [
+    f"seed {s} {role}: {r[role]['error']}"
+    for s, r in zip(seeds, results)
+    for role in ROLES
+    if "error" in r[role]
+  ]
   if failed:
-    print("error: runs failed (see their error.txt):\n  " + "\n  ".join(failed),
-          file=sys.stderr)
+    print("error: runs failed (see their error.txt):\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1
   summary = report(results, seeds)
   summary.update(config=args.config, k=k, overrides=overrides, out=out)
-  title = (f"negative-transfer check: {args.config}, k = {'all' if k == -1 else k} labeled "
-           f"target examples per class, seeds {', '.join(map(str, seeds))}")
+  title = (
+    f"negative-transfer check: {args.config}, k = {'all' if k == -1 else k} labeled "
+    f"target examples per class, seeds {', '.join(map(str, seeds))}"
+  )
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "negative_transfer.json"), "w") as f:
     json.dump(summary, f, indent=2)

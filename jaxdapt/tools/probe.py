@@ -13,6 +13,7 @@ OUT (default RUN/features), then:
   * kNN: cosine similarity, majority vote of the k nearest training rows (ties
     go to the nearest neighbour's class).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,10 +36,10 @@ L2_GRID = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 
 @dataclasses.dataclass(frozen=True)
 class LinearProbe:
-  weight: np.ndarray   # [D, C] on standardised features
-  bias: np.ndarray     # [C]
-  mean: np.ndarray     # [D] feature standardisation fitted on the training rows
-  scale: np.ndarray    # [D]
+  weight: np.ndarray  # [D, C] on standardised features
+  bias: np.ndarray  # [C]
+  mean: np.ndarray  # [D] feature standardisation fitted on the training rows
+  scale: np.ndarray  # [D]
   l2: float
   val_acc: float | None
 
@@ -65,24 +66,26 @@ def _lbfgs(x, y, l2, num_classes: int, max_iter: int):
     ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     return ce + 0.5 * l2 * jnp.sum(params["w"] ** 2)
 
-  params = {"w": jnp.zeros((x.shape[1], num_classes), jnp.float32),
-            "b": jnp.zeros((num_classes,), jnp.float32)}
+  params = {
+    "w": jnp.zeros((x.shape[1], num_classes), jnp.float32),
+    "b": jnp.zeros((num_classes,), jnp.float32),
+  }
   opt = optax.lbfgs()
   value_and_grad = optax.value_and_grad_from_state(objective)
 
   def step(carry, _):
     params, state = carry
     value, grad = value_and_grad(params, state=state)
-    updates, state = opt.update(grad, state, params, value=value, grad=grad,
-                                value_fn=objective)
+    updates, state = opt.update(grad, state, params, value=value, grad=grad, value_fn=objective)
     return (optax.apply_updates(params, updates), state), None
 
   (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), None, length=max_iter)
   return params["w"], params["b"]
 
 
-def stratified_split(labels: np.ndarray, fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def stratified_split(
+  labels: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(train indices, validation indices): `fraction` of each class held out (≥ 1 per class
   with ≥ 2 rows), so every class is seen in both parts."""
   rng = np.random.default_rng(seed)
@@ -96,18 +99,27 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int
   return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
 
 
-def fit_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *,
-                     l2_grid: Sequence[float] = L2_GRID, val_fraction: float = 0.2,
-                     max_iter: int = 300, seed: int = 0) -> LinearProbe:
+def fit_linear_probe(
+  x: np.ndarray,
+  y: np.ndarray,
+  num_classes: int,
+  *,
+  l2_grid: Sequence[float] = L2_GRID,
+  val_fraction: float = 0.2,
+  max_iter: int = 300,
+  seed: int = 0,
+) -> LinearProbe:
   """Chooses l2 on a stratified validation split of (x, y), then refits on all of it."""
   x = np.asarray(x, np.float32)
   y = np.asarray(y, np.int32)
   if x.ndim != 2 or len(x) != len(y):
-    raise ValueError(f"fit_linear_probe: x must be [N, D] with N = len(y); got {x.shape}, "
-                     f"{y.shape}")
+    raise ValueError(
+      f"fit_linear_probe: x must be [N, D] with N = len(y); got {x.shape}, {y.shape}"
+    )
   if y.min() < 0 or y.max() >= num_classes:
-    raise ValueError(f"fit_linear_probe: labels must be in [0, {num_classes}); got "
-                     f"[{y.min()}, {y.max()}]")
+    raise ValueError(
+      f"fit_linear_probe: labels must be in [0, {num_classes}); got [{y.min()}, {y.max()}]"
+    )
 
   def standardise(rows):
     mean = x[rows].mean(0)
@@ -132,8 +144,15 @@ def fit_linear_probe(x: np.ndarray, y: np.ndarray, num_classes: int, *,
   return LinearProbe(w, b, mean, scale, l2, val_acc)
 
 
-def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, *,
-                k: int, num_classes: int, chunk: int = 1024) -> np.ndarray:
+def knn_predict(
+  train_x: np.ndarray,
+  train_y: np.ndarray,
+  query_x: np.ndarray,
+  *,
+  k: int,
+  num_classes: int,
+  chunk: int = 1024,
+) -> np.ndarray:
   """Cosine kNN majority vote; a tie between classes goes to the class of the nearest
   of the tied neighbours (so k=1 is plain nearest neighbour)."""
   train_x = np.asarray(train_x, np.float32)
@@ -148,17 +167,19 @@ def knn_predict(train_x: np.ndarray, train_y: np.ndarray, query_x: np.ndarray, *
   @jax.jit
   def vote(q):
     sims, idx = jax.lax.top_k(q @ t.T, k)
-    labels = ty[idx]                                          # [Q, k], nearest first
-    counts = jax.nn.one_hot(labels, num_classes).sum(1)       # [Q, C]
+    labels = ty[idx]  # [Q, k], nearest first
+    counts = jax.nn.one_hot(labels, num_classes).sum(1)  # [Q, C]
     # Among the classes with the top count, the one whose first occurrence is earliest.
-    rank = jnp.where(jax.nn.one_hot(labels, num_classes) > 0,
-                     jnp.arange(k)[None, :, None], k).min(1)  # [Q, C] first position
+    rank = jnp.where(jax.nn.one_hot(labels, num_classes) > 0, jnp.arange(k)[None, :, None], k).min(
+      1
+    )  # [Q, C] first position
     score = counts * (k + 1) - rank
     return score.argmax(1)
 
   q = normalise(np.asarray(query_x, np.float32))
-  return np.concatenate([np.asarray(vote(jnp.asarray(q[i:i + chunk])))
-                         for i in range(0, len(q), chunk)])
+  return np.concatenate(
+    [np.asarray(vote(jnp.asarray(q[i : i + chunk]))) for i in range(0, len(q), chunk)]
+  )
 
 
 # ---------------------------------------------------------------------------- command line
@@ -169,6 +190,7 @@ def _experiment_from_args(args):
   from jaxdapt import checkpoint, trainer
   from jaxdapt import config as config_lib
   from jaxdapt.tools.analyze import load_run_config
+
   if args.workdir:
     config = load_run_config(args.workdir)
   else:
@@ -218,11 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   # Before any data loads or anything is written: the run or the import directory exists.
   if args.workdir:
     from jaxdapt.tools.analyze import check_run
+
     check_run(args.workdir)
   elif not os.path.isdir(args.weights):
-    raise ConfigError(f"--weights {args.weights}: no such directory (write one with "
-                      "`jaxdapt weights import`)")
+    raise ConfigError(
+      f"--weights {args.weights}: no such directory (write one with `jaxdapt weights import`)"
+    )
   from jaxdapt import features
+
   exp, state, tag = _experiment_from_args(args)
   out = args.out or os.path.join(args.workdir or args.weights, "features")
   forward = features.forward_fn(exp)
@@ -238,13 +263,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   tr, te = arrays["train"], arrays["test"]
   probe = fit_linear_probe(tr["features"], tr["labels"], exp.num_classes, seed=args.seed)
   probe_acc = float((probe.predict(te["features"]) == te["labels"]).mean())
-  knn = knn_predict(tr["features"], tr["labels"], te["features"], k=args.k,
-                    num_classes=exp.num_classes)
+  knn = knn_predict(
+    tr["features"], tr["labels"], te["features"], k=args.k, num_classes=exp.num_classes
+  )
   knn_acc = float((knn == te["labels"]).mean())
-  result = {"dataset": args.dataset, "model": tag, "n_train": len(tr["labels"]),
-            "n_test": len(te["labels"]), "feature_dim": int(tr["features"].shape[1]),
-            "linear_probe_acc": probe_acc, "l2": probe.l2, "probe_val_acc": probe.val_acc,
-            "knn_acc": knn_acc, "k": args.k}
+  result = {
+    "dataset": args.dataset,
+    "model": tag,
+    "n_train": len(tr["labels"]),
+    "n_test": len(te["labels"]),
+    "feature_dim": int(tr["features"].shape[1]),
+    "linear_probe_acc": probe_acc,
+    "l2": probe.l2,
+    "probe_val_acc": probe.val_acc,
+    "knn_acc": knn_acc,
+    "k": args.k,
+  }
   print(json.dumps(result, indent=2))
   with open(os.path.join(out, f"probe_{args.dataset}_{tag}.json"), "w") as f:
     json.dump(result, f, indent=2)

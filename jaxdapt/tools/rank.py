@@ -23,6 +23,7 @@ recipe's head: its LEEP and NCE are what a random source head scores).
 3. Kendall's τ and weighted τ between each score and that accuracy across candidates.
 Writes OUT/results.md and OUT/results.json and prints the markdown.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,13 @@ import numpy as np
 from jaxdapt.errors import ConfigError
 from jaxdapt.tools import cli
 
-SCORES = (("logme", "LogME"), ("leep", "LEEP"), ("nce", "NCE"), ("h_score", "H-score"),
-          ("transrate", "TransRate"))
+SCORES = (
+  ("logme", "LogME"),
+  ("leep", "LEEP"),
+  ("nce", "NCE"),
+  ("h_score", "H-score"),
+  ("transrate", "TransRate"),
+)
 RANDOM = "random:"
 SUBSAMPLE_SEED = 0
 
@@ -49,10 +55,10 @@ SUBSAMPLE_SEED = 0
 @dataclasses.dataclass(frozen=True)
 class Candidate:
   name: str
-  spec: str             # as given: RUN, RUN@STEP or random:MODEL
-  run: str = ""         # '' for a random candidate
+  spec: str  # as given: RUN, RUN@STEP or random:MODEL
+  run: str = ""  # '' for a random candidate
   step: int | None = None  # the checkpoint used (RUN: its latest at parse time)
-  model: str = ""       # random:MODEL
+  model: str = ""  # random:MODEL
 
   @property
   def init_from(self) -> str:
@@ -65,12 +71,14 @@ def parse_candidate(item: str) -> Candidate:
   name, eq, spec = item.partition("=")
   where = f"--candidates {item!r}"
   if not eq or not re.fullmatch(r"[A-Za-z0-9_.-]+", name) or not spec:
-    raise ConfigError(f"{where}: expected NAME=RUN[@STEP] or NAME=random:MODEL "
-                      "(NAME of letters, digits, _ . -)")
+    raise ConfigError(
+      f"{where}: expected NAME=RUN[@STEP] or NAME=random:MODEL (NAME of letters, digits, _ . -)"
+    )
   from jaxdapt import models, trainer
   from jaxdapt.tools.analyze import RunError, check_run
+
   if spec.startswith(RANDOM):
-    model = spec[len(RANDOM):]
+    model = spec[len(RANDOM) :]
     try:
       models.MODELS.get(model)
     except ConfigError as e:
@@ -84,8 +92,9 @@ def parse_candidate(item: str) -> Candidate:
   ckpts = os.path.join(run, "checkpoints")
   steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
   if step is not None and step not in steps:
-    raise ConfigError(f"{where}: no checkpoint at step {step} in {ckpts} "
-                      f"(steps: {', '.join(map(str, steps))})")
+    raise ConfigError(
+      f"{where}: no checkpoint at step {step} in {ckpts} (steps: {', '.join(map(str, steps))})"
+    )
   return Candidate(name, spec, run=run, step=steps[-1] if step is None else step)
 
 
@@ -115,6 +124,7 @@ def finetune_config(cand: Candidate, args, seed: int):
   """The digits recipe on the target, from the candidate (architecture kept)."""
   from jaxdapt import configs
   from jaxdapt.tools.analyze import load_run_config
+
   config = _point_at(configs.digits_config(), args.dataset, args.data_dir)
   if cand.run:
     saved = load_run_config(cand.run).model
@@ -137,6 +147,7 @@ def score_config(cand: Candidate, args):
   """A trained candidate: its own run's config (its head, BN policy), all of it loaded from
   the checkpoint; a random one: the fine-tuning recipe's model at seed 0."""
   from jaxdapt.tools.analyze import load_run_config
+
   if not cand.run:
     return finetune_config(cand, args, seed=SUBSAMPLE_SEED)
   config = _point_at(load_run_config(cand.run), args.dataset, args.data_dir)
@@ -145,8 +156,7 @@ def score_config(cand: Candidate, args):
   return config
 
 
-def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
-                      ) -> dict[str, np.ndarray]:
+def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED) -> dict[str, np.ndarray]:
   """Features, source-head logits and labels on the target train rows (stored, reused):
   at most --max-rows rows drawn with SUBSAMPLE_SEED, or with --labeled-per-class k the k
   rows per class that fine-tuning seed `seed` trains on."""
@@ -154,12 +164,20 @@ def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
 
   from jaxdapt import features, trainer
   from jaxdapt.data.labeled import labeled_subset
+
   config = score_config(cand, args)
   k = args.labeled_per_class
-  meta = {"candidate": cand.spec, "run": cand.run, "step": cand.step,
-          "model": json.loads(config.model.to_json()), "dataset": args.dataset,
-          "split": "train", "max_rows": args.max_rows, "subsample_seed": SUBSAMPLE_SEED,
-          **({"labeled_per_class": k, "seed": seed} if k else {})}
+  meta = {
+    "candidate": cand.spec,
+    "run": cand.run,
+    "step": cand.step,
+    "model": json.loads(config.model.to_json()),
+    "dataset": args.dataset,
+    "split": "train",
+    "max_rows": args.max_rows,
+    "subsample_seed": SUBSAMPLE_SEED,
+    **({"labeled_per_class": k, "seed": seed} if k else {}),
+  }
   path = os.path.join(args.out, "features", cand.name, *([f"seed_{seed}"] if k else []))
   stored = features.load_store(path, meta)
   if stored is not None:
@@ -169,9 +187,13 @@ def candidate_outputs(cand: Candidate, args, seed: int = SUBSAMPLE_SEED
   if cand.run:
     state = trainer.load_init_from(exp, state)
   view = trainer.eval_states(exp, state)["target"]  # a DSBN run's target branch; AdaBN if set
-  rows = (labeled_subset(exp.sources["target"], k, seed) if k else
-          features.subset(exp.sources["target"], args.max_rows,
-                          np.random.default_rng(SUBSAMPLE_SEED)))
+  rows = (
+    labeled_subset(exp.sources["target"], k, seed)
+    if k
+    else features.subset(
+      exp.sources["target"], args.max_rows, np.random.default_rng(SUBSAMPLE_SEED)
+    )
+  )
   arrays = features.extract(exp, features.forward_fn(exp), view, rows)
   features.save_store(path, arrays, meta)
   return arrays
@@ -184,9 +206,11 @@ def scores(arrays: dict[str, np.ndarray]) -> dict[str, float]:
   from scipy.special import softmax
 
   from jaxdapt.analysis import transferability
+
   f, y = arrays["features"], arrays["labels"]
   out = transferability.transferability_report(
-      f, y, softmax(arrays["logits"].astype(np.float64), 1))
+    f, y, softmax(arrays["logits"].astype(np.float64), 1)
+  )
   if f.shape[1] >= len(f) - 1 and np.isclose(out["h_score"], len(np.unique(y)) - 1, rtol=1e-6):
     out["h_score"] = float("nan")
   return out
@@ -195,18 +219,22 @@ def scores(arrays: dict[str, np.ndarray]) -> dict[str, float]:
 def finetune(cand: Candidate, args, seed: int) -> dict[str, Any]:
   """The summary of one fine-tuning run (reused when finished under the same config)."""
   from jaxdapt.tools import grid, negative_transfer
+
   workdir = os.path.join(args.out, "runs", cand.name, f"seed_{seed}")
   config = finetune_config(cand, args, seed)
   negative_transfer._check_reusable(workdir, config)  # pylint: disable=protected-access
-  return grid.train_or_reuse(workdir, lambda: config, {"candidate": cand.name, "seed": seed},
-                             f"rank {cand.name}/seed {seed}")
+  return grid.train_or_reuse(
+    workdir, lambda: config, {"candidate": cand.name, "seed": seed}, f"rank {cand.name}/seed {seed}"
+  )
 
 
 def seed_scores(cand: Candidate, args, seeds: Sequence[int]) -> tuple[dict[str, float], int, int]:
   """(scores, rows scored, feature dim): with --labeled-per-class, the mean over seeds of
   each seed's scores on its own k-shot rows (what that seed fine-tunes on)."""
-  per_seed = [candidate_outputs(cand, args, s) for s in (seeds if args.labeled_per_class
-                                                          else [SUBSAMPLE_SEED])]
+  per_seed = [
+    candidate_outputs(cand, args, s)
+    for s in (seeds if args.labeled_per_class else [SUBSAMPLE_SEED])
+  ]
   values = [scores(a) for a in per_seed]
   mean = {key: float(np.mean([v[key] for v in values])) for key in values[0]}
   return mean, int(len(per_seed[0]["labels"])), int(per_seed[0]["features"].shape[1])
@@ -215,11 +243,15 @@ def seed_scores(cand: Candidate, args, seeds: Sequence[int]) -> tuple[dict[str, 
 def ranking(rows: list[dict[str, Any]]) -> dict[str, Any]:
   """Per score: τ, weighted τ and top-1 regret against the mean fine-tuned accuracy."""
   from jaxdapt.analysis import transferability
+
   acc = {r["name"]: r["accuracy_mean"] for r in rows if r["accuracy_mean"] is not None}
   out = {}
   for key, _ in SCORES:
-    s = {r["name"]: r["scores"][key] for r in rows
-         if key in r["scores"] and math.isfinite(r["scores"][key])}
+    s = {
+      r["name"]: r["scores"][key]
+      for r in rows
+      if key in r["scores"] and math.isfinite(r["scores"][key])
+    }
     try:
       out[key] = transferability.ranking_report(s, acc)
     except ValueError as e:
@@ -233,36 +265,53 @@ def _num(v: Any, fmt: str = ".3f") -> str:
 
 def markdown(rows: list[dict[str, Any]], taus: dict[str, Any], args, seeds: Sequence[int]) -> str:
   from jaxdapt.tools import grid
+
   k = args.labeled_per_class
-  rows_text = (f"{args.dataset} train rows" if not k else
-               f"rows, the {k} labeled {args.dataset} train rows per class that each seed "
-               f"fine-tunes on (score = mean over seeds)")
-  lines = [f"Transferability ranking on {args.dataset}: scores on {rows[0]['n_rows']} "
-           f"{rows_text} (no fine-tuning); accuracy = {args.dataset} test accuracy after "
-           f"{args.finetune_steps} fine-tuning steps on "
-           f"{'those rows' if k else 'the train split'} (last step; %, mean ± std over seeds "
-           f"{', '.join(map(str, seeds))}).", "",
-           "| candidate | init | " + " | ".join(label for _, label in SCORES)
-           + " | fine-tuned acc |", "|" + "---|" * (3 + len(SCORES))]
+  rows_text = (
+    f"{args.dataset} train rows"
+    if not k
+    else f"rows, the {k} labeled {args.dataset} train rows per class that each seed "
+    f"fine-tunes on (score = mean over seeds)"
+  )
+  lines = [
+    f"Transferability ranking on {args.dataset}: scores on {rows[0]['n_rows']} "
+    f"{rows_text} (no fine-tuning); accuracy = {args.dataset} test accuracy after "
+    f"{args.finetune_steps} fine-tuning steps on "
+    f"{'those rows' if k else 'the train split'} (last step; %, mean ± std over seeds "
+    f"{', '.join(map(str, seeds))}).",
+    "",
+    "| candidate | init | " + " | ".join(label for _, label in SCORES) + " | fine-tuned acc |",
+    "|" + "---|" * (3 + len(SCORES)),
+  ]
   for r in rows:
     acc = grid._cell(r["accuracies"])  # pylint: disable=protected-access
     if r["failed"]:
       acc += f" ({r['failed']} failed)"
-    lines.append(f"| {r['name']} | {r['init']} | "
-                 + " | ".join(_num(r["scores"].get(k)) for k, _ in SCORES) + f" | {acc} |")
+    lines.append(
+      f"| {r['name']} | {r['init']} | "
+      + " | ".join(_num(r["scores"].get(k)) for k, _ in SCORES)
+      + f" | {acc} |"
+    )
   if any(math.isnan(r["scores"]["h_score"]) for r in rows):
-    lines += ["", "H-score –: degenerate (feature dim ≥ rows − 1, where it is C − 1 for any "
-              "features)."]
-  lines += ["", "| score | Kendall τ | weighted τ | top-1 pick | top-1 regret (points) |",
-            "|---|---|---|---|---|"]
+    lines += [
+      "",
+      "H-score –: degenerate (feature dim ≥ rows − 1, where it is C − 1 for any features).",
+    ]
+  lines += [
+    "",
+    "| score | Kendall τ | weighted τ | top-1 pick | top-1 regret (points) |",
+    "|---|---|---|---|---|",
+  ]
   for key, label in SCORES:
     t = taus[key]
     if "error" in t:
       lines.append(f"| {label} | – | – | – | – |")
       continue
-    lines.append(f"| {label} | {_num(t['kendall_tau'], '+.3f')} | "
-                 f"{_num(t['weighted_tau'], '+.3f')} | {t['top1']} | "
-                 f"{_num(100 * t['top1_regret'], '.1f')} |")
+    lines.append(
+      f"| {label} | {_num(t['kendall_tau'], '+.3f')} | "
+      f"{_num(t['weighted_tau'], '+.3f')} | {t['top1']} | "
+      f"{_num(100 * t['top1_regret'], '.1f')} |"
+    )
   return "\n".join(lines) + "\n"
 
 
@@ -279,33 +328,50 @@ def main(argv: Sequence[str] | None = None) -> int:
   p = cli.parser("rank", __doc__)
   p.formatter_class = argparse.RawDescriptionHelpFormatter
   p.epilog = __doc__.split("\n\n", 1)[1]
-  p.add_argument("--candidates", required=True,
-                 help="comma-separated NAME=RUN, NAME=RUN@STEP or NAME=random:MODEL")
+  p.add_argument(
+    "--candidates",
+    required=True,
+    help="comma-separated NAME=RUN, NAME=RUN@STEP or NAME=random:MODEL",
+  )
   p.add_argument("--dataset", required=True, help="the labeled target (e.g. uci_digits)")
   p.add_argument("--out", default="results/ranking")
   p.add_argument("--finetune-steps", type=int, default=300)
   p.add_argument("--seeds", default="0,1,2")
   p.add_argument("--max-rows", type=int, default=2000, help="target train rows scored")
-  p.add_argument("--labeled-per-class", type=int, default=0, metavar="K",
-                 help="few-shot transfer: score and fine-tune on K labeled train rows per "
-                      "class, drawn per seed (0: the whole train split, scored on --max-rows)")
-  p.add_argument("--data-dir", default="", help="TFDS data dir for every config (default: each "
-                 "config's own, else $JAXDAPT_DATA_DIR)")
-  p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                 help="override for the fine-tuning runs, e.g. --set data.batch_size=32")
+  p.add_argument(
+    "--labeled-per-class",
+    type=int,
+    default=0,
+    metavar="K",
+    help="few-shot transfer: score and fine-tune on K labeled train rows per "
+    "class, drawn per seed (0: the whole train split, scored on --max-rows)",
+  )
+  p.add_argument(
+    "--data-dir",
+    default="",
+    help="TFDS data dir for every config (default: each config's own, else $JAXDAPT_DATA_DIR)",
+  )
+  p.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="override for the fine-tuning runs, e.g. --set data.batch_size=32",
+  )
   args = p.parse_args(argv)
   # Everything is checked before anything is scored, trained or written.
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError:
-    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
-                      "integers") from None
+    raise ConfigError(
+      f"--seeds: {args.seeds!r} is not a comma-separated list of integers"
+    ) from None
   if args.finetune_steps <= 0 or args.max_rows <= 0 or args.labeled_per_class < 0:
-    raise ConfigError("--finetune-steps and --max-rows must be positive, "
-                      "--labeled-per-class ≥ 0")
+    raise ConfigError("--finetune-steps and --max-rows must be positive, --labeled-per-class ≥ 0")
   cands = parse_candidates(args.candidates)
   from jaxdapt import trainer
   from jaxdapt.runtime import compile_cache
+
   for cand in cands:  # a bad --set or model fails now, before anything trains
     config = finetune_config(cand, args, seeds[0])
     trainer.validate(config)
@@ -317,25 +383,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [finetune(cand, args, seed) for seed in seeds]
     ok = [r for r in runs if "error" not in r]
     accs = [r["target_acc_last"] for r in ok]
-    rows.append({"name": cand.name, "init": cand.init_from or cand.spec, "spec": cand.spec,
-                 "step": cand.step, "n_rows": n_rows, "feature_dim": dim, "scores": score,
-                 "accuracies": accs, "accuracy_mean": float(np.mean(accs)) if accs else None,
-                 "accuracy_std": float(np.std(accs)) if accs else None,
-                 "failed": len(runs) - len(ok), "runs": runs})
-    print(f"[rank] {cand.name}: " + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["scores"]
-                                                .items())
-          + (f"; fine-tuned {100 * rows[-1]['accuracy_mean']:.1f}%" if accs else ""),
-          flush=True)
+    rows.append(
+      {
+        "name": cand.name,
+        "init": cand.init_from or cand.spec,
+        "spec": cand.spec,
+        "step": cand.step,
+        "n_rows": n_rows,
+        "feature_dim": dim,
+        "scores": score,
+        "accuracies": accs,
+        "accuracy_mean": float(np.mean(accs)) if accs else None,
+        "accuracy_std": float(np.std(accs)) if accs else None,
+        "failed": len(runs) - len(ok),
+        "runs": runs,
+      }
+    )
+    print(
+      f"[rank] {cand.name}: "
+      + ", ".join(f"{k} {v:.3f}" for k, v in rows[-1]["scores"].items())
+      + (f"; fine-tuned {100 * rows[-1]['accuracy_mean']:.1f}%" if accs else ""),
+      flush=True,
+    )
   taus = ranking(rows)
   md = markdown(rows, taus, args, seeds)
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "results.md"), "w") as f:
     f.write(md)
   with open(os.path.join(args.out, "results.json"), "w") as f:
-    json.dump(_finite({"dataset": args.dataset, "finetune_steps": args.finetune_steps,
-                       "labeled_per_class": args.labeled_per_class,
-                       "seeds": seeds, "max_rows": args.max_rows, "overrides": args.set,
-                       "candidates": rows, "ranking": taus,
-                       "wall_s": time.perf_counter() - start}), f, indent=2)
+    json.dump(
+      _finite(
+        {
+          "dataset": args.dataset,
+          "finetune_steps": args.finetune_steps,
+          "labeled_per_class": args.labeled_per_class,
+          "seeds": seeds,
+          "max_rows": args.max_rows,
+          "overrides": args.set,
+          "candidates": rows,
+          "ranking": taus,
+          "wall_s": time.perf_counter() - start,
+        }
+      ),
+      f,
+      indent=2,
+    )
   print(md, end="")
   return 0

@@ -13,9 +13,10 @@ names follow the Flax module names (`jaxdapt.weights.convert.torch_key`), the
 inverse of the converter, so a Flax model and its torch twin start from the same
 weights. Needs torch (imported with this module).
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
@@ -68,12 +69,23 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
   """torchvision.models.ResNet; `num_classes=None` drops `fc` (forward: pooled features)."""
 
-  def __init__(self, block, layers, num_classes: int | None = 1000, groups: int = 1,
-               width_per_group: int = 64, width: int = 64, small_input: bool = False):
+  def __init__(
+    self,
+    block,
+    layers,
+    num_classes: int | None = 1000,
+    groups: int = 1,
+    width_per_group: int = 64,
+    width: int = 64,
+    small_input: bool = False,
+  ):
     super().__init__()
     self.inplanes = width
-    self.conv1 = (nn.Conv2d(3, width, 3, 1, 1, bias=False) if small_input
-                  else nn.Conv2d(3, width, 7, 2, 3, bias=False))
+    self.conv1 = (
+      nn.Conv2d(3, width, 3, 1, 1, bias=False)
+      if small_input
+      else nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    )
     self.bn1 = nn.BatchNorm2d(width)
     self.relu = nn.ReLU(inplace=True)
     self.maxpool = nn.Identity() if small_input else nn.MaxPool2d(3, 2, 1)
@@ -84,10 +96,13 @@ class ResNet(nn.Module):
       for j in range(n):
         down = None
         if j == 0 and (stride != 1 or self.inplanes != planes * block.expansion):
-          down = nn.Sequential(conv(self.inplanes, planes * block.expansion, 1, stride),
-                               nn.BatchNorm2d(planes * block.expansion))
-        blocks.append(block(self.inplanes, planes, stride if j == 0 else 1, down, groups,
-                            width_per_group))
+          down = nn.Sequential(
+            conv(self.inplanes, planes * block.expansion, 1, stride),
+            nn.BatchNorm2d(planes * block.expansion),
+          )
+        blocks.append(
+          block(self.inplanes, planes, stride if j == 0 else 1, down, groups, width_per_group)
+        )
         self.inplanes = planes * block.expansion
       setattr(self, f"layer{i}", nn.Sequential(*blocks))
     self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -106,13 +121,13 @@ class ResNet(nn.Module):
 
 
 RESNETS = {  # name -> (block, layers, groups, width_per_group): torchvision's definitions
-    "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
-    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
-    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
+  "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
+  "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
+  "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
+  "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
+  "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
+  "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
+  "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
 }
 
 
@@ -139,8 +154,10 @@ def load_flax(module: nn.Module, params: Mapping, batch_stats: Mapping | None = 
   (but BatchNorm's num_batches_tracked) must receive one, with the same shape,
   so a naming mismatch fails here instead of silently comparing different weights.
   """
-  flat = {**traverse_util.flatten_dict(dict(params)),
-          **traverse_util.flatten_dict(dict(batch_stats or {}))}
+  flat = {
+    **traverse_util.flatten_dict(dict(params)),
+    **traverse_util.flatten_dict(dict(batch_stats or {})),
+  }
   targets = {**dict(module.named_parameters()), **dict(module.named_buffers())}
   problems, done = [], set()
   with torch.no_grad():

@@ -12,6 +12,7 @@ names follow the Flax module names, so `load_jax_params` copies a Flax state in
 (torch_models.load_flax); tests/test_bench.py checks that both steps then give the
 same losses. Needs torch (imported with this module).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,31 +34,34 @@ def unsupported(config: ml_collections.ConfigDict) -> str | None:
   """Why this config's step has no PyTorch twin here (None: it has one)."""
   resnet = config.model.name in torch_models.RESNETS
   checks = [
-      (config.model.name == "dann_digits" or resnet, f"model.name {config.model.name!r}"),
-      (config.method.name in METHODS, f"method.name {config.method.name!r}"),
-      (config.model.norm in ("batch", "default") or (config.model.norm == "none" and not resnet),
-       f"model.norm {config.model.norm!r}"),
-      (config.method.bn == "joint" or config.method.name == "source_only",
-       f"method.bn {config.method.bn!r}"),
-      (config.optim.name == "sgd", f"optim.name {config.optim.name!r}"),
-      (config.optim.schedule in ("dann", "constant"), f"optim.schedule {config.optim.schedule!r}"),
-      (tuple(map(tuple, config.optim.rules)) == ((".*", 1.0),), "optim.rules"),
-      (not config.optim.weight_decay, "optim.weight_decay"),
-      (not config.model.bottleneck_dim, "model.bottleneck_dim"),
-      (not config.model.dropout, "model.dropout"),
-      (not config.model.remat, "model.remat"),
-      (not config.model.cosine_temperature, "model.cosine_temperature"),
-      (not config.method.bsp_weight, "method.bsp_weight"),
-      (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
-      (config.model.get("bn_mode", "train") == "train", "model.bn_mode"),
-      (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
+    (config.model.name == "dann_digits" or resnet, f"model.name {config.model.name!r}"),
+    (config.method.name in METHODS, f"method.name {config.method.name!r}"),
+    (
+      config.model.norm in ("batch", "default") or (config.model.norm == "none" and not resnet),
+      f"model.norm {config.model.norm!r}",
+    ),
+    (
+      config.method.bn == "joint" or config.method.name == "source_only",
+      f"method.bn {config.method.bn!r}",
+    ),
+    (config.optim.name == "sgd", f"optim.name {config.optim.name!r}"),
+    (config.optim.schedule in ("dann", "constant"), f"optim.schedule {config.optim.schedule!r}"),
+    (tuple(map(tuple, config.optim.rules)) == ((".*", 1.0),), "optim.rules"),
+    (not config.optim.weight_decay, "optim.weight_decay"),
+    (not config.model.bottleneck_dim, "model.bottleneck_dim"),
+    (not config.model.dropout, "model.dropout"),
+    (not config.model.remat, "model.remat"),
+    (not config.model.cosine_temperature, "model.cosine_temperature"),
+    (not config.method.bsp_weight, "method.bsp_weight"),
+    (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
+    (config.model.get("bn_mode", "train") == "train", "model.bn_mode"),
+    (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
   ]
   bad = [what for ok, what in checks if not ok]
   return f"no PyTorch reference for {', '.join(bad)}" if bad else None
 
 
 class _GradientReversal(torch.autograd.Function):
-
   @staticmethod
   def forward(ctx, x: torch.Tensor, coeff: float) -> torch.Tensor:
     ctx.coeff = coeff
@@ -129,8 +133,14 @@ def _autocast_off(x: torch.Tensor):
 class Network(nn.Module):
   """backbone -> head (+ the domain discriminator for DANN); forward: (features, logits)."""
 
-  def __init__(self, backbone: nn.Module, feature_dim: int, num_classes: int,
-               head_hidden: tuple[int, ...], disc_hidden: tuple[int, ...] | None):
+  def __init__(
+    self,
+    backbone: nn.Module,
+    feature_dim: int,
+    num_classes: int,
+    head_hidden: tuple[int, ...],
+    disc_hidden: tuple[int, ...] | None,
+  ):
     super().__init__()
     self.backbone = backbone
     self.head = Head(feature_dim, head_hidden, num_classes)
@@ -145,22 +155,24 @@ class Network(nn.Module):
     return self.discriminator(features, coeff)
 
 
-def build_backbone(config: ml_collections.ConfigDict,
-                   image_shape: tuple[int, int, int]) -> nn.Module:
+def build_backbone(
+  config: ml_collections.ConfigDict, image_shape: tuple[int, int, int]
+) -> nn.Module:
   """The torch twin of config.model's backbone; `.feature_dim` is its output width."""
   name = config.model.name
   if name in torch_models.RESNETS:
-    return torch_models.torchvision_resnet(name, None, width=config.model.width or 64,
-                                           small_input=config.model.small_input)
+    return torch_models.torchvision_resnet(
+      name, None, width=config.model.width or 64, small_input=config.model.small_input
+    )
   return DigitsBackbone(image_shape, use_bn=config.model.norm in ("batch", "default"))
 
 
-def build_network(config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-                  num_classes: int) -> Network:
+def build_network(
+  config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], num_classes: int
+) -> Network:
   backbone = build_backbone(config, image_shape)
   disc = tuple(config.method.disc_hidden) if config.method.name == "dann" else None
-  return Network(backbone, backbone.feature_dim, num_classes, tuple(config.model.head_hidden),
-                 disc)
+  return Network(backbone, backbone.feature_dim, num_classes, tuple(config.model.head_hidden), disc)
 
 
 def load_jax_params(net: Network, params: dict, batch_stats: dict) -> None:
@@ -185,6 +197,7 @@ def _input(images: torch.Tensor, mean_std) -> torch.Tensor:
 def _amp(config: ml_collections.ConfigDict, device: torch.device) -> bool:
   """bfloat16 autocast on CUDA when the JAX step computes in bfloat16 (model.dtype)."""
   from jaxdapt.step import compute_dtype  # model.dtype with 'auto' resolved
+
   return device.type == "cuda" and compute_dtype(config).name == "bfloat16"
 
 
@@ -208,14 +221,25 @@ class TorchStep:
   source and target as one batch (method.bn 'joint', BatchNorm statistics over both).
   """
 
-  def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-               num_classes: int, device: str = "cpu"):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    device: str = "cpu",
+  ):
     from jaxdapt.step import input_mean_std
+
     self.config, self.device = config, torch.device(device)
     self.net = build_network(config, image_shape, num_classes).to(
-        self.device, memory_format=torch.channels_last)
-    self.opt = torch.optim.SGD(self.net.parameters(), lr=config.optim.lr,
-                               momentum=config.optim.momentum, nesterov=config.optim.nesterov)
+      self.device, memory_format=torch.channels_last
+    )
+    self.opt = torch.optim.SGD(
+      self.net.parameters(),
+      lr=config.optim.lr,
+      momentum=config.optim.momentum,
+      nesterov=config.optim.nesterov,
+    )
     self.amp, self.mean_std = _amp(config, self.device), input_mean_std(config)
     self.domains = ("source", "target") if config.method.name == "dann" else ("source",)
     self.step_count = 0
@@ -225,7 +249,8 @@ class TorchStep:
     c, p = self.config, self.step_count / self.config.train.steps
     lr = c.optim.lr * ((1.0 + 10.0 * p) ** -0.75 if c.optim.schedule == "dann" else 1.0)
     coeff = c.method.weight * (
-        2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0 if c.method.weight_schedule == "dann" else 1.0)
+      2.0 / (1.0 + math.exp(-10.0 * p)) - 1.0 if c.method.weight_schedule == "dann" else 1.0
+    )
     return lr, coeff
 
   def to_device(self, batch: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
@@ -241,8 +266,9 @@ class TorchStep:
     loss = F.cross_entropy(logits[:n].float(), src["label"].long())
     if "target" in self.domains:
       domain_logits = self.net.discriminate(features, coeff)  # float32, as in JAX
-      domain = torch.cat([torch.ones(n, device=self.device),
-                          torch.zeros(x.shape[0] - n, device=self.device)])
+      domain = torch.cat(
+        [torch.ones(n, device=self.device), torch.zeros(x.shape[0] - n, device=self.device)]
+      )
       loss = loss + F.binary_cross_entropy_with_logits(domain_logits, domain)
     for group in self.opt.param_groups:
       group["lr"] = lr
@@ -260,12 +286,15 @@ class TorchFeatures:
   """`extract(images) -> features`: the backbone in eval mode under inference_mode, the
   twin of features.forward_fn's features (bfloat16 autocast on CUDA as TorchStep)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
-               device: str = "cpu"):
+  def __init__(
+    self, config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], device: str = "cpu"
+  ):
     from jaxdapt.step import input_mean_std
+
     self.device = torch.device(device)
-    self.backbone = build_backbone(config, image_shape).to(
-        self.device, memory_format=torch.channels_last).eval()
+    self.backbone = (
+      build_backbone(config, image_shape).to(self.device, memory_format=torch.channels_last).eval()
+    )
     self.amp, self.mean_std = _amp(config, self.device), input_mean_std(config)
 
   @torch.inference_mode()

@@ -8,11 +8,12 @@ config.train.baseline set (experiments/digits/default.py), the baseline method i
 first in WORKDIR/BASELINE and the method in WORKDIR/METHOD, and both are printed side by
 side.
 """
+
 from __future__ import annotations
 
 import copy
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from jaxdapt.tools import cli
 
@@ -24,15 +25,17 @@ PREEMPTED = 75
 
 def format_summary(summaries: dict[str, dict]) -> str:
   """A small table: one row per method, target accuracy under each selection."""
-  lines = [f"{'method':<16} {'target acc (last)':>18} {'(best src-val)':>15} "
-           f"{'source val':>11}"]
+  lines = [f"{'method':<16} {'target acc (last)':>18} {'(best src-val)':>15} {'source val':>11}"]
   for name, s in summaries.items():
-    lines.append(f"{name:<16} {100 * s['target_acc_last']:>17.1f}% "
-                 f"{100 * s['target_acc_best_source_val']:>14.1f}% "
-                 f"{100 * s['source_val_acc_last']:>10.1f}%")
+    lines.append(
+      f"{name:<16} {100 * s['target_acc_last']:>17.1f}% "
+      f"{100 * s['target_acc_best_source_val']:>14.1f}% "
+      f"{100 * s['source_val_acc_last']:>10.1f}%"
+    )
   first = next(iter(summaries.values()))
-  lines.insert(0, f"{first['source']} → {first['target']}, seed {first['seed']}, "
-                  f"{first['steps']} steps")
+  lines.insert(
+    0, f"{first['source']} → {first['target']}, seed {first['seed']}, {first['steps']} steps"
+  )
   return "\n".join(lines)
 
 
@@ -40,6 +43,7 @@ def run(config, workdir: str) -> dict[str, dict]:
   """Trains config (and its train.baseline first, if set); the summaries by method."""
   from jaxdapt import sharding, trainer
   from jaxdapt.runtime import compile_cache
+
   compile_cache.enable(config.train.compilation_cache_dir)  # before anything compiles
   sharding.maybe_initialize_distributed()
   summaries = {}
@@ -49,7 +53,8 @@ def run(config, workdir: str) -> dict[str, dict]:
       base.method.name = config.train.baseline
       base.train.baseline = ""
     summaries[base.method.name] = trainer.train_and_evaluate(
-        base, os.path.join(workdir, base.method.name))
+      base, os.path.join(workdir, base.method.name)
+    )
     if "stopped_at" in summaries[base.method.name]:
       return summaries
     workdir = os.path.join(workdir, config.method.name)
@@ -60,23 +65,31 @@ def run(config, workdir: str) -> dict[str, dict]:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = cli.parser("train", __doc__)
   cli.add_config_arguments(parser)
-  parser.add_argument("--workdir", required=True,
-                      help="directory for checkpoints, metrics and summary (resumed if present)")
+  parser.add_argument(
+    "--workdir",
+    required=True,
+    help="directory for checkpoints, metrics and summary (resumed if present)",
+  )
   args = parser.parse_args(argv)
   config = cli.load_config(args.config, args.set)
   from jaxdapt import trainer
+
   trainer.validate(config)  # what needs no devices or data, before anything is written
   cli.check_workdir(args.workdir)
   from absl import logging
+
   logging.set_verbosity(logging.WARNING)  # TFDS/Orbax info lines drown the progress bar
   summaries = run(config, args.workdir)
   import jax
+
   stopped = {name: s["stopped_at"] for name, s in summaries.items() if "stopped_at" in s}
   if stopped:
     name, step = next(iter(stopped.items()))
     if jax.process_index() == 0:
-      print(f"{name}: stopped at step {step} (SIGTERM); checkpoint saved in {args.workdir}. "
-            f"Rerun the same command to resume (exit status {PREEMPTED}).")
+      print(
+        f"{name}: stopped at step {step} (SIGTERM); checkpoint saved in {args.workdir}. "
+        f"Rerun the same command to resume (exit status {PREEMPTED})."
+      )
     return PREEMPTED
   if jax.process_index() == 0:
     print(format_summary(summaries))

@@ -17,7 +17,7 @@ uses the k labeled uci_digits training examples per class that its seed draws
 the last step:
   scratch       negative_transfer.BASELINE: the same model, data and schedule from a
                 random init, so one row serves every source
-  linear_probe  no network training: the JAX logistic regression of jaxdapt/probe.py on
+  linear_probe  no network training: the JAX logistic regression of jaxdapt/tools/probe.py on
                 the pretrained backbone's pooled features of the k examples, L2 chosen on
                 a stratified validation split of them (k = 1 leaves none to validate on:
                 l2 = 1/n, scikit-learn's default C = 1)
@@ -47,6 +47,7 @@ points); a negative difference within noise is shown as (−x ± y, noise), unfl
 Finished runs are reused (one finished under another config is refused); a failed run is
 recorded and the table goes on. Writes OUT/transfer_table.md and OUT/transfer_table.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,19 +70,31 @@ from jaxdapt.tools import negative_transfer as nt
 stats = nt._stats  # pylint: disable=protected-access
 
 # The repository's experiments/transfer (this file is jaxdapt/tools/transfer_table.py).
-EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "experiments", "transfer")
+EXPERIMENTS = os.path.join(
+  os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+  "experiments",
+  "transfer",
+)
 PRETRAIN_SEED = 0
 STEPS = 100
 TASK = "syn2uci"  # the recipes' task whose target is uci_digits; the source is replaced
 # One schedule for every trained cell; the target-only runs' "source" is a slice of the
 # target's train split, whose eval (source_val) is never used and only has to be cheap.
-FINETUNE = ("data.source=uci_digits", "data.source_split=train",
-            "data.source_val_split=train[:10%]", "data.target=uci_digits",
-            "data.target_split=train", "data.target_test_split=test", "data.batch_size=32",
-            f"train.steps={STEPS}", "train.log_every=50", f"train.eval_every={STEPS}",
-            f"train.checkpoint_every={STEPS}", "train.keep_checkpoints=1",
-            "train.selection_points=0")
+FINETUNE = (
+  "data.source=uci_digits",
+  "data.source_split=train",
+  "data.source_val_split=train[:10%]",
+  "data.target=uci_digits",
+  "data.target_split=train",
+  "data.target_test_split=test",
+  "data.batch_size=32",
+  f"train.steps={STEPS}",
+  "train.log_every=50",
+  f"train.eval_every={STEPS}",
+  f"train.checkpoint_every={STEPS}",
+  "train.keep_checkpoints=1",
+  "train.selection_points=0",
+)
 FREEZE = 'optim.rules=[["model/backbone/(conv1|bn1|layer[12]_[0-9]+)/.*", null], [".*", 1.0]]'
 KNN_NEIGHBOURS = 20
 ALL = -1
@@ -90,20 +103,23 @@ ALL = -1
 @dataclasses.dataclass(frozen=True)
 class Stage:
   """One training run: experiments/transfer/RECIPE.py:ARG,TASK plus overrides."""
+
   recipe: str
   arg: str = ""
   overrides: tuple[str, ...] = ()
 
 
 TRAINED: dict[str, tuple[Stage, ...]] = {
-    "scratch": (Stage("fewshot_finetune", "", nt.BASELINE),),
-    "finetune": (Stage("fewshot_finetune"),),
-    "freeze": (Stage("fewshot_finetune", "", (FREEZE,)),),
-    "llrd": (Stage("fewshot_finetune", "", ("optim.llrd=0.7",)),),
-    "lp_ft": (Stage("lp_ft", "probe", ("method.name=target_only",)),
-              Stage("lp_ft", "finetune", ("method.name=target_only",))),
-    "l2sp": (Stage("regularized", "l2sp"),),
-    "bss": (Stage("regularized", "bss"),),
+  "scratch": (Stage("fewshot_finetune", "", nt.BASELINE),),
+  "finetune": (Stage("fewshot_finetune"),),
+  "freeze": (Stage("fewshot_finetune", "", (FREEZE,)),),
+  "llrd": (Stage("fewshot_finetune", "", ("optim.llrd=0.7",)),),
+  "lp_ft": (
+    Stage("lp_ft", "probe", ("method.name=target_only",)),
+    Stage("lp_ft", "finetune", ("method.name=target_only",)),
+  ),
+  "l2sp": (Stage("regularized", "l2sp"),),
+  "bss": (Stage("regularized", "bss"),),
 }
 PROBES = ("linear_probe", "knn")
 STRATEGIES = ("scratch", *PROBES, "finetune", "freeze", "llrd", "lp_ft", "l2sp", "bss")
@@ -112,6 +128,7 @@ STRATEGIES = ("scratch", *PROBES, "finetune", "freeze", "llrd", "lp_ft", "l2sp",
 @dataclasses.dataclass(frozen=True)
 class Cell:
   """One seed of one table cell; source '' for scratch (it does not depend on one)."""
+
   source: str
   strategy: str
   k: int
@@ -128,17 +145,25 @@ def pretrain_config(source: str, overrides: Sequence[str] = ()):
   return config
 
 
-def stage_config(stage: Stage, k: int, seed: int, model, init_from: str,
-                 overrides: Sequence[str] = ()):
+def stage_config(
+  stage: Stage, k: int, seed: int, model, init_from: str, overrides: Sequence[str] = ()
+):
   """A trained cell's run: the recipe, the pretraining's model (init and dont_load are the
   recipe's), the shared schedule, k, the start, the stage's and the user's overrides."""
-  config = grid.load_config(stage.recipe, ",".join(filter(None, (stage.arg, TASK))),
-                            EXPERIMENTS)
+  config = grid.load_config(stage.recipe, ",".join(filter(None, (stage.arg, TASK))), EXPERIMENTS)
   for field, value in model.items():
     if field not in ("init_from", "dont_load"):
       config.model[field] = value
-  cli.apply_overrides(config, (*FINETUNE, f"data.target_labeled_per_class={k}",
-                               f"model.init_from={init_from}", *stage.overrides, *overrides))
+  cli.apply_overrides(
+    config,
+    (
+      *FINETUNE,
+      f"data.target_labeled_per_class={k}",
+      f"model.init_from={init_from}",
+      *stage.overrides,
+      *overrides,
+    ),
+  )
   config.seed = seed
   return config
 
@@ -155,8 +180,9 @@ def k_name(k: int) -> str:
 
 
 def cell_dir(out: str, cell: Cell) -> str:
-  return os.path.join(out, "runs", cell.source or "none", cell.strategy, f"k_{k_name(cell.k)}",
-                      f"seed_{cell.seed}")
+  return os.path.join(
+    out, "runs", cell.source or "none", cell.strategy, f"k_{k_name(cell.k)}", f"seed_{cell.seed}"
+  )
 
 
 def label(cell: Cell) -> str:
@@ -169,12 +195,19 @@ def stage_dirs(out: str, cell: Cell) -> list[str]:
   return [base] if len(stages) == 1 else [os.path.join(base, s.arg) for s in stages]
 
 
-def cells(sources: Sequence[str], strategies: Sequence[str], ks: Sequence[int],
-          seeds: Sequence[int]) -> list[Cell]:
+def cells(
+  sources: Sequence[str], strategies: Sequence[str], ks: Sequence[int], seeds: Sequence[int]
+) -> list[Cell]:
   """Scratch first (it needs no pretraining), then source × strategy × k × seed."""
   out = [Cell("", "scratch", k, s) for k in ks for s in seeds]
-  return out + [Cell(src, st, k, s) for src in sources for st in strategies if st != "scratch"
-                for k in ks for s in seeds]
+  return out + [
+    Cell(src, st, k, s)
+    for src in sources
+    for st in strategies
+    if st != "scratch"
+    for k in ks
+    for s in seeds
+  ]
 
 
 # ------------------------------------------------------------------------------ running
@@ -194,18 +227,23 @@ def _read(path: str) -> dict[str, Any]:
     return json.load(f)
 
 
-def pretrain(out: str, source: str, overrides: Sequence[str], train_missing: bool
-             ) -> dict[str, Any]:
+def pretrain(
+  out: str, source: str, overrides: Sequence[str], train_missing: bool
+) -> dict[str, Any]:
   """The pretraining run of `source` (reused when finished under the same config)."""
   workdir = pretrain_dir(out, source)
   make = functools.partial(pretrain_config, source, overrides)
   check_reusable(workdir, make())
   stale = os.path.join(workdir, "error.txt")
-  if train_missing and os.path.exists(stale) and not os.path.exists(
-      os.path.join(workdir, "summary.json")):
+  if (
+    train_missing
+    and os.path.exists(stale)
+    and not os.path.exists(os.path.join(workdir, "summary.json"))
+  ):
     os.remove(stale)  # a retry: shards waiting on it must not read the old failure
-  return grid.train_or_reuse(workdir, make, {"source": source, "stage": "pretrain"},
-                             f"pretrain/{source}", train_missing)
+  return grid.train_or_reuse(
+    workdir, make, {"source": source, "stage": "pretrain"}, f"pretrain/{source}", train_missing
+  )
 
 
 def wait_for_pretrain(out: str, source: str, poll_s: float = 10.0) -> dict[str, Any]:
@@ -222,19 +260,20 @@ def wait_for_pretrain(out: str, source: str, poll_s: float = 10.0) -> dict[str, 
     time.sleep(poll_s)
 
 
-def run_trained(out: str, cell: Cell, model, overrides: Sequence[str],
-                train_missing: bool) -> dict[str, Any]:
+def run_trained(
+  out: str, cell: Cell, model, overrides: Sequence[str], train_missing: bool
+) -> dict[str, Any]:
   """The cell's stages in order, each starting from the previous one (the first from the
   pretrained source; scratch from nothing, by the BASELINE overrides)."""
   init_from = pretrain_dir(out, cell.source) if cell.source else ""
   result: dict[str, Any] = {}
   walls: list[float] = []
   for stage, workdir in zip(TRAINED[cell.strategy], stage_dirs(out, cell)):
-    make = functools.partial(stage_config, stage, cell.k, cell.seed, model, init_from,
-                             overrides)
+    make = functools.partial(stage_config, stage, cell.k, cell.seed, model, init_from, overrides)
     check_reusable(workdir, make())
-    result = grid.train_or_reuse(workdir, make, dataclasses.asdict(cell), label(cell),
-                                 train_missing)
+    result = grid.train_or_reuse(
+      workdir, make, dataclasses.asdict(cell), label(cell), train_missing
+    )
     if "error" in result or "missing" in result:
       return result
     walls.append(result.get("wall_s", 0.0))
@@ -242,18 +281,24 @@ def run_trained(out: str, cell: Cell, model, overrides: Sequence[str],
   return {**result, "wall_s": sum(walls)}
 
 
-def backbone_features(out: str, source: str, model, overrides: Sequence[str]
-                      ) -> dict[str, dict[str, np.ndarray]]:
+def backbone_features(
+  out: str, source: str, model, overrides: Sequence[str]
+) -> dict[str, dict[str, np.ndarray]]:
   """Pooled features of the pretrained backbone on uci_digits train and test, stored in
   OUT/features/SOURCE/{train,test} (extracted once; eval-mode BN, no training)."""
   import jax
 
   from jaxdapt import features, trainer
-  config = stage_config(TRAINED["finetune"][0], ALL, PRETRAIN_SEED, model,
-                        pretrain_dir(out, source), overrides)
+
+  config = stage_config(
+    TRAINED["finetune"][0], ALL, PRETRAIN_SEED, model, pretrain_dir(out, source), overrides
+  )
   summary = _read(os.path.join(pretrain_dir(out, source), "summary.json"))
-  meta = {"model": pretrain_dir(out, source), "steps": summary["steps"],
-          "source_val_acc": summary["source_val_acc_last"]}
+  meta = {
+    "model": pretrain_dir(out, source),
+    "steps": summary["steps"],
+    "source_val_acc": summary["source_val_acc_last"],
+  }
   arrays, exp, forward, state = {}, None, None, None
   for split, key in (("train", "target"), ("test", "target_test")):
     path = os.path.join(out, "features", source, split)
@@ -269,12 +314,14 @@ def backbone_features(out: str, source: str, model, overrides: Sequence[str]
   return arrays
 
 
-def probe_accuracy(strategy: str, arrays: dict[str, dict[str, np.ndarray]], k: int,
-                   seed: int) -> dict[str, Any]:
+def probe_accuracy(
+  strategy: str, arrays: dict[str, dict[str, np.ndarray]], k: int, seed: int
+) -> dict[str, Any]:
   """Linear probe or kNN on the features of the seed's k examples per class: the same
   draw as the fine-tuning runs' labeled batch (labeled.select_per_class of the train split)."""
   from jaxdapt.data.labeled import select_per_class
   from jaxdapt.tools import probe
+
   train, test = arrays["train"], arrays["test"]
   idx = select_per_class(train["labels"], k, seed)
   x, y = train["features"][idx], train["labels"][idx]
@@ -282,18 +329,22 @@ def probe_accuracy(strategy: str, arrays: dict[str, dict[str, np.ndarray]], k: i
   extra: dict[str, Any] = {}
   if strategy == "linear_probe":
     one_shot = np.bincount(y).max() < 2  # no example left per class to validate on
-    fitted = probe.fit_linear_probe(x, y, num_classes, seed=seed,
-                                    l2_grid=(1.0 / len(y),) if one_shot else probe.L2_GRID)
+    fitted = probe.fit_linear_probe(
+      x, y, num_classes, seed=seed, l2_grid=(1.0 / len(y),) if one_shot else probe.L2_GRID
+    )
     predicted, extra = fitted.predict(test["features"]), {"l2": fitted.l2}
   else:
-    predicted = probe.knn_predict(x, y, test["features"], k=KNN_NEIGHBOURS,
-                                  num_classes=num_classes)
-  return {"target_acc_last": float((predicted == test["labels"]).mean()),
-          "labeled_indices": idx.tolist(), **extra}
+    predicted = probe.knn_predict(x, y, test["features"], k=KNN_NEIGHBOURS, num_classes=num_classes)
+  return {
+    "target_acc_last": float((predicted == test["labels"]).mean()),
+    "labeled_indices": idx.tolist(),
+    **extra,
+  }
 
 
-def run_probe(out: str, cell: Cell, model, overrides: Sequence[str], train_missing: bool
-              ) -> dict[str, Any]:
+def run_probe(
+  out: str, cell: Cell, model, overrides: Sequence[str], train_missing: bool
+) -> dict[str, Any]:
   """A probe cell's summary.json, computed unless it exists (no network training)."""
   path = os.path.join(cell_dir(out, cell), "summary.json")
   if os.path.exists(path):
@@ -302,8 +353,7 @@ def run_probe(out: str, cell: Cell, model, overrides: Sequence[str], train_missi
     return {**dataclasses.asdict(cell), "missing": True}
   start = time.perf_counter()
   arrays = backbone_features(out, cell.source, model, overrides)
-  summary = {**dataclasses.asdict(cell), **probe_accuracy(cell.strategy, arrays, cell.k,
-                                                           cell.seed)}
+  summary = {**dataclasses.asdict(cell), **probe_accuracy(cell.strategy, arrays, cell.k, cell.seed)}
   summary["wall_s"] = time.perf_counter() - start
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with open(path, "w") as f:
@@ -324,8 +374,7 @@ def cell_report(accs: dict[int, float], scratch: dict[int, float] | None) -> dic
   scratch row itself), the paired difference and negative_transfer's verdict."""
   if not accs:
     return {}
-  report: dict[str, Any] = {**stats([100 * accs[s] for s in sorted(accs)]),
-                            "seeds": sorted(accs)}
+  report: dict[str, Any] = {**stats([100 * accs[s] for s in sorted(accs)]), "seeds": sorted(accs)}
   paired = sorted(accs.keys() & (scratch or {}).keys())
   if paired:
     report["difference"] = stats([100 * (accs[s] - scratch[s]) for s in paired])
@@ -348,26 +397,38 @@ def cell_text(report: dict[str, Any], n_seeds: int) -> str:
 
 
 def rows(sources: Sequence[str], strategies: Sequence[str]) -> list[tuple[str, str]]:
-  return [("", "scratch")] + [(src, st) for src in sources for st in strategies
-                              if st != "scratch"]
+  return [("", "scratch")] + [(src, st) for src in sources for st in strategies if st != "scratch"]
 
 
-def tabulate(results: dict[Cell, dict[str, Any]], sources: Sequence[str],
-             strategies: Sequence[str], ks: Sequence[int], n_seeds: int
-             ) -> tuple[str, dict[str, Any]]:
+def tabulate(
+  results: dict[Cell, dict[str, Any]],
+  sources: Sequence[str],
+  strategies: Sequence[str],
+  ks: Sequence[int],
+  n_seeds: int,
+) -> tuple[str, dict[str, Any]]:
   """Markdown (rows source × strategy, columns k) and the same numbers as data."""
+
   def accs(source: str, strategy: str, k: int) -> dict[int, float]:
-    return {c.seed: r["target_acc_last"] for c, r in results.items()
-            if (c.source, c.strategy, c.k) == (source, strategy, k) and "target_acc_last" in r}
+    return {
+      c.seed: r["target_acc_last"]
+      for c, r in results.items()
+      if (c.source, c.strategy, c.k) == (source, strategy, k) and "target_acc_last" in r
+    }
 
   data: dict[str, Any] = {}
-  lines = ["| source | strategy | " + " | ".join(f"k={k_name(k)}" for k in ks) + " |",
-           "|" + "---|" * (2 + len(ks))]
+  lines = [
+    "| source | strategy | " + " | ".join(f"k={k_name(k)}" for k in ks) + " |",
+    "|" + "---|" * (2 + len(ks)),
+  ]
   for source, strategy in rows(sources, strategies):
     texts = []
     for k in ks:
-      report = (cell_report(accs("", "scratch", k), None) if strategy == "scratch"
-                else cell_report(accs(source, strategy, k), accs("", "scratch", k)))
+      report = (
+        cell_report(accs("", "scratch", k), None)
+        if strategy == "scratch"
+        else cell_report(accs(source, strategy, k), accs("", "scratch", k))
+      )
       data[f"{source or 'none'}/{strategy}/k={k_name(k)}"] = report
       texts.append(cell_text(report, n_seeds))
     lines.append(f"| {source or '–'} | {strategy} | " + " | ".join(texts) + " |")
@@ -388,9 +449,11 @@ def pretrain_lines(pretrained: dict[str, dict[str, Any]]) -> str:
     if "target_acc_last" not in s:
       out.append(f"- {source}: {s.get('error', 'not run')}")
       continue
-    out.append(f"- {source}: {s['steps']} steps, source val "
-               f"{100 * s['source_val_acc_last']:.1f}%, uci_digits test without "
-               f"fine-tuning {100 * s['target_acc_last']:.1f}%")
+    out.append(
+      f"- {source}: {s['steps']} steps, source val "
+      f"{100 * s['source_val_acc_last']:.1f}%, uci_digits test without "
+      f"fine-tuning {100 * s['target_acc_last']:.1f}%"
+    )
   return "\n".join(out)
 
 
@@ -401,8 +464,9 @@ def _names(text: str, allowed: Sequence[str], flag: str) -> list[str]:
   names = list(allowed) if text == "all" else text.split(",")
   bad = [n for n in names if n not in allowed]
   if bad:
-    raise ConfigError(f"{flag}: unknown {', '.join(map(repr, bad))}; allowed: "
-                      f"{', '.join(allowed)} (or all)")
+    raise ConfigError(
+      f"{flag}: unknown {', '.join(map(repr, bad))}; allowed: {', '.join(allowed)} (or all)"
+    )
   return names
 
 
@@ -427,6 +491,7 @@ def check_configs(sources: Sequence[str], overrides: Sequence[str]):
   """Every config loads (a typo in --sources or --set fails before any training) and the
   sources share one backbone (scratch is one row for all); returns that model group."""
   from jaxdapt import trainer
+
   models = {}
   for source in sources:
     try:
@@ -435,8 +500,9 @@ def check_configs(sources: Sequence[str], overrides: Sequence[str]):
       raise ConfigError(f"--sources: {e}") from None
   model = next(iter(models.values()))
   if any(m.to_json() != model.to_json() for m in models.values()):
-    raise ConfigError("--sources: the pretraining configs build different models; the "
-                      "scratch row needs one")
+    raise ConfigError(
+      "--sources: the pretraining configs build different models; the scratch row needs one"
+    )
   for stages in TRAINED.values():
     for stage in stages:
       trainer.validate(stage_config(stage, 1, 0, model, "x", overrides))
@@ -449,13 +515,22 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--seeds", default="1,2,3")
   parser.add_argument("--k", default="1,5,10,all", help="labels per class; 'all': every one")
   parser.add_argument("--sources", default="fashion,syn_digits")
-  parser.add_argument("--strategies", default="all",
-                      help=f"'all' or some of {','.join(STRATEGIES)} (scratch always runs)")
-  parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                      help="config override for every run, pretraining included")
-  parser.add_argument("--shard", default="0/1", help="I/N: run only cells with index % N == I")
-  parser.add_argument("--table-only", action="store_true",
-                      help="train nothing: tabulate the finished runs")
+  parser.add_argument(
+    "--strategies",
+    default="all",
+    help=f"'all' or some of {','.join(STRATEGIES)} (scratch always runs)",
+  )
+  parser.add_argument(
+    "--set",
+    action="append",
+    default=[],
+    metavar="FIELD=VALUE",
+    help="config override for every run, pretraining included",
+  )
+  parser.add_argument("--shard", default="0/1", help="I/N: run only cells with index %% N == I")
+  parser.add_argument(
+    "--table-only", action="store_true", help="train nothing: tabulate the finished runs"
+  )
   args = parser.parse_args(argv)
   # Runs record model.init_from under OUT: absolute, so a rerun from another directory
   # (or with OUT spelt differently) reuses them instead of refusing them.
@@ -467,8 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
   except ValueError:
-    raise ConfigError(f"--seeds: {args.seeds!r} is not a comma-separated list of "
-                      "integers") from None
+    raise ConfigError(
+      f"--seeds: {args.seeds!r} is not a comma-separated list of integers"
+    ) from None
   try:
     model = check_configs(sources, args.set)
   except (KeyError, ValueError) as e:
@@ -482,23 +558,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def hardware() -> str:
   import jax
-  return (f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} of "
-          f"{os.cpu_count()} cores usable, jax {jax.__version__} on {jax.devices()[0].platform}")
+
+  return (
+    f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} of "
+    f"{os.cpu_count()} cores usable, jax {jax.__version__} on {jax.devices()[0].platform}"
+  )
 
 
-def run_table(args: argparse.Namespace, sources: Sequence[str], strategies: Sequence[str],
-              ks: Sequence[int], seeds: Sequence[int], shard: tuple[int, int], model
-              ) -> dict[str, Any]:
+def run_table(
+  args: argparse.Namespace,
+  sources: Sequence[str],
+  strategies: Sequence[str],
+  ks: Sequence[int],
+  seeds: Sequence[int],
+  shard: tuple[int, int],
+  model,
+) -> dict[str, Any]:
   """Pretrains this shard's sources, runs its cells, and (unsharded or --table-only)
   writes and prints the table."""
   from jaxdapt.runtime import compile_cache
+
   start, train_missing = time.perf_counter(), not args.table_only
   # Every seed, k and source of a strategy runs one program: compiled once, then loaded.
   compile_cache.enable(pretrain_config(sources[0], args.set).train.compilation_cache_dir)
   index, count = (0, 1) if args.table_only else shard
   needed = any(st != "scratch" for st in strategies)
-  pretrained = {src: pretrain(args.out, src, args.set, train_missing)
-                for i, src in enumerate(sources) if needed and i % count == index}
+  pretrained = {
+    src: pretrain(args.out, src, args.set, train_missing)
+    for i, src in enumerate(sources)
+    if needed and i % count == index
+  }
   results: dict[Cell, dict[str, Any]] = {}
   for i, cell in enumerate(cells(sources, strategies, ks, seeds)):
     if i % count != index:
@@ -507,41 +596,60 @@ def run_table(args: argparse.Namespace, sources: Sequence[str], strategies: Sequ
       pretrained[cell.source] = wait_for_pretrain(args.out, cell.source)
     pre = pretrained.get(cell.source, {})
     if "error" in pre or "missing" in pre:
-      results[cell] = {**dataclasses.asdict(cell), **{k: pre[k] for k in ("error", "missing")
-                                                      if k in pre}}
+      results[cell] = {
+        **dataclasses.asdict(cell),
+        **{k: pre[k] for k in ("error", "missing") if k in pre},
+      }
       continue
     run = run_probe if cell.strategy in PROBES else run_trained
     results[cell] = r = run(args.out, cell, model, args.set, train_missing)
     if "target_acc_last" in r:
-      print(f"[table] {label(cell)}: {100 * r['target_acc_last']:.1f}%"
-            f"{' [reused]' if r.get('reused') else ''}", flush=True)
-  trained_now = sum(1 for r in (*pretrained.values(), *results.values())
-                    if not {"reused", "missing", "error"} & r.keys())
-  summary = {"sources": list(sources), "strategies": list(strategies),
-             "k": [k_name(k) for k in ks], "seeds": list(seeds), "overrides": list(args.set),
-             "pretrain": pretrained, "trained_now": trained_now,
-             "runs": [{**dataclasses.asdict(c), **r} for c, r in results.items()]}
+      print(
+        f"[table] {label(cell)}: {100 * r['target_acc_last']:.1f}%"
+        f"{' [reused]' if r.get('reused') else ''}",
+        flush=True,
+      )
+  trained_now = sum(
+    1
+    for r in (*pretrained.values(), *results.values())
+    if not {"reused", "missing", "error"} & r.keys()
+  )
+  summary = {
+    "sources": list(sources),
+    "strategies": list(strategies),
+    "k": [k_name(k) for k in ks],
+    "seeds": list(seeds),
+    "overrides": list(args.set),
+    "pretrain": pretrained,
+    "trained_now": trained_now,
+    "runs": [{**dataclasses.asdict(c), **r} for c, r in results.items()],
+  }
   if count > 1:
-    print(f"[table] shard {index}/{count} done ({trained_now} runs trained); render the whole "
-          f"table with --table-only", flush=True)
+    print(
+      f"[table] shard {index}/{count} done ({trained_now} runs trained); render the whole "
+      f"table with --table-only",
+      flush=True,
+    )
     return summary
   md, summary["table"] = tabulate(results, sources, strategies, ks, len(seeds))
   wall = time.perf_counter() - start
   run_wall = sum(r.get("wall_s", 0.0) for r in (*pretrained.values(), *results.values()))
   failed = [f"{label(c)}: {r['error']}" for c, r in results.items() if "error" in r]
   summary.update(wall_s=wall, run_wall_s=run_wall, hardware=hardware(), failed=failed)
-  text = (f"uci_digits test accuracy (%, last step), mean ± std over seeds "
-          f"{', '.join(map(str, seeds))}; k labeled training examples per class. **NEG** "
-          f"(−x ± y): transfer loses to scratch at that k by x ± y points (paired per-seed "
-          f"difference, beyond seed noise); (−x ± y, noise): a loss within seed noise.\n\n"
-          f"{md}\n\nPretrained backbones ({backbone_line(model)}; seed {PRETRAIN_SEED}):\n"
-          f"{pretrain_lines(pretrained)}"
-          f"\n\n{len(results)} cells + {len(pretrained)} pretrainings, {run_wall / 60:.1f} min "
-          f"of runs in all (sum of their wall times; {trained_now} trained by this invocation, "
-          f"{wall / 60:.1f} min) on {summary['hardware']}; overrides: "
-          f"{' '.join(args.set) or 'none'}."
-          + (f"\n\nFailed ({len(failed)}):\n" + "\n".join(f"- {f}" for f in failed)
-             if failed else "") + "\n")
+  text = (
+    f"uci_digits test accuracy (%, last step), mean ± std over seeds "
+    f"{', '.join(map(str, seeds))}; k labeled training examples per class. **NEG** "
+    f"(−x ± y): transfer loses to scratch at that k by x ± y points (paired per-seed "
+    f"difference, beyond seed noise); (−x ± y, noise): a loss within seed noise.\n\n"
+    f"{md}\n\nPretrained backbones ({backbone_line(model)}; seed {PRETRAIN_SEED}):\n"
+    f"{pretrain_lines(pretrained)}"
+    f"\n\n{len(results)} cells + {len(pretrained)} pretrainings, {run_wall / 60:.1f} min "
+    f"of runs in all (sum of their wall times; {trained_now} trained by this invocation, "
+    f"{wall / 60:.1f} min) on {summary['hardware']}; overrides: "
+    f"{' '.join(args.set) or 'none'}."
+    + (f"\n\nFailed ({len(failed)}):\n" + "\n".join(f"- {f}" for f in failed) if failed else "")
+    + "\n"
+  )
   os.makedirs(args.out, exist_ok=True)
   with open(os.path.join(args.out, "transfer_table.md"), "w") as f:
     f.write(text)

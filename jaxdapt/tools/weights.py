@@ -5,6 +5,7 @@ checkpoints, see what maps where.
 does NOT fit the architecture (given or guessed), so scripts can check a file before
 importing it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,27 +39,42 @@ def cmd_import(args: argparse.Namespace) -> int:
   arch = get_arch(args.arch, args.source)
   tensors = read_tensors(args.file)
   img_size = args.resolution if arch.family == "vit" else None
-  conv = convert(tensors, args.arch, args.source, keep_head=args.keep_head, img_size=img_size,
-                 pos_interpolation=args.pos_interpolation, what=args.file)
+  conv = convert(
+    tensors,
+    args.arch,
+    args.source,
+    keep_head=args.keep_head,
+    img_size=img_size,
+    pos_interpolation=args.pos_interpolation,
+    what=args.file,
+  )
   prep = preprocessing(arch, args.source)
   metadata = {
-      "arch": args.arch, "source": args.source, "file": os.path.basename(args.file),
-      "sha256": _sha256(args.file), "num_classes": conv.num_classes,
-      "head_loaded": args.keep_head,
-      **prep,
-      "mean": args.mean or prep["mean"], "std": args.std or prep["std"],
-      "resolution": args.resolution or prep["resolution"],
-      "model_options": {"img_size": img_size or 224} if arch.family == "vit" else {},
-      "skipped": [k for k, _, t in conv.rows if t.startswith("skipped")],
+    "arch": args.arch,
+    "source": args.source,
+    "file": os.path.basename(args.file),
+    "sha256": _sha256(args.file),
+    "num_classes": conv.num_classes,
+    "head_loaded": args.keep_head,
+    **prep,
+    "mean": args.mean or prep["mean"],
+    "std": args.std or prep["std"],
+    "resolution": args.resolution or prep["resolution"],
+    "model_options": {"img_size": img_size or 224} if arch.family == "vit" else {},
+    "skipped": [k for k, _, t in conv.rows if t.startswith("skipped")],
   }
   out = save_pretrained(args.out, conv.params, conv.batch_stats, metadata, force=args.force)
   n = sum(1 for _, _, t in conv.rows if t.startswith(("params/", "batch_stats/")))
   ignored = sum(1 for _, _, t in conv.rows if t.startswith("ignored"))
-  print(f"{args.file}: {n} tensors -> {out}/checkpoint ({args.arch}, {args.source}); "
-        f"skipped: {', '.join(metadata['skipped']) or 'none'}; {ignored} BatchNorm counters "
-        "ignored")
-  print(f"set config.model.name = {args.arch!r}, config.model.init_from = {out!r}; "
-        f"inputs {metadata['resolution']} px, mean {metadata['mean']}, std {metadata['std']}")
+  print(
+    f"{args.file}: {n} tensors -> {out}/checkpoint ({args.arch}, {args.source}); "
+    f"skipped: {', '.join(metadata['skipped']) or 'none'}; {ignored} BatchNorm counters "
+    "ignored"
+  )
+  print(
+    f"set config.model.name = {args.arch!r}, config.model.init_from = {out!r}; "
+    f"inputs {metadata['resolution']} px, mean {metadata['mean']}, std {metadata['std']}"
+  )
   return 0
 
 
@@ -99,10 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
   imp.add_argument("--source", required=True, choices=("torchvision", "timm"))
   imp.add_argument("--file", required=True, help=".safetensors, or .pth/.pt/.bin (needs torch)")
   imp.add_argument("--out", required=True, help="directory for checkpoint/ and metadata.json")
-  imp.add_argument("--keep-head", action="store_true",
-                   help="also convert the 1000-way classifier to head/out")
-  imp.add_argument("--resolution", type=int, default=None,
-                   help="ViT: resample pos_embed for this input size (default 224)")
+  imp.add_argument(
+    "--keep-head", action="store_true", help="also convert the 1000-way classifier to head/out"
+  )
+  imp.add_argument(
+    "--resolution",
+    type=int,
+    default=None,
+    help="ViT: resample pos_embed for this input size (default 224)",
+  )
   imp.add_argument("--pos-interpolation", choices=("bilinear", "bicubic"), default="bilinear")
   imp.add_argument("--mean", type=_floats3, default=None, help="override, e.g. 0.5,0.5,0.5")
   imp.add_argument("--std", type=_floats3, default=None)

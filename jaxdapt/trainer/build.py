@@ -1,4 +1,5 @@
 """Config → Experiment: validated config, data sources, model, method, optimizer, jitted steps."""
+
 from __future__ import annotations
 
 import functools
@@ -30,41 +31,59 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
   validate(config, device_count=mesh.size)
   method = methods.for_experiment(config)
   ddir = data_dir(config)
-  splits = {"source": (config.data.source, config.data.source_split),
-            "source_val": (config.data.source, config.data.source_val_split),
-            "target": (config.data.target, config.data.target_split),
-            "target_test": (config.data.target, config.data.target_test_split)}
-  fields = {"source": "data.source", "source_val": "data.source_val_split",
-            "target": "data.target", "target_test": "data.target_test_split"}
+  splits = {
+    "source": (config.data.source, config.data.source_split),
+    "source_val": (config.data.source, config.data.source_val_split),
+    "target": (config.data.target, config.data.target_split),
+    "target_test": (config.data.target, config.data.target_test_split),
+  }
+  fields = {
+    "source": "data.source",
+    "source_val": "data.source_val_split",
+    "target": "data.target",
+    "target_test": "data.target_test_split",
+  }
   sources, opened = {}, {}
   for key, (name, split) in splits.items():
     if (name, split) not in opened:  # e.g. target_test_split == target_split: read once
       try:
-        opened[name, split] = data.in_memory.hold(data.get_source(name, split, ddir),
-                                                  config.data.in_memory_mb << 20)
+        opened[name, split] = data.in_memory.hold(
+          data.get_source(name, split, ddir), config.data.in_memory_mb << 20
+        )
       except ConfigError as e:
         raise ConfigError(f"{fields[key]}: {e}") from None
     sources[key] = opened[name, split]
   num_classes = data.num_classes(config.data.source, ddir)
   target_classes = data.num_classes(config.data.target, ddir)
   if target_classes != num_classes:
-    raise ConfigError(f"data.target: {config.data.target} has {target_classes} classes but "
-                      f"data.source {config.data.source} has {num_classes}")
+    raise ConfigError(
+      f"data.target: {config.data.target} has {target_classes} classes but "
+      f"data.source {config.data.source} has {num_classes}"
+    )
   if config.data.target_labeled_per_class:
     sources[methods.LABELED] = labeled_subset(
-        sources["target"], config.data.target_labeled_per_class, config.seed)
+      sources["target"], config.data.target_labeled_per_class, config.seed
+    )
   image_shape = tuple(sources["source"][0]["image"].shape)
   return build_functions(config, mesh, method, image_shape, num_classes, sources)
 
 
-def build_functions(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                    method: Method, image_shape: tuple[int, ...], num_classes: int,
-                    sources: dict[str, Any] | None = None) -> Experiment:
+def build_functions(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  method: Method,
+  image_shape: tuple[int, ...],
+  num_classes: int,
+  sources: dict[str, Any] | None = None,
+) -> Experiment:
   """Model, optimizer and jitted functions for `image_shape` inputs; reads no data, so
   the step benchmark (jaxdapt/bench.py) builds the same step for synthetic shapes."""
   dtype = step.compute_dtype(config, mesh)
-  model = step.build_model(config, num_classes, dtype).clone(conv_kernel=cpu_conv.resolve(
-      config.model.conv_kernel, mesh.devices.flat[0].platform, mesh.devices.size))
+  model = step.build_model(config, num_classes, dtype).clone(
+    conv_kernel=cpu_conv.resolve(
+      config.model.conv_kernel, mesh.devices.flat[0].platform, mesh.devices.size
+    )
+  )
   total_steps = config.train.steps
 
   def init(rng):
@@ -75,40 +94,63 @@ def build_functions(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
     model_params, batch_stats = variables["params"], variables.get("batch_stats", {})
     if config.method.bn == "dsbn":
       model_params, batch_stats = batchnorm.stack(model_params, batch_stats)
-    params = {"model": model_params,
-              "method": method.init(method_rng, feature_dim, num_classes)}
+    params = {"model": model_params, "method": method.init(method_rng, feature_dim, num_classes)}
     return params, batch_stats, state_rng
 
   try:
     abstract_params, abstract_stats, _ = jax.eval_shape(init, jax.random.key(0))
   except (TypeError, ValueError) as e:  # e.g. a conv stack that shrinks the image below 1 px
     raise ConfigError(
-        f"model.name: {config.model.name} cannot take {image_shape} images from data.source "
-        f"{config.data.source} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+      f"model.name: {config.model.name} cannot take {image_shape} images from data.source "
+      f"{config.data.source} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+    ) from None
   batchnorm.check(config, abstract_stats, eval_target(config))
-  tx = optim.build_optimizer(batchnorm.optim_config(config, abstract_stats), total_steps,
-                             abstract_params)
+  tx = optim.build_optimizer(
+    batchnorm.optim_config(config, abstract_stats), total_steps, abstract_params
+  )
   replicated = sharding.replicated(mesh)
 
   def init_state(rng):
     params, batch_stats, state_rng = init(rng)
-    return step.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), rng=state_rng)
+    return step.TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      rng=state_rng,
+    )
 
   mean_std = step.input_mean_std(config)
   step_fn = method.update_fn() or step.train_step
-  ctx = step.StepContext(model=model, method=method, tx=tx, bn=config.method.bn, dtype=dtype,
-                         total_steps=total_steps, mean_std=mean_std,
-                         grad_accum_steps=config.train.grad_accum_steps)
-  update = jax.jit(functools.partial(step_fn, ctx=ctx),
-                   out_shardings=(replicated, replicated), donate_argnums=0)
-  evaluate_batch = jax.jit(functools.partial(step.eval_step, model=model, dtype=dtype,
-                                             mean_std=mean_std),
-                           out_shardings=replicated)
-  return Experiment(config=config, mesh=mesh, model=model, method=method, tx=tx,
-                    num_classes=num_classes, sources=sources or {}, update=update,
-                    evaluate_batch=evaluate_batch,
-                    init=jax.jit(init_state, out_shardings=replicated))
+  ctx = step.StepContext(
+    model=model,
+    method=method,
+    tx=tx,
+    bn=config.method.bn,
+    dtype=dtype,
+    total_steps=total_steps,
+    mean_std=mean_std,
+    grad_accum_steps=config.train.grad_accum_steps,
+  )
+  update = jax.jit(
+    functools.partial(step_fn, ctx=ctx), out_shardings=(replicated, replicated), donate_argnums=0
+  )
+  evaluate_batch = jax.jit(
+    functools.partial(step.eval_step, model=model, dtype=dtype, mean_std=mean_std),
+    out_shardings=replicated,
+  )
+  return Experiment(
+    config=config,
+    mesh=mesh,
+    model=model,
+    method=method,
+    tx=tx,
+    num_classes=num_classes,
+    sources=sources or {},
+    update=update,
+    evaluate_batch=evaluate_batch,
+    init=jax.jit(init_state, out_shardings=replicated),
+  )
 
 
 def train_iterators(exp: Experiment) -> data.PairedIterator:
@@ -118,7 +160,12 @@ def train_iterators(exp: Experiment) -> data.PairedIterator:
   its = {}
   for i, d in enumerate(DOMAINS + ((labeled,) if labeled in exp.sources else ())):
     its[d] = data.train_iterator(
-        exp.sources[d], global_batch_size=cfg.batch_size, seed=exp.config.seed * 1000 + i,
-        augment=cfg.augment, process_index=jax.process_index(),
-        process_count=jax.process_count(), prefetch=cfg.prefetch)
+      exp.sources[d],
+      global_batch_size=cfg.batch_size,
+      seed=exp.config.seed * 1000 + i,
+      augment=cfg.augment,
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      prefetch=cfg.prefetch,
+    )
   return data.PairedIterator(its.pop("source"), its.pop("target"), **its)

@@ -1,8 +1,10 @@
 """What the trainer builds from a config: model, method, optimizer, data and jitted steps."""
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import ml_collections
@@ -14,6 +16,7 @@ from jaxdapt.methods import Method
 @dataclasses.dataclass
 class Experiment:
   """Everything built from a config that the loop needs (no mutable training state)."""
+
   config: ml_collections.ConfigDict
   mesh: jax.sharding.Mesh
   model: Any

@@ -1,4 +1,5 @@
 """The training loop: init or resume → (step, log, evaluate, checkpoint) → summary.json."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,17 @@ from jaxdapt.trainer.preemption import Preemption
 
 
 def check_finite(exp: Experiment, step: int, metrics: dict[str, float]) -> None:
-  bad = [k for k in ("loss", "cls_loss", "transfer_loss") if k in metrics
-         and not math.isfinite(metrics[k])]
+  bad = [
+    k
+    for k in ("loss", "cls_loss", "transfer_loss")
+    if k in metrics and not math.isfinite(metrics[k])
+  ]
   if bad:
     raise NonFiniteLossError(
-        f"method {exp.config.method.name!r}: non-finite {', '.join(bad)} at step {step} "
-        f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); checkpoints up to the last good "
-        f"step are kept. Lower optim.lr or method.weight.")
+      f"method {exp.config.method.name!r}: non-finite {', '.join(bad)} at step {step} "
+      f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); checkpoints up to the last good "
+      f"step are kept. Lower optim.lr or method.weight."
+    )
 
 
 # train.* fields that change nothing a run writes; every other train field is compared.
@@ -58,8 +63,9 @@ def check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
       a = {**{k: defaults[group][k] for k in b.keys() - a.keys() if k in defaults[group]}, **a}
       if group == "model":
-        a, b = ({**x, "dtype": step.dtype_name(x.get("dtype", "float32"), platform)}
-                for x in (a, b))
+        a, b = (
+          {**x, "dtype": step.dtype_name(x.get("dtype", "float32"), platform)} for x in (a, b)
+        )
       if group == "train":
         a, b = ({k: v for k, v in x.items() if k not in _TRAIN_FREE} for x in (a, b))
     fa, fb = _flat(a, group), _flat(b, group)
@@ -67,11 +73,14 @@ def check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
       was, now = fa.get(field), fb.get(field)
       if json.dumps(was, sort_keys=True) == json.dumps(now, sort_keys=True):
         continue
-      why = {"train.steps": " (the schedules depend on it)",
-             "train.grad_accum_steps": " micro-batches per step"}.get(field, "")
+      why = {
+        "train.steps": " (the schedules depend on it)",
+        "train.grad_accum_steps": " micro-batches per step",
+      }.get(field, "")
       raise ConfigError(
-          f"{field}: the run in this workdir was started with {json.dumps(was)}{why}; now "
-          f"{json.dumps(now)}. Use a new --workdir, or the original value to resume")
+        f"{field}: the run in this workdir was started with {json.dumps(was)}{why}; now "
+        f"{json.dumps(now)}. Use a new --workdir, or the original value to resume"
+      )
 
 
 def summarize(writer: MetricWriter, config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -81,19 +90,23 @@ def summarize(writer: MetricWriter, config: ml_collections.ConfigDict) -> dict[s
   by_source_val = max(evals, key=lambda r: (r["source_val_acc"], r["step"]))
   oracle = max(evals, key=lambda r: (r["target_test_acc"], r["step"]))
   return {
-      "method": config.method.name, "source": config.data.source, "target": config.data.target,
-      "seed": config.seed, "steps": config.train.steps,
-      "target_acc_last": last["target_test_acc"],
-      "source_val_acc_last": last["source_val_acc"],
-      "target_acc_best_source_val": by_source_val["target_test_acc"],
-      "best_source_val_step": by_source_val["step"],
-      "target_acc_oracle": oracle["target_test_acc"],
-      "oracle_step": oracle["step"],
+    "method": config.method.name,
+    "source": config.data.source,
+    "target": config.data.target,
+    "seed": config.seed,
+    "steps": config.train.steps,
+    "target_acc_last": last["target_test_acc"],
+    "source_val_acc_last": last["source_val_acc"],
+    "target_acc_best_source_val": by_source_val["target_test_acc"],
+    "best_source_val_step": by_source_val["step"],
+    "target_acc_oracle": oracle["target_test_acc"],
+    "oracle_step": oracle["step"],
   }
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       devices=None, stop_after: int | None = None) -> dict[str, Any]:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, devices=None, stop_after: int | None = None
+) -> dict[str, Any]:
   """Trains (resuming from `workdir` if it holds a checkpoint) and returns the summary.
 
   `stop_after` checkpoints and returns after that step, exactly as a SIGTERM
@@ -130,8 +143,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   bar = None
   if tc.progress_bar and is_main:
     from tqdm import tqdm
-    bar = tqdm(total=tc.steps, initial=start, desc=config.method.name, unit="step",
-               dynamic_ncols=True, leave=False, smoothing=0)
+
+    bar = tqdm(
+      total=tc.steps,
+      initial=start,
+      desc=config.method.name,
+      unit="step",
+      dynamic_ncols=True,
+      leave=False,
+      smoothing=0,
+    )
   pending: list[dict[str, jax.Array]] = []
   selection = None  # (forward, subsets) for the sel_* criteria, built at the first eval
   images_per_step = config.data.batch_size * len(exp.method.domains)
@@ -162,8 +183,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         eval_metrics = None
         if step % tc.eval_every == 0 or step == tc.steps:
           views = eval_states(exp, state)
-          eval_metrics = {**evaluate(exp, views["source"], "source_val"),
-                          **evaluate(exp, views["target"], "target_test")}
+          eval_metrics = {
+            **evaluate(exp, views["source"], "source_val"),
+            **evaluate(exp, views["target"], "target_test"),
+          }
           if tc.selection_points:
             if selection is None:
               selection = features.forward_fn(exp), selection_sources(exp)

@@ -1,4 +1,5 @@
 """SIGTERM → checkpoint and stop at the next step, agreed by every process."""
+
 from __future__ import annotations
 
 import signal

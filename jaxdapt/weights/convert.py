@@ -21,12 +21,14 @@ The classification layer (torchvision `fc` / `classifier.6`, timm `fc` /
 `head`) maps to the Classifier's `head/out` only with keep_head=True;
 otherwise it is listed as skipped.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +47,7 @@ HALF = (0.5, 0.5, 0.5)  # timm's augreg ViT weights
 @dataclasses.dataclass(frozen=True)
 class Arch:
   """An importable architecture: registry name, family, head key, sources."""
+
   name: str
   family: str  # resnet | vgg | vit
   head: str  # torch prefix of the original classification layer
@@ -52,14 +55,30 @@ class Arch:
 
 
 _TV = ("torchvision",)
-ARCHS: dict[str, Arch] = {a.name: a for a in (
-    *(Arch(n, "resnet", "fc", _TV) for n in
-      ("resnet18", "resnet34", "resnet101", "resnet152", "wide_resnet50_2", "resnext50_32x4d")),
+ARCHS: dict[str, Arch] = {
+  a.name: a
+  for a in (
+    *(
+      Arch(n, "resnet", "fc", _TV)
+      for n in (
+        "resnet18",
+        "resnet34",
+        "resnet101",
+        "resnet152",
+        "wide_resnet50_2",
+        "resnext50_32x4d",
+      )
+    ),
     Arch("resnet50", "resnet", "fc", ("torchvision", "timm")),
-    *(Arch(f"vgg{d}{bn}", "vgg", "classifier.6", _TV) for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+    *(
+      Arch(f"vgg{d}{bn}", "vgg", "classifier.6", _TV)
+      for d in (11, 13, 16, 19)
+      for bn in ("", "_bn")
+    ),
     Arch("vit_s16", "vit", "head", ("timm",)),
     Arch("vit_b16", "vit", "head", ("timm",)),
-)}
+  )
+}
 
 
 def get_arch(name: str, source: str) -> Arch:
@@ -67,22 +86,28 @@ def get_arch(name: str, source: str) -> Arch:
     raise WeightsError(f"--arch: {name!r} has no converter; allowed: {', '.join(sorted(ARCHS))}")
   arch = ARCHS[name]
   if source not in arch.sources:
-    raise WeightsError(f"--source: {name} weights come from {', '.join(arch.sources)}, "
-                       f"not {source!r}")
+    raise WeightsError(
+      f"--source: {name} weights come from {', '.join(arch.sources)}, not {source!r}"
+    )
   return arch
 
 
 def preprocessing(arch: Arch, source: str) -> dict[str, Any]:
   """Input normalisation and resolution the original weights were trained with."""
   vit = arch.family == "vit"
-  return {"mean": list(HALF if vit else IMAGENET_MEAN), "std": list(HALF if vit else IMAGENET_STD),
-          "resolution": 224, "crop_pct": 0.9 if vit else 0.875,
-          "resize_interpolation": "bicubic" if source == "timm" else "bilinear"}
+  return {
+    "mean": list(HALF if vit else IMAGENET_MEAN),
+    "std": list(HALF if vit else IMAGENET_STD),
+    "resolution": 224,
+    "crop_pct": 0.9 if vit else 0.875,
+    "resize_interpolation": "bicubic" if source == "timm" else "bilinear",
+  }
 
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
   """One expected torch tensor and where it goes in the Classifier variables."""
+
   key: str
   shape: tuple[int, ...]  # torch layout
   collection: str  # params | batch_stats
@@ -137,20 +162,31 @@ def expected(arch_name: str, img_size: int | None = None) -> tuple[tuple[Entry, 
   options = backbone_options(arch, img_size)
   module = MODELS.get(arch_name)(**options)
   side = options.get("img_size", 32)
-  out, variables = jax.eval_shape(lambda: module.init_with_output(
-      jax.random.key(0), jnp.zeros((1, side, side, 3), jnp.float32), train=False))
+  out, variables = jax.eval_shape(
+    lambda: module.init_with_output(
+      jax.random.key(0), jnp.zeros((1, side, side, 3), jnp.float32), train=False
+    )
+  )
   entries = []
   for collection in ("params", "batch_stats"):
     for path, leaf in traverse_util.flatten_dict(variables.get(collection, {})).items():
       layout = _layout(path, len(leaf.shape))
-      entries.append(Entry(torch_key(path), _torch_shape(leaf.shape, layout), collection,
-                           ("backbone",) + path, layout))
+      entries.append(
+        Entry(
+          torch_key(path),
+          _torch_shape(leaf.shape, layout),
+          collection,
+          ("backbone",) + path,
+          layout,
+        )
+      )
   return tuple(entries), int(np.prod(out.shape[1:]))
 
 
 @dataclasses.dataclass
 class Converted:
   """Classifier-layout trees plus what happened to every tensor of the file."""
+
   params: dict
   batch_stats: dict
   num_classes: int | None  # of the file's head, if it has one
@@ -161,9 +197,16 @@ def _shape_str(shape: tuple[int, ...]) -> str:
   return "[" + ", ".join(map(str, shape)) + "]"
 
 
-def convert(tensors: Mapping[str, np.ndarray], arch_name: str, source: str, *,
-            keep_head: bool = False, img_size: int | None = None,
-            pos_interpolation: str = "bilinear", what: str = "weights") -> Converted:
+def convert(
+  tensors: Mapping[str, np.ndarray],
+  arch_name: str,
+  source: str,
+  *,
+  keep_head: bool = False,
+  img_size: int | None = None,
+  pos_interpolation: str = "bilinear",
+  what: str = "weights",
+) -> Converted:
   """Strictly maps a torch state_dict onto the Flax variables of `arch_name`.
 
   `what` names the file in errors. Raises WeightsError listing every missing,
@@ -192,8 +235,9 @@ def convert(tensors: Mapping[str, np.ndarray], arch_name: str, source: str, *,
         if value is None:
           continue
       elif shape != e.shape:
-        misshaped.append(f"{key}: file {_shape_str(shape)}, {arch_name} expects "
-                         f"{_shape_str(e.shape)}")
+        misshaped.append(
+          f"{key}: file {_shape_str(shape)}, {arch_name} expects {_shape_str(e.shape)}"
+        )
         rows.append((key, shape, "MIS-SHAPED"))
         continue
       flat[(e.collection,) + e.path] = _to_flax(value, e.layout)
@@ -206,8 +250,11 @@ def convert(tensors: Mapping[str, np.ndarray], arch_name: str, source: str, *,
     num_classes = int(tensors[f"{arch.head}.weight"].shape[0])
   if keep_head:
     _convert_head(tensors, arch, feat_dim, flat, missing, misshaped)
-  problems = [(missing, "missing"), (extra, "unexpected (not part of " + arch_name + ")"),
-              (misshaped, "mis-shaped")]
+  problems = [
+    (missing, "missing"),
+    (extra, "unexpected (not part of " + arch_name + ")"),
+    (misshaped, "mis-shaped"),
+  ]
   if any(p for p, _ in problems):
     lines = [f"{what} do not fit {arch_name} ({source}):"]
     for items, label in problems:
@@ -218,27 +265,38 @@ def convert(tensors: Mapping[str, np.ndarray], arch_name: str, source: str, *,
   return Converted(trees.get("params", {}), trees.get("batch_stats", {}), num_classes, rows)
 
 
-def _resample_pos(value: np.ndarray, want: tuple[int, ...], mode: str,
-                  misshaped: list[str]) -> np.ndarray | None:
+def _resample_pos(
+  value: np.ndarray, want: tuple[int, ...], mode: str, misshaped: list[str]
+) -> np.ndarray | None:
   n = value.shape[1] - 1 if value.ndim == 3 else -1
   g = int(round(max(n, 0) ** 0.5))
   if value.ndim != 3 or value.shape[0] != 1 or value.shape[2] != want[2] or g * g != n:
-    misshaped.append(f"pos_embed: file {_shape_str(value.shape)}, expects {_shape_str(want)} "
-                     f"(or any [1, 1 + g*g, {want[2]}] to resample)")
+    misshaped.append(
+      f"pos_embed: file {_shape_str(value.shape)}, expects {_shape_str(want)} "
+      f"(or any [1, 1 + g*g, {want[2]}] to resample)"
+    )
     return None
   gw = int(round((want[1] - 1) ** 0.5))
   return resample_pos_embed(value.astype(np.float32), (gw, gw), mode)
 
 
-def _convert_head(tensors: Mapping[str, np.ndarray], arch: Arch, feat_dim: int,
-                  flat: dict, missing: list[str], misshaped: list[str]) -> None:
+def _convert_head(
+  tensors: Mapping[str, np.ndarray],
+  arch: Arch,
+  feat_dim: int,
+  flat: dict,
+  missing: list[str],
+  misshaped: list[str],
+) -> None:
   w, b = tensors.get(f"{arch.head}.weight"), tensors.get(f"{arch.head}.bias")
   if w is None or b is None:
     missing.append(f"{arch.head}.weight/.bias (asked to keep the head)")
     return
   if w.ndim != 2 or w.shape[1] != feat_dim or b.shape != (w.shape[0],):
-    misshaped.append(f"{arch.head}: weight {_shape_str(w.shape)} / bias {_shape_str(b.shape)}, "
-                     f"expects [C, {feat_dim}] / [C]")
+    misshaped.append(
+      f"{arch.head}: weight {_shape_str(w.shape)} / bias {_shape_str(b.shape)}, "
+      f"expects [C, {feat_dim}] / [C]"
+    )
     return
   flat[("params", "head", "out", "kernel")] = w.T
   flat[("params", "head", "out", "bias")] = b
@@ -255,8 +313,9 @@ def guess_arch(tensors: Mapping[str, np.ndarray]) -> str | None:
     return f"vgg{depth}{'_bn' if bn else ''}" if depth else None
   if "layer1.0.conv1.weight" not in tensors:
     return None
-  blocks = tuple(len({k.split(".")[1] for k in tensors if k.startswith(f"layer{i}.")})
-                 for i in range(1, 5))
+  blocks = tuple(
+    len({k.split(".")[1] for k in tensors if k.startswith(f"layer{i}.")}) for i in range(1, 5)
+  )
   if "layer1.0.conv3.weight" not in tensors:
     return {(2, 2, 2, 2): "resnet18", (3, 4, 6, 3): "resnet34"}.get(blocks)
   if blocks == (3, 4, 23, 3):
@@ -266,5 +325,6 @@ def guess_arch(tensors: Mapping[str, np.ndarray]) -> str | None:
   if blocks != (3, 4, 6, 3):
     return None
   conv2 = tensors["layer1.0.conv2.weight"].shape
-  return {(64, 64): "resnet50", (128, 128): "wide_resnet50_2",
-          (128, 4): "resnext50_32x4d"}.get((conv2[0], conv2[1]))
+  return {(64, 64): "resnet50", (128, 128): "wide_resnet50_2", (128, 4): "resnext50_32x4d"}.get(
+    (conv2[0], conv2[1])
+  )

@@ -1,4 +1,5 @@
 """The one error type of weight import: names the file and every tensor at fault."""
+
 from jaxdapt.errors import JaxdaptError
 
 

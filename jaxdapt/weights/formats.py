@@ -6,6 +6,7 @@ restricted unpickler refuses any global that is not a tensor building block,
 so a file that would execute code on load raises WeightsError instead.
 torch is imported only here and only for such files (the `torch` extra).
 """
+
 from __future__ import annotations
 
 import os
@@ -38,9 +39,11 @@ def read_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
   if not tensors:
     raise WeightsError(f"{path}: holds no tensors")
   if all(k.startswith("module.") for k in tensors):
-    tensors = {k[len("module."):]: v for k, v in tensors.items()}
-  return {k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
-          for k, v in tensors.items()}
+    tensors = {k[len("module.") :]: v for k, v in tensors.items()}
+  return {
+    k: v.astype(np.float32) if np.issubdtype(v.dtype, np.floating) else v
+    for k, v in tensors.items()
+  }
 
 
 def _kind(path: str) -> str:
@@ -55,18 +58,23 @@ def _kind(path: str) -> str:
     return "torch"
   if len(head) == 8:
     return "safetensors"
-  raise WeightsError(f"{path}: not a safetensors or PyTorch file "
-                     f"(extensions {', '.join(SAFETENSORS_EXT + TORCH_EXT)})")
+  raise WeightsError(
+    f"{path}: not a safetensors or PyTorch file "
+    f"(extensions {', '.join(SAFETENSORS_EXT + TORCH_EXT)})"
+  )
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
   from safetensors import SafetensorError
   from safetensors.numpy import load_file
+
   try:
     return dict(load_file(path))
   except (SafetensorError, OSError, ValueError, TypeError) as e:
-    raise WeightsError(f"{path}: not a readable safetensors file ({e}); bfloat16 files "
-                       f"need converting to float32 first") from e
+    raise WeightsError(
+      f"{path}: not a readable safetensors file ({e}); bfloat16 files "
+      f"need converting to float32 first"
+    ) from e
 
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
@@ -74,8 +82,9 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     import torch
   except ImportError:
     raise WeightsError(
-        f"{path}: reading PyTorch files needs torch (pip install 'jaxdapt[torch]'); "
-        f"or convert the file to .safetensors where torch is installed") from None
+      f"{path}: reading PyTorch files needs torch (pip install 'jaxdapt[torch]'); "
+      f"or convert the file to .safetensors where torch is installed"
+    ) from None
   try:
     with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses
       warnings.simplefilter("ignore", UserWarning)
@@ -83,8 +92,9 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
   except pickle.UnpicklingError as e:
     raise WeightsError(_refusal(path, str(e))) from None
   except Exception as e:  # corrupt zip, truncated file, ...
-    raise WeightsError(f"{path}: not a readable PyTorch file ({type(e).__name__}: "
-                       f"{str(e)[:300]})") from None
+    raise WeightsError(
+      f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e)[:300]})"
+    ) from None
   return _flatten_state_dict(obj, path, torch)
 
 
@@ -94,14 +104,18 @@ def _refusal(path: str, message: str) -> str:
   glob = next((ln for ln in lines if "GLOBAL" in ln), None)
   if glob is not None:
     what = re.search(r"GLOBAL (\S+)", glob)
-    return (f"{path}: refused to load: the file is a pickle that would execute code on load "
-            f"(it calls {what.group(1) if what else glob}). Only plain state_dicts of tensors "
-            f"are read (torch.load(weights_only=True)); if you trust the file, re-save its "
-            f"state_dict with torch.save(model.state_dict(), ...) or as .safetensors.")
+    return (
+      f"{path}: refused to load: the file is a pickle that would execute code on load "
+      f"(it calls {what.group(1) if what else glob}). Only plain state_dicts of tensors "
+      f"are read (torch.load(weights_only=True)); if you trust the file, re-save its "
+      f"state_dict with torch.save(model.state_dict(), ...) or as .safetensors."
+    )
   reason = next((ln for ln in lines if ln.startswith("Unsupported")), lines[-1] if lines else "")
-  return (f"{path}: refused to load: not a state_dict that the safe (weights_only) loader can "
-          f"read ({reason[:200]}); a file that could execute code on load is never run. "
-          f"Re-save it with torch.save(model.state_dict(), ...) or as .safetensors.")
+  return (
+    f"{path}: refused to load: not a state_dict that the safe (weights_only) loader can "
+    f"read ({reason[:200]}); a file that could execute code on load is never run. "
+    f"Re-save it with torch.save(model.state_dict(), ...) or as .safetensors."
+  )
 
 
 def _flatten_state_dict(obj: Any, path: str, torch: Any) -> dict[str, np.ndarray]:
