@@ -11,7 +11,9 @@ cannot be read raises CheckpointError naming it and leaves it on disk.
 from __future__ import annotations
 
 import json
+import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 import grain
@@ -74,31 +76,64 @@ def _save_arrays_whole_on_one_host() -> None:
     absl_logging.set_verbosity(verbosity)
 
 
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+class _NoOcdbtMergeNotice(logging.Filter):
+  """Orbax warns at every save that it found no OCDBT files to merge; with OCDBT off
+  (Checkpointer) that is the expected state, not a warning."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return "Skipping merge of OCDBT checkpoints" not in record.getMessage()
+
+
+_NO_OCDBT_NOTICE = _NoOcdbtMergeNotice()
+
+
 class Checkpointer:
-  def __init__(self, workdir: str, keep: int):
+  def __init__(self, workdir: str, keep: int, is_regular: Callable[[int], bool] | None = None):
     workdir = os.path.abspath(workdir)
     _save_arrays_whole_on_one_host()
-    item_names = ("state", "data", "config")
+    logging.getLogger("absl").addFilter(_NO_OCDBT_NOTICE)  # once: a filter is added once
+    # One file set per array (zarr, no OCDBT): OCDBT names its data files at random, so
+    # two saves of the same state differed byte for byte; this way a resumed run's
+    # checkpoints equal an uninterrupted run's (tests/test_preemption.py).
+    handlers = lambda: dict(
+      state=ocp.StandardCheckpointHandler(use_ocdbt=False),
+      data=grain.checkpoint.CheckpointHandler(),
+      config=ocp.JsonCheckpointHandler(),
+    )
     # Both managers may save the same step at once. Orbax names its cross-process
     # barriers after the step, so without distinct prefixes a multi-process run
     # collides on '_async_write_complete.<step>' and hangs (single-process is unaffected).
     sync = lambda name: ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name)
+    # Retention is ours (save): Orbax's max_to_keep would let a preemption checkpoint
+    # (a step between regular saves) push out a regular one, so a resumed run would end
+    # with other steps on disk than an uninterrupted one.
+    self.keep = keep
+    self.is_regular = is_regular or (lambda step: True)
     self.latest = ocp.CheckpointManager(
       os.path.join(workdir, "checkpoints"),
-      item_names=item_names,
+      item_handlers=handlers(),
       options=ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, multiprocessing_options=sync("latest")
+        max_to_keep=None,
+        create=True,
+        cleanup_tmp_directories=True,
+        multiprocessing_options=sync("latest"),
       ),
     )
     self.best = ocp.CheckpointManager(
       os.path.join(workdir, "best"),
-      item_names=item_names,
+      item_handlers=handlers(),
       options=ocp.CheckpointManagerOptions(
         max_to_keep=1,
         create=True,
         best_fn=lambda m: m[BEST_METRIC],
         best_mode="max",
         keep_checkpoints_without_metrics=False,
+        cleanup_tmp_directories=True,
         multiprocessing_options=sync("best"),
       ),
     )
@@ -119,7 +154,18 @@ class Checkpointer:
     config: ml_collections.ConfigDict,
     metrics: dict[str, float] | None = None,
   ) -> None:
-    """Saves state, the iterator's position (per process) and the config at `step`."""
+    """Saves state, the iterator's position (per process) and the config at `step`.
+
+    The newest `keep` steps of the schedule (`is_regular`) stay on disk, and a step off it
+    (a preemption checkpoint) only until the next save, so the steps on disk do not
+    depend on whether the run was stopped and resumed."""
+    self.latest.wait_until_finished()
+    steps = sorted(self.latest.all_steps())
+    regulars = [s for s in steps if self.is_regular(s)]
+    room = self.keep - 1 if self.is_regular(step) else self.keep
+    stale = [s for s in steps if not self.is_regular(s)] + regulars[: max(0, len(regulars) - room)]
+    for old in stale:
+      self.latest.delete(old)
     self.latest.save(step, args=self._args(state, iterator, config))
     if metrics is not None and BEST_METRIC in metrics:
       self.best.save(
@@ -142,9 +188,9 @@ class Checkpointer:
       ]
     except Exception as e:
       raise CheckpointError(
-        f"checkpoint {self.latest.directory}/{step}: its config could not be read "
-        f"({type(e).__name__}: {str(e)[:200]}); it was left untouched."
-      ) from e
+        f"checkpoint step {step} in {self.latest.directory}/{step}: its config could not be "
+        f"read ({_first_line(e)}); it was left untouched"
+      ) from None
 
   def restore(
     self,
@@ -167,10 +213,10 @@ class Checkpointer:
       restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types for unreadable files
       raise CheckpointError(
-        f"checkpoint {mngr.directory}/{step} could not be restored ({type(e).__name__}: "
-        f"{str(e)[:300]}). It was left untouched; move it aside to resume from an earlier "
-        f"step ({', '.join(map(str, mngr.all_steps()))} on disk) or use a new workdir."
-      ) from e
+        f"checkpoint step {step} in {mngr.directory}/{step} could not be restored "
+        f"({_first_line(e)}); it was left untouched: move it aside to resume from an earlier "
+        f"step ({', '.join(map(str, mngr.all_steps()))} on disk) or use a new workdir"
+      ) from None
     return restored["state"], restored["config"]
 
   def wait(self) -> None:

@@ -20,6 +20,20 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+def _complete_rows(text: str) -> list[dict[str, Any]]:
+  """The rows of a metrics.jsonl; a last line cut short by a kill is dropped (it is
+  past the restored step anyway: rows are written before the checkpoint that covers them)."""
+  rows = []
+  lines = [line for line in text.split("\n") if line.strip()]
+  for i, line in enumerate(lines):
+    try:
+      rows.append(json.loads(line))
+    except json.JSONDecodeError:
+      if i < len(lines) - 1:
+        raise
+  return rows
+
+
 class MetricWriter:
   def __init__(self, workdir: str, resume_step: int | None = None):
     self.path = os.path.join(workdir, "metrics.jsonl")
@@ -27,7 +41,7 @@ class MetricWriter:
     self.rows: list[dict[str, Any]] = []
     if os.path.exists(self.path):
       with open(self.path) as f:
-        self.rows = [json.loads(line) for line in f if line.strip()]
+        self.rows = _complete_rows(f.read())
       self.rows = [r for r in self.rows if resume_step is not None and r["step"] <= resume_step]
       if self.enabled:
         with open(self.path, "w") as f:

@@ -125,7 +125,12 @@ def train_and_evaluate(
     os.makedirs(workdir, exist_ok=True)
   except OSError as e:
     raise ConfigError(f"workdir: cannot create {workdir}: {e.strerror}") from None
-  ckpt = checkpoint.Checkpointer(workdir, config.train.keep_checkpoints)
+  tc = config.train
+  ckpt = checkpoint.Checkpointer(
+    workdir,
+    tc.keep_checkpoints,
+    is_regular=lambda s: s % tc.checkpoint_every == 0 or s == tc.steps,
+  )
   if ckpt.latest_step() is not None:
     check_same_run(ckpt.saved_config(), config)
     state, _ = ckpt.restore(checkpoint.abstract_like(state), iterators)
@@ -138,7 +143,6 @@ def train_and_evaluate(
   if start == 0 and jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json(indent=2))
-  tc = config.train
   is_main = jax.process_index() == 0
   bar = None
   if tc.progress_bar and is_main:

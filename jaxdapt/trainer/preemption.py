@@ -1,4 +1,4 @@
-"""SIGTERM → checkpoint and stop at the next step, agreed by every process."""
+"""SIGTERM → checkpoint and stop at the next log step, agreed by every process."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from jax.experimental import multihost_utils
 
 
 class Preemption:
-  """Turns SIGTERM into a request to checkpoint and exit at the next step.
+  """Turns SIGTERM into a request to checkpoint and exit at the next log step.
 
   With several processes the signal reaches them at different steps, and a
   process that entered the checkpoint save alone would wait forever on the
@@ -22,10 +22,13 @@ class Preemption:
     self._previous = None
 
   def should_stop(self, step: int, every: int) -> bool:
-    if jax.process_count() == 1:
-      return self.requested
+    """Whether to checkpoint and stop after `step`: only at a log step (every `every`
+    steps), so the stopped run's metrics.jsonl ends on a complete train row and the
+    resumed run writes exactly the rows an uninterrupted run would."""
     if step % every:
       return False
+    if jax.process_count() == 1:
+      return self.requested
     flags = multihost_utils.process_allgather(np.asarray([self.requested], np.int32))
     return bool(np.asarray(flags).any())
 
