@@ -7,6 +7,7 @@ from jaxdapt.models import (  # noqa: F401  (registration)
   digit_protocols,  # noqa: F401  (registration)
   digits,
   resnet,
+  text_encoder,
   vgg,
   vit,
 )
