@@ -136,6 +136,23 @@ def base_config() -> ml_collections.ConfigDict:
   c.regularizer.lwf_weight = 0.0  # LwF λ_o (paper 1)
   c.regularizer.lwf_temperature = 2.0  # LwF T (paper 2)
 
+  # Parameter-efficient transfer (jaxdapt/peft, docs/peft.md): the model's pretrained
+  # weights stay frozen and only a small set of parameters trains, through one optimizer
+  # rule in front of optim.rules / optim.preset. What trains besides the head, bottleneck,
+  # model.dont_load layers and the method's parameters: 'lora' the LoRA factors of the
+  # lora_targets kernels, 'bitfit' every bias (norm biases too), 'head_only' nothing more;
+  # '' = off (everything optim.rules says).
+  c.peft = ml_collections.ConfigDict()
+  c.peft.method = ""
+  c.peft.lora_rank = 4  # r: A [..., in, r], B [r, out]
+  # alpha: the delta is (alpha / r)·A·B (scale 2 at the defaults). As in Hu et al., keep
+  # alpha fixed when trying other ranks, so the lr need not be retuned for each r.
+  c.peft.lora_alpha = 8.0
+  # Regexes fully matching the '/'-joined names of the Dense/Conv kernels LoRA adapts (e.g.
+  # ViT attention only: 'model/backbone/blocks_.*/attn/(qkv|proj)/kernel'); each must match
+  # one, and none the head, bottleneck or model.dont_load layers (they train in full).
+  c.peft.lora_targets = ("model/backbone/.*kernel",)
+
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000
   # Split each step's batch (data.batch_size per domain) into this many micro-batches inside

@@ -3,15 +3,23 @@
 Loading is strict (weights.merge_into): every parameter is loaded or matches a
 model.dont_load regex. A single-branch model loads into both BatchNorm branches of a
 DSBN model; a DSBN checkpoint loads only into a DSBN model.
+
+LoRA (config.peft, jaxdapt/peft/lora.py): the weights are first merged (peft.lora.merged),
+so a LoRA run's factors are folded into its kernels, and a merged or unmerged LoRA run
+loads alike, into any model of the architecture. The LoRA leaves of the model being
+started are new parameters, never loaded (as if model.dont_load named them): a LoRA model
+starts as the loaded model exactly (B = 0) with fresh factors, whether the weights came
+from a plain run, an import, or a LoRA run (whose factors are then part of the base).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import jax
 
-from jaxdapt import batchnorm, checkpoint, sharding, weights
+from jaxdapt import batchnorm, checkpoint, peft, sharding, weights
 from jaxdapt.errors import ConfigError
 from jaxdapt.step import TrainState
 
@@ -35,6 +43,7 @@ def load_init_from(exp, state: TrainState) -> TrainState:
     pretrained = weights.PretrainedWeights(params, batch_stats, {"arch": cfg.name, "step": step})
   else:  # a directory written by `jaxdapt weights import`
     pretrained = weights.load_pretrained(cfg.init_from, arch=cfg.name)
+  pretrained = dataclasses.replace(pretrained, params=peft.lora.merged(pretrained.params))
   params, batch_stats = jax.device_get((state.params["model"], state.batch_stats))
   copy_branch = False  # DSBN model, one-branch weights: load one branch, copy it to all
   if exp.config.method.bn == "dsbn":
@@ -47,7 +56,7 @@ def load_init_from(exp, state: TrainState) -> TrainState:
       f"branch per domain); load it with method.bn='dsbn'"
     )
   params, batch_stats, report = weights.merge_into(
-    params, batch_stats, pretrained, tuple(cfg.dont_load)
+    params, batch_stats, pretrained, tuple(cfg.dont_load) + (peft.lora.ANY_LEAF,)
   )
   if copy_branch:
     params, batch_stats = batchnorm.stack(params, batch_stats)

@@ -35,6 +35,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
       "jaxdapt.checkpoint",
       "jaxdapt.sharding",
       "jaxdapt.metrics",
+      "jaxdapt.peft",
     ),
   ),
   # The step layer: state, model application, pure jitted steps, feature extraction,

@@ -27,6 +27,7 @@ import optax
 
 from jaxdapt import batchnorm, losses, models, optim
 from jaxdapt.errors import ConfigError
+from jaxdapt.peft import lora
 
 PyTree = Any
 DTYPES = ("auto", "float32", "bfloat16")  # model.dtype; compute_dtype resolves auto
@@ -66,7 +67,12 @@ DEFAULT_MEAN_STD = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
 
 def normalize(images: jax.Array, dtype, mean_std=DEFAULT_MEAN_STD) -> jax.Array:
-  """uint8 [0, 255] → (x/255 − mean)/std on device (images travel as uint8)."""
+  """uint8 [0, 255] → (x/255 − mean)/std on device (images travel as uint8).
+
+  Token ids (int32 [B, L], the input of the text encoders) pass unchanged: a batch's
+  'image' is the model's input whatever the modality, and only pixels are normalised."""
+  if images.dtype != np.uint8 and jnp.issubdtype(images.dtype, jnp.integer):
+    return images
   mean, std = (np.asarray(v, np.float64) for v in mean_std)
   if np.all(mean == 0.5) and np.all(std == 0.5):
     return images.astype(dtype) * (1.0 / 127.5) - 1.0
@@ -114,8 +120,9 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
 
 
 def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
-  """Returns (outputs, new batch_stats)."""
-  variables = {"params": params}
+  """Returns (outputs, new batch_stats). LoRA factors in `params` are folded into their
+  kernels first (peft.lora.merged; `params` itself when there are none)."""
+  variables = {"params": lora.merged(params)}
   if batch_stats:
     variables["batch_stats"] = batch_stats
   if not train:

@@ -58,6 +58,7 @@ from jaxdapt import features, losses, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.init_from import load_init_from
 from jaxdapt.methods.base import METHODS, Method, Outputs, concat
+from jaxdapt.peft import lora
 from jaxdapt.tree import named_leaves
 
 PyTree = Any
@@ -142,7 +143,7 @@ def feature_maps(
   capture = lambda module, method: method == "__call__" and _path(module) in layers
   kwargs = {"rngs": {"dropout": rng}} if train else {}
   _, state = model.apply(
-    variables,
+    lora.merged_variables(variables),
     images,
     train=train,
     method="extract",
@@ -177,10 +178,11 @@ def channel_attention(
       return out
 
     with nn.intercept_methods(zero_channels):
-      logits = model.apply(variables, images, train=False)["logits"]
+      logits = model.apply(lora.merged_variables(variables), images, train=False)["logits"]
     return losses.cross_entropy(logits, labels)
 
-  base = losses.cross_entropy(model.apply(variables, images, train=False)["logits"], labels)
+  logits = model.apply(lora.merged_variables(variables), images, train=False)["logits"]
+  base = losses.cross_entropy(logits, labels)
   shapes = jax.eval_shape(lambda: feature_maps(model, variables, images, layers, train=False))
   out = {}
   for layer in layers:
@@ -272,7 +274,7 @@ class Regularizer:
         [step.normalize(batch[d]["image"], self.dtype, self.mean_std) for d in self.supervised]
       )
     if c.lwf_weight:
-      old = model.apply(teacher, images, train=False)["logits"]
+      old = model.apply(lora.merged_variables(teacher), images, train=False)["logits"]
       new = concat(outputs, self.supervised, ("logits",))["logits"]
       terms["reg_lwf"] = c.lwf_weight * distillation_kl(new, old, c.lwf_temperature)
     if c.delta_weight:

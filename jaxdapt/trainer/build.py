@@ -8,8 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
-from jaxdapt import batchnorm, data, methods, optim, sharding, step
+from jaxdapt import batchnorm, data, methods, optim, peft, sharding, step
 from jaxdapt.data.labeled import labeled_subset
 from jaxdapt.errors import ConfigError
 from jaxdapt.kernels import cpu_conv
@@ -19,6 +20,13 @@ from jaxdapt.trainer.experiment import Experiment
 from jaxdapt.trainer.validate import validate
 
 DOMAINS = ("source", "target")
+LORA_SEED = 0x10FA  # folded into the model's init key for the LoRA factors
+
+
+def optimizer_config(config: ml_collections.ConfigDict, batch_stats) -> ml_collections.ConfigDict:
+  """config.optim with the rules the run's other fields add in front: model.bn_mode='frozen'
+  (batchnorm.optim_config) and config.peft (peft.optim_config). `jaxdapt optim` shows it."""
+  return peft.optim_config(config, batchnorm.optim_config(config, batch_stats))
 
 
 def data_dir(config: ml_collections.ConfigDict) -> str | None:
@@ -64,8 +72,10 @@ def build(config: ml_collections.ConfigDict, devices=None) -> Experiment:
     sources[methods.LABELED] = labeled_subset(
       sources["target"], config.data.target_labeled_per_class, config.seed
     )
-  image_shape = tuple(sources["source"][0]["image"].shape)
-  return build_functions(config, mesh, method, image_shape, num_classes, sources)
+  example = np.asarray(sources["source"][0]["image"])
+  return build_functions(
+    config, mesh, method, example.shape, num_classes, sources, input_dtype=example.dtype
+  )
 
 
 def build_functions(
@@ -75,9 +85,11 @@ def build_functions(
   image_shape: tuple[int, ...],
   num_classes: int,
   sources: dict[str, Any] | None = None,
+  input_dtype: Any = None,
 ) -> Experiment:
   """Model, optimizer and jitted functions for `image_shape` inputs; reads no data, so
-  the step benchmark (jaxdapt/bench.py) builds the same step for synthetic shapes."""
+  the step benchmark (jaxdapt/bench.py) builds the same step for synthetic shapes.
+  `input_dtype`: the examples' dtype; signed integers are token ids (text encoders)."""
   dtype = step.compute_dtype(config, mesh)
   model = step.build_model(config, num_classes, dtype).clone(
     conv_kernel=cpu_conv.resolve(
@@ -88,10 +100,20 @@ def build_functions(
 
   def init(rng):
     model_rng, method_rng, state_rng = jax.random.split(rng, 3)
-    dummy = jnp.zeros((2, *image_shape), dtype)
+    # Token ids (text encoders) initialise from int32 ids, pixels from the compute dtype.
+    tokens = input_dtype is not None and np.issubdtype(input_dtype, np.signedinteger)
+    dummy = jnp.zeros((2, *image_shape), jnp.int32 if tokens else dtype)
     variables = model.init({"params": model_rng, "dropout": model_rng}, dummy, train=False)
     feature_dim = model.apply(variables, dummy, train=False)["features"].shape[-1]
     model_params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    if config.peft.method == "lora":  # new leaves beside the kernels; the base init unchanged
+      model_params = peft.lora.add(
+        model_params,
+        tuple(config.peft.lora_targets),
+        config.peft.lora_rank,
+        float(config.peft.lora_alpha),
+        jax.random.fold_in(model_rng, LORA_SEED),
+      )
     if config.method.bn == "dsbn":
       model_params, batch_stats = batchnorm.stack(model_params, batch_stats)
     params = {"model": model_params, "method": method.init(method_rng, feature_dim, num_classes)}
@@ -105,9 +127,13 @@ def build_functions(
       f"{config.data.source} ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
     ) from None
   batchnorm.check(config, abstract_stats, eval_target(config))
-  tx = optim.build_optimizer(
-    batchnorm.optim_config(config, abstract_stats), total_steps, abstract_params
-  )
+  if config.peft.method == "lora":
+    peft.lora.check_targets(
+      abstract_params["model"],
+      tuple(config.peft.lora_targets),
+      peft.trained_in_full(tuple(config.model.dont_load)),
+    )
+  tx = optim.build_optimizer(optimizer_config(config, abstract_stats), total_steps, abstract_params)
   replicated = sharding.replicated(mesh)
 
   def init_state(rng):

@@ -15,6 +15,7 @@ from jaxdapt import batchnorm, data, features, methods, sharding
 from jaxdapt.analysis import selection
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.layers import BN_MOMENTUM, batch_norm_override
+from jaxdapt.peft import lora
 from jaxdapt.step import TrainState, compute_dtype, input_mean_std, normalize
 from jaxdapt.trainer.experiment import Experiment
 from jaxdapt.tree import named_leaves, path_name
@@ -39,7 +40,7 @@ def _batch_moments(
   zeros = jax.tree.map(jnp.zeros_like, batch_stats)
   with batch_norm_override("batch", batch["mask"]):
     _, mutated = model.apply(
-      {"params": params, "batch_stats": zeros},
+      {"params": lora.merged(params), "batch_stats": zeros},
       normalize(batch["image"], dtype, mean_std),
       train=False,
       mutable=["batch_stats"],

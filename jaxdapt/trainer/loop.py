@@ -58,7 +58,7 @@ def check_same_run(saved: dict, config: ml_collections.ConfigDict) -> None:
   current = json.loads(config.to_json())
   defaults = json.loads(base_config().to_json())
   platform = jax.devices()[0].platform
-  for group in ("seed", "data", "model", "method", "optim", "regularizer", "train"):
+  for group in ("seed", "data", "model", "method", "optim", "regularizer", "peft", "train"):
     a, b = saved.get(group, defaults.get(group)), current.get(group)
     if isinstance(a, dict) and isinstance(b, dict):
       a = {**{k: defaults[group][k] for k in b.keys() - a.keys() if k in defaults[group]}, **a}

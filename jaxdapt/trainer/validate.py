@@ -12,7 +12,7 @@ import re
 
 import ml_collections
 
-from jaxdapt import batchnorm, finetune, methods, models, optim, step
+from jaxdapt import batchnorm, finetune, methods, models, optim, peft, step
 from jaxdapt.config import base_config
 from jaxdapt.data import pipeline
 from jaxdapt.errors import ConfigError
@@ -74,6 +74,27 @@ def _validate_finetune(optim: ml_collections.ConfigDict) -> None:
       re.compile(entry[1])
     except re.error as e:
       raise ConfigError(f"optim.unfreeze[{i}]: bad regex {entry[1]!r}: {e}") from None
+
+
+def _validate_peft(cfg: ml_collections.ConfigDict) -> None:
+  """config.peft (jaxdapt/peft); whether each LoRA target matches a kernel is checked
+  where the model's parameters are known (trainer.build_functions)."""
+  _check_choice("peft.method", cfg.method, peft.METHODS)
+  _check_positive("peft.lora_rank", cfg.lora_rank)
+  if not _is_number(cfg.lora_alpha) or cfg.lora_alpha <= 0:
+    raise ConfigError(f"peft.lora_alpha: must be a number > 0, got {cfg.lora_alpha!r}")
+  targets = cfg.lora_targets
+  if isinstance(targets, str) or not isinstance(targets, (tuple, list)):
+    raise ConfigError(f"peft.lora_targets: must be a list of regexes, got {targets!r}")
+  if cfg.method == "lora" and not targets:
+    raise ConfigError("peft.lora_targets: empty; peft.method='lora' needs at least one regex")
+  for i, target in enumerate(targets):
+    if not isinstance(target, str):
+      raise ConfigError(f"peft.lora_targets[{i}]: must be a regex string, got {target!r}")
+    try:
+      re.compile(target)
+    except re.error as e:
+      raise ConfigError(f"peft.lora_targets[{i}]: bad regex {target!r}: {e}") from None
 
 
 def _check_finite(config, prefix: str = "") -> None:
@@ -164,6 +185,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
       f"optim.b1: Adam's first-moment decay must be in [0, 1), got {config.optim.b1!r}"
     )
   _validate_finetune(config.optim)
+  _validate_peft(config.peft)
   methods.check_config(config)  # k-shot target labels, regularisers, MME's cosine head
   for i, rule in enumerate(config.optim.rules):
     if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
