@@ -53,7 +53,7 @@ def _count(tree) -> int:
 
 
 # Text encoders take token ids, not images (tests/test_text.py builds and checks them).
-TEXT = ["bert", "minilm_l6"]
+TEXT = ["bert", "bert_tiny", "minilm_l6"]
 
 
 def test_registry_lists_all_models():

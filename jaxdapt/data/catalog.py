@@ -72,7 +72,10 @@ class DomainSource(Sequence):
     if not -len(self) <= index < len(self):
       raise IndexError(f"{self.name}[{self.split}]: index {index} out of range {len(self)}")
     ex = self._source[int(index) % len(self)]
-    return {"image": np.asarray(ex["image"], np.uint8), "label": int(ex["label"])}
+    image = np.asarray(ex["image"])
+    if image.dtype != np.int32:  # int32 'image' rows are token ids (text domains): kept
+      image = image.astype(np.uint8, copy=False)
+    return {"image": image, "label": int(ex["label"])}
 
   def __repr__(self) -> str:
     return f"DomainSource({self.name!r}, split={self.split!r}, len={len(self)})"

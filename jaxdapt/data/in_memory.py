@@ -42,7 +42,7 @@ def _plain_row(row: Mapping[str, Any]) -> bool:
   return (
     set(row.keys()) == {"image", "label"}
     and isinstance(row["image"], np.ndarray)
-    and row["image"].dtype == np.uint8
+    and row["image"].dtype in (np.uint8, np.int32)  # pixels, or token ids (text)
   )
 
 
@@ -53,11 +53,11 @@ def hold(source: Sequence[Mapping[str, Any]], max_bytes: int) -> Sequence[Mappin
   first = source[0]
   if not _plain_row(first) or first["image"].nbytes * len(source) > max_bytes:
     return source
-  images = np.empty((len(source), *first["image"].shape), np.uint8)
+  images = np.empty((len(source), *first["image"].shape), first["image"].dtype)
   labels = np.empty((len(source),), np.int64)
   for i in range(len(source)):
     row = source[i]
-    if row["image"].shape != images.shape[1:]:  # a mixed-shape source: leave it lazy
+    if row["image"].shape != images.shape[1:] or row["image"].dtype != images.dtype:
       return source
     images[i], labels[i] = row["image"], row["label"]
   images.flags.writeable = False  # rows are views: an in-place edit would change the split

@@ -43,9 +43,15 @@ def _shift(example: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
   return {"image": img[rows, cols], "label": example["label"]}
 
 
+def _input_dtype(image: np.ndarray) -> type:
+  """int32 rows are token ids (text domains) and stay int32; pixels travel as uint8."""
+  return np.int32 if np.asarray(image).dtype == np.int32 else np.uint8
+
+
 def _stack(examples: Sequence[dict[str, Any]]) -> Batch:
+  images = np.stack([e["image"] for e in examples])
   return {
-    "image": np.stack([e["image"] for e in examples]).astype(np.uint8, copy=False),
+    "image": images.astype(_input_dtype(images), copy=False),
     "label": np.asarray([e["label"] for e in examples], np.int32),
   }
 
@@ -152,9 +158,10 @@ def eval_batches(
   indices = np.arange(process_index, len(source), process_count)
   first = source[0]
   image_shape = np.asarray(first["image"]).shape
+  image_dtype = _input_dtype(first["image"])
   for b in range(num_eval_batches(len(source), batch_size, process_count)):
     chunk = indices[b * batch_size : (b + 1) * batch_size]
-    images = np.zeros((batch_size, *image_shape), np.uint8)
+    images = np.zeros((batch_size, *image_shape), image_dtype)
     labels = np.zeros((batch_size,), np.int32)
     mask = np.zeros((batch_size,), bool)
     for row, i in enumerate(chunk):

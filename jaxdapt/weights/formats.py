@@ -9,6 +9,7 @@ torch is imported only here and only for such files (the `torch` extra).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -136,3 +137,12 @@ def _flatten_state_dict(obj: Any, path: str, torch: Any) -> dict[str, np.ndarray
   if bad:
     raise WeightsError(f"{path}: entries that are not tensors: {', '.join(bad[:20])}")
   return out
+
+
+def file_sha256(path: str) -> str:
+  """The hex sha256 of a file, read in 1 MiB blocks (provenance in metadata and cards)."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
