@@ -4,5 +4,6 @@
 #       [--set FIELD=VALUE ...]
 # See `python -m jaxdapt launch slurm --help` and README "Launching".
 # Exit status: 0 finished, 2 user error (a config that does not load, a bad flag); any
-# other is the status of sbatch.
+# other is the status of sbatch. The submitted job itself requeues when training exits 75
+# (stopped by SIGTERM, checkpoint saved).
 exec "${PYTHON:-python}" -m jaxdapt launch slurm "$@"

@@ -60,7 +60,11 @@ def test_slurm_dry_run(capsys, monkeypatch):
   assert lines[0] == "#!/bin/bash"
   assert "#SBATCH --nodes=4" in lines and "#SBATCH --ntasks-per-node=1" in lines
   assert "#SBATCH --gpus-per-node=8" in lines
-  assert shlex.split(lines[-1]) == ["srun", "python", *TRAIN]
+  assert "#SBATCH --requeue" in lines
+  srun = next(line for line in lines if line.startswith("srun "))
+  assert shlex.split(srun) == ["srun", "python", *TRAIN, "||", "rc=$?"]
+  assert 'if [ "$rc" -eq 75 ]; then scontrol requeue "$SLURM_JOB_ID"; fi' in lines
+  assert lines[-1] == 'exit "$rc"'
 
 
 def test_tpu_dry_run(capsys, monkeypatch):
@@ -84,6 +88,8 @@ def test_k8s_dry_run_is_a_jobset_with_coordinator(capsys, monkeypatch):
   env = {e["name"]: e.get("value") for e in container["env"]}
   assert env["JAX_NUM_PROCESSES"] == "4"
   assert env["JAX_COORDINATOR_ADDRESS"] == "jaxdapt-workers-0-0.jaxdapt:1234"
+  (rule,) = job["podFailurePolicy"]["rules"]  # a preempted pod (exit 75) is replaced
+  assert rule["action"] == "Ignore" and rule["onExitCodes"]["values"] == [75]
 
 
 def test_missing_required_argument_exits(capsys):

@@ -28,6 +28,7 @@ import sys
 from collections.abc import Sequence
 
 from jaxdapt.errors import JaxdaptError
+from jaxdapt.tools.train import PREEMPTED
 from jaxdapt.tools import cli
 
 COORDINATOR_PORT = 1234
@@ -86,10 +87,16 @@ def slurm_script(args: argparse.Namespace) -> str:
       f"#SBATCH --cpus-per-task={args.cpus_per_task}",
       f"#SBATCH --time={args.time}",
       f"#SBATCH --output={args.workdir}/slurm-%j.out",
+      "#SBATCH --requeue",
       "set -euo pipefail",
       f"mkdir -p {shlex.quote(args.workdir)}",
       "# jax.distributed.initialize() reads the SLURM environment (one process per node).",
-      f"srun {cmd}",
+      "# Exit status 75: stopped by SIGTERM (preempted) with its checkpoint saved; the job is",
+      "# requeued and the same command resumes from it. 0: finished; 2: a user error.",
+      "rc=0",
+      f"srun {cmd} || rc=$?",
+      f'if [ "$rc" -eq {PREEMPTED} ]; then scontrol requeue "$SLURM_JOB_ID"; fi',
+      'exit "$rc"',
       "",
     ]
   )
@@ -132,6 +139,15 @@ spec:
         completions: {args.replicas}
         backoffLimit: 0
         completionMode: Indexed
+        # Exit status 75 is a preempted run whose checkpoint is saved: replace the pod (the
+        # same command resumes) without counting a failure; any other failure ends the job.
+        podFailurePolicy:
+          rules:
+          - action: Ignore
+            onExitCodes:
+              containerName: jaxdapt
+              operator: In
+              values: [{PREEMPTED}]
         template:
           spec:
             restartPolicy: Never
