@@ -28,8 +28,8 @@ import sys
 from collections.abc import Sequence
 
 from jaxdapt.errors import JaxdaptError
-from jaxdapt.tools.train import PREEMPTED
 from jaxdapt.tools import cli
+from jaxdapt.tools.train import PREEMPTED
 
 COORDINATOR_PORT = 1234
 
