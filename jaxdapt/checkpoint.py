@@ -10,9 +10,11 @@ cannot be read raises CheckpointError naming it and leaves it on disk.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -77,8 +79,18 @@ def _save_arrays_whole_on_one_host() -> None:
 
 
 def _first_line(error: BaseException) -> str:
+  """The innermost cause's first line, without TensorStore's spec dump."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
   text = str(error).strip().splitlines()
-  return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+  line = text[0].split(" See full TensorStore details")[0] if text else ""
+  return f"{type(error).__name__}: {line[:200]}"
+
+
+def _quiet_unraisable(unraisable) -> None:
+  """Orbax reads arrays in concurrent coroutines; when one fails, the others' errors are
+  'ignored' and would be printed as tracebacks after our one-line error."""
+  del unraisable
 
 
 class _NoOcdbtMergeNotice(logging.Filter):
@@ -212,6 +224,11 @@ class Checkpointer:
         items["data"] = grain.checkpoint.CheckpointRestore(_IteratorState(iterator))
       restored = mngr.restore(step, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types for unreadable files
+      hook, sys.unraisablehook = sys.unraisablehook, _quiet_unraisable
+      try:
+        gc.collect()  # the failed read's other coroutines, now, with the hook quiet
+      finally:
+        sys.unraisablehook = hook
       raise CheckpointError(
         f"checkpoint step {step} in {mngr.directory}/{step} could not be restored "
         f"({_first_line(e)}); it was left untouched: move it aside to resume from an earlier "

@@ -187,9 +187,25 @@ def test_corrupt_checkpoint_raises_and_is_left_on_disk(data_dir, tmp_path):
   files = [p for p in state_dir.rglob("*") if p.is_file() and p.stat().st_size > 0]
   for p in files:
     p.write_bytes(b"garbage")
-  with pytest.raises(CheckpointError, match="could not be restored"):
+  with pytest.raises(CheckpointError, match="could not be restored") as e:
     trainer.train_and_evaluate(c, str(tmp_path))
   assert all(p.read_bytes() == b"garbage" for p in files)
+  # One line: the step, the path, the underlying error's first line (no TensorStore dump).
+  message = str(e.value)
+  assert "\n" not in message and "step 2 in " in message and "TensorStore" not in message
+
+
+def test_truncated_checkpoint_file_is_one_line_naming_it(data_dir, tmp_path, capfd):
+  c = tiny_config(data_dir, "source_only")
+  trainer.train_and_evaluate(c, str(tmp_path), stop_after=2)
+  state_dir = tmp_path / "checkpoints" / "2" / "state"
+  victim = next(p for p in sorted(state_dir.rglob("0*")) if p.is_file())
+  victim.write_bytes(b"")  # truncated to nothing
+  capfd.readouterr()
+  with pytest.raises(CheckpointError, match="could not be restored") as e:
+    trainer.train_and_evaluate(c, str(tmp_path))
+  assert "\n" not in str(e.value) and victim.name in str(e.value)
+  assert "Traceback" not in capfd.readouterr().err  # the other failed reads stay quiet
 
 
 @pytest.mark.parametrize(
