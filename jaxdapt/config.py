@@ -140,8 +140,9 @@ def base_config() -> ml_collections.ConfigDict:
   # weights stay frozen and only a small set of parameters trains, through one optimizer
   # rule in front of optim.rules / optim.preset. What trains besides the head, bottleneck,
   # model.dont_load layers and the method's parameters: 'lora' the LoRA factors of the
-  # lora_targets kernels, 'bitfit' every bias (norm biases too), 'head_only' nothing more;
-  # '' = off (everything optim.rules says).
+  # lora_targets kernels, 'bitfit' every bias (norm biases too), 'head_only' nothing more,
+  # 'adapter' bottleneck adapters the backbone adds (ResNet, ViT, BERT), 'vpt_shallow' /
+  # 'vpt_deep' prompt tokens the ViT adds; '' = off (everything optim.rules says).
   c.peft = ml_collections.ConfigDict()
   c.peft.method = ""
   c.peft.lora_rank = 4  # r: A [..., in, r], B [r, out]
@@ -152,6 +153,11 @@ def base_config() -> ml_collections.ConfigDict:
   # ViT attention only: 'model/backbone/blocks_.*/attn/(qkv|proj)/kernel'); each must match
   # one, and none the head, bottleneck or model.dont_load layers (they train in full).
   c.peft.lora_targets = ("model/backbone/.*kernel",)
+  # Adapters (Houlsby et al., ICML 2019): the bottleneck width d of down [D, d] / up [d, D]
+  # (up zero-initialised: the model is unchanged at step 0).
+  c.peft.adapter_dim = 64
+  # VPT (Jia et al., ECCV 2022): prompt tokens per prompted ViT block, after the class token.
+  c.peft.prompt_tokens = 10
 
   c.train = ml_collections.ConfigDict()
   c.train.steps = 2000

@@ -10,18 +10,52 @@ loads alike, into any model of the architecture. The LoRA leaves of the model be
 started are new parameters, never loaded (as if model.dont_load named them): a LoRA model
 starts as the loaded model exactly (B = 0) with fresh factors, whether the weights came
 from a plain run, an import, or a LoRA run (whose factors are then part of the base).
+
+Adapters and prompt tokens (peft.method 'adapter', 'vpt_*') add computation, so they cannot
+be folded into a base: the model's adapter / prompt leaves are new parameters (kept at their
+init, which leaves the loaded model's function unchanged) when the weights hold none; when
+the weights hold them (an adapter or VPT run) they load like any parameter (strictly: the
+same peft.adapter_dim / prompt_tokens), and weights holding them cannot load into a model
+without them (a one-line ConfigError: dropping them would silently change the function).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import jax
 
 from jaxdapt import batchnorm, checkpoint, peft, sharding, weights
 from jaxdapt.errors import ConfigError
 from jaxdapt.step import TrainState
+from jaxdapt.tree import named_leaves
+
+# Leaves a backbone builds for peft.method 'adapter' / 'vpt_*', as the init_from rule sees them.
+_MODEL_OPTION_LEAVES = (
+  (peft.adapter.ADAPTER_LEAF, "adapters", "peft.method='adapter' with the same adapter_dim"),
+  (peft.adapter.PROMPT_LEAF, "prompt tokens", "the same peft.method='vpt_*' and prompt_tokens"),
+)
+
+
+def new_leaves(init_from: str, model_params, pretrained_params) -> tuple[str, ...]:
+  """Regexes of the model's leaves that `pretrained_params` cannot supply and that start at
+  their init: LoRA factors always, adapters / prompts when the weights have none. Raises
+  ConfigError for weights with adapters or prompts that the model lacks."""
+  model = [n for n, _ in named_leaves(model_params)]
+  weights = [n for n, _ in named_leaves(pretrained_params)]
+  out = [peft.lora.ANY_LEAF]
+  for regex, what, how in _MODEL_OPTION_LEAVES:
+    held = next((n for n in weights if re.fullmatch(regex, n)), None)
+    if held is None:
+      out.append(regex)
+    elif not any(re.fullmatch(regex, n) for n in model):
+      raise ConfigError(
+        f"model.init_from: {init_from} holds {what} ({held}, ...), which cannot be folded "
+        f"into plain weights; load it into a model that has them ({how})"
+      )
+  return tuple(out)
 
 
 def split_run_step(init_from: str) -> tuple[str, int | None]:
@@ -56,7 +90,10 @@ def load_init_from(exp, state: TrainState) -> TrainState:
       f"branch per domain); load it with method.bn='dsbn'"
     )
   params, batch_stats, report = weights.merge_into(
-    params, batch_stats, pretrained, tuple(cfg.dont_load) + (peft.lora.ANY_LEAF,)
+    params,
+    batch_stats,
+    pretrained,
+    tuple(cfg.dont_load) + new_leaves(cfg.init_from, params, pretrained.params),
   )
   if copy_branch:
     params, batch_stats = batchnorm.stack(params, batch_stats)

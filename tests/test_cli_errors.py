@@ -260,6 +260,11 @@ CASES = [
   ),
   # weights
   (
+    "peft-not-a-run",
+    ["peft", "export", "--workdir", "{tmp}/nope", "--out", "{tmp}/o"],
+    "--workdir: {tmp}/nope is not a jaxdapt run",
+  ),
+  (
     "weights-inspect-missing-file",
     ["weights", "inspect", "{tmp}/nope.safetensors"],
     "weights file '{tmp}/nope.safetensors' does not exist",

@@ -1,7 +1,10 @@
 """Parameter-efficient transfer (jaxdapt/peft): LoRA as a parameter transform, the
-lora / bitfit / head_only optimizer presets, merging, and loading into and out of LoRA."""
+lora / bitfit / head_only optimizer presets, merging, loading into and out of LoRA, PEFT
+checkpoints (`jaxdapt peft export | merge`), and LoRA with accumulation, remat, bfloat16
+and resume. Adapters and prompts: tests/test_peft_adapters.py."""
 
 import functools
+import json
 import re
 
 import flax.linen as nn
@@ -11,12 +14,13 @@ import numpy as np
 import pytest
 from test_train import tiny_config
 
-from jaxdapt import checkpoint, models, optim, peft, sharding, step, trainer
+from jaxdapt import checkpoint, methods, models, optim, peft, sharding, step, trainer
 from jaxdapt import config as config_lib
-from jaxdapt.errors import ConfigError
+from jaxdapt.errors import CheckpointError, ConfigError
 from jaxdapt.init_from import load_init_from
 from jaxdapt.models.vit import ViT
-from jaxdapt.peft import lora
+from jaxdapt.peft import delta, lora
+from jaxdapt.tools.main import run_tool
 from jaxdapt.tree import named_leaves
 
 PRESETS = ("lora", "bitfit", "head_only")
@@ -464,3 +468,165 @@ def test_optimizer_state_bytes_of_the_presets_on_resnet18():
       f"opt state {_state_bytes(opt_state):>11,} B"
     )
   print("\nresnet18 (width 64, bottleneck 256, 31 classes):\n" + "\n".join(lines))
+
+
+# --- PEFT checkpoints: `jaxdapt peft export | merge` ----------------------------------------
+
+
+def _peft_tool(argv, capsys) -> str:
+  assert run_tool("peft", argv) == 0, capsys.readouterr().err
+  return capsys.readouterr().out
+
+
+def test_export_is_smaller_than_the_checkpoint_and_reproduces_the_run(run, tmp_path, capsys):
+  workdir, _ = run("lora", "dann")
+  out = tmp_path / "delta"
+  printed = _peft_tool(["export", "--workdir", workdir, "--out", str(out)], capsys)
+  print("\n" + printed)
+  small, full = (int(m.replace(",", "")) for m in re.findall(r"([\d,]+) bytes", printed)[:2])
+  assert 0 < small < full
+  leaves, meta = delta.load(str(out))
+  backbone = [n for n in leaves["params"] if n.startswith("backbone/")]
+  assert backbone and all(n.rsplit("/", 1)[-1] in lora.LEAVES for n in backbone)
+  assert any(n.startswith("head/") for n in leaves["params"])
+  assert meta["base"]["kind"] == "run" and meta["base"]["sha256"]
+  # The delta over its base is the run, bitwise (parameters and BatchNorm statistics).
+  params, stats, _ = checkpoint.load_model_variables(workdir)
+  got_params, got_stats = delta.reconstruct(str(out))
+  _assert_trees_equal(got_params, params)
+  _assert_trees_equal(got_stats, stats)
+  # A base file that no longer has its recorded digest is refused, naming it.
+  name = next(iter(meta["base"]["sha256"]))
+  meta["base"]["sha256"][name] = "0" * 64
+  with open(out / delta.META_FILE, "w") as f:
+    json.dump(meta, f)
+  with pytest.raises(CheckpointError, match="changed since the export"):
+    delta.reconstruct(str(out))
+
+
+def test_delta_split_keeps_what_the_method_trains_and_refuses_a_moved_frozen_leaf():
+  base = {"backbone": {"conv": {"kernel": np.ones((2, 2)), "bias": np.zeros(2)}}}
+  run_params = {
+    "backbone": {
+      "conv": {"kernel": np.ones((2, 2)), "bias": np.zeros(2)},
+      "layer1_0": {"adapter": {"down": {"kernel": np.ones((2, 1))}}},
+    },
+    "head": {"out": {"kernel": np.full((2, 3), 2.0)}},
+  }
+  stats = {"backbone": {"bn": {"mean": np.ones(2)}}}
+  out = delta.split(
+    run_params, stats, base, {"backbone": {"bn": {"mean": np.ones(2)}}}, "adapter", ()
+  )
+  assert sorted(out["params"]) == ["backbone/layer1_0/adapter/down/kernel", "head/out/kernel"]
+  assert out["batch_stats"] == {}  # statistics equal to the base's are not stored
+  moved = {"backbone": {"bn": {"mean": np.zeros(2)}}}
+  assert list(delta.split(run_params, moved, base, stats, "adapter", ())["batch_stats"]) == [
+    "backbone/bn/mean"
+  ]
+  run_params["backbone"]["conv"]["bias"] = np.ones(2)  # frozen under 'adapter', yet changed
+  with pytest.raises(ConfigError, match="backbone/conv/bias is frozen"):
+    delta.split(run_params, stats, base, stats, "adapter", ())
+  assert "backbone/conv/bias" in delta.split(run_params, stats, base, stats, "bitfit", ())["params"]
+
+
+def test_merge_writes_plain_weights_that_compute_as_the_lora_run(data_dir, run, tmp_path, capsys):
+  workdir, _ = run("lora", "dann")
+  out = tmp_path / "merged"
+  printed = _peft_tool(["merge", "--workdir", workdir, "--out", str(out)], capsys)
+  assert "LoRA kernels merged" in printed and str(out) in printed
+  c = _config(data_dir, "source_only", init_from=str(out))
+  c.model.dont_load = ()
+  plain = trainer.build(c)
+  state = load_init_from(plain, plain.init(jax.random.key(0)))
+  assert not lora.has_lora(state.params)
+  params, stats, _ = checkpoint.load_model_variables(workdir)
+  lora_model = trainer.build(_config(data_dir, "dann", "lora")).model
+  images = _images((32, 32, 3))
+  merged_out = _outputs(plain.model, state.params["model"], state.batch_stats, images)
+  lora_out = _unmerged_apply(lora_model, params, stats, images)
+  for k in ("logits", "features"):
+    np.testing.assert_allclose(merged_out[k], lora_out[k], atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+  "command, method, init_from, message",
+  [
+    ("merge", "adapter", "runs/src", "only LoRA factors fold into plain weights"),
+    ("merge", "", "runs/src", "peft.method=''; only LoRA"),
+    ("export", "", "runs/src", "it has no delta"),
+    ("export", "lora", "", "has no model.init_from"),
+  ],
+)
+def test_peft_tool_refuses_in_one_line_and_writes_nothing(
+  tmp_path, capsys, command, method, init_from, message
+):
+  workdir = tmp_path / "run"
+  (workdir / "checkpoints").mkdir(parents=True)
+  c = config_lib.base_config()
+  c.peft.method, c.model.init_from = method, init_from
+  (workdir / "config.json").write_text(c.to_json())
+  out = tmp_path / "out"
+  assert run_tool("peft", [command, "--workdir", str(workdir), "--out", str(out)]) == 2
+  err = capsys.readouterr().err.strip()
+  assert "\n" not in err and err.startswith("error: peft ") and message in err, err
+  assert not out.exists()
+
+
+# --- LoRA composes with gradient accumulation, remat, bfloat16 and resume -------------------
+
+SMALL = (16, 16, 3)  # dann_digits on 16 px inputs: a step compiles in seconds
+
+
+@functools.cache
+def _lora_two_steps(accum=1, remat=False, dtype="float32"):
+  """Parameters after two LoRA steps of source_only (no BatchNorm: dann_digits without
+  norm, no bottleneck, so micro-batches change no statistic) on fixed synthetic batches."""
+  c = config_lib.base_config()
+  c.method.name = "source_only"
+  c.data.batch_size = 16
+  c.model.head_hidden = (32,)
+  c.model.remat, c.model.dtype = remat, dtype
+  c.peft.method = "lora"
+  c.train.steps = 2
+  c.train.grad_accum_steps = accum
+  exp = trainer.build_functions(c, sharding.make_mesh(), methods.for_experiment(c), SMALL, 10)
+  state = exp.init(jax.random.key(0))
+  for seed in range(2):
+    rng = np.random.default_rng(seed)
+    batch = {
+      "source": {
+        "image": rng.integers(0, 256, (16, *SMALL), dtype=np.uint8),
+        "label": rng.integers(0, 10, 16).astype(np.int32),
+      }
+    }
+    state, metrics = exp.update(state, sharding.global_batch(batch, exp.mesh))
+  assert np.isfinite(float(metrics["loss"]))
+  return jax.device_get(state.params)
+
+
+@pytest.mark.parametrize(
+  "variant, tolerance",
+  [({"accum": 2}, 1e-6), ({"remat": True}, 1e-6), ({"dtype": "bfloat16"}, 2e-3)],
+)
+def test_lora_composes_with_accumulation_remat_and_bfloat16(variant, tolerance):
+  reference, got = _lora_two_steps(), _lora_two_steps(**variant)
+  assert jax.tree.structure(got) == jax.tree.structure(reference)
+  flat = dict(named_leaves(got))
+  for name, ref in named_leaves(reference):
+    assert flat[name].dtype == np.float32, name  # parameters stay float32 under bf16 compute
+    np.testing.assert_allclose(flat[name], ref, atol=tolerance, rtol=tolerance, err_msg=name)
+  assert all(np.any(v != 0) for n, v in flat.items() if n.endswith(lora.B))  # factors trained
+
+
+def test_lora_run_resumed_after_a_stop_ends_with_the_same_parameters(
+  data_dir, stage1, run, tmp_path
+):
+  reference, _ = run("lora", "dann")
+  c = _config(data_dir, "dann", "lora", init_from=stage1)
+  assert trainer.train_and_evaluate(c, str(tmp_path), stop_after=1) == {"stopped_at": 1}
+  trainer.train_and_evaluate(c, str(tmp_path))
+  resumed = checkpoint.load_model_variables(str(tmp_path))
+  uninterrupted = checkpoint.load_model_variables(reference)
+  assert resumed[2] == uninterrupted[2] == 2
+  _assert_trees_equal(resumed[0], uninterrupted[0])
+  _assert_trees_equal(resumed[1], uninterrupted[1])

@@ -42,6 +42,7 @@ from jaxdapt.models.layers import (
   resolve_norm,
 )
 from jaxdapt.models.zoo import MODELS
+from jaxdapt.peft.adapter import maybe_adapt
 
 
 class BasicBlock(nn.Module):
@@ -52,6 +53,7 @@ class BasicBlock(nn.Module):
   downsample: bool = False
   zero_init_last_bn: bool = False
   dtype: Any = jnp.float32
+  adapter_dim: int = 0
   expansion: ClassVar[int] = 1
 
   @nn.compact
@@ -60,7 +62,7 @@ class BasicBlock(nn.Module):
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn1")(y))
     y = conv(self.planes, 3, 1, 1, use_bias=False, dtype=self.dtype, name="conv2")(y)
     y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn2")(y)
-    return nn.relu(y + _shortcut(self, x, train))
+    return _output(self, nn.relu(y + _shortcut(self, x, train)))
 
 
 class BottleneckBlock(nn.Module):
@@ -73,6 +75,7 @@ class BottleneckBlock(nn.Module):
   dtype: Any = jnp.float32
   groups: int = 1
   base_width: int = 64
+  adapter_dim: int = 0
   expansion: ClassVar[int] = 4
 
   @nn.compact
@@ -96,7 +99,15 @@ class BottleneckBlock(nn.Module):
     y = nn.relu(batch_norm(train, dtype=self.dtype, name="bn2")(y))
     y = conv(self.planes * 4, 1, 1, 0, use_bias=False, dtype=self.dtype, name="conv3")(y)
     y = batch_norm(train, dtype=self.dtype, zero_init=self.zero_init_last_bn, name="bn3")(y)
-    return nn.relu(y + _shortcut(self, x, train))
+    return _output(self, nn.relu(y + _shortcut(self, x, train)))
+
+
+def _output(block: BasicBlock | BottleneckBlock, y: jnp.ndarray) -> jnp.ndarray:
+  """The block's output, through a bottleneck adapter (peft.method='adapter', Houlsby et al.)
+  when adapter_dim > 0: a 1x1 conv pair with a residual, applied after the block's ReLU so
+  the residual stream every later block reads is the adapted one. ReLU inside, as the
+  network's own nonlinearity."""
+  return maybe_adapt(y, block.adapter_dim, "relu", block.dtype)
 
 
 def _shortcut(block: BasicBlock | BottleneckBlock, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -124,6 +135,8 @@ class ResNet(nn.Module):
   smaller widths keep every parameter name and only thin the tensors, for CPU budgets).
   groups / width_per_group: ResNeXt and Wide ResNet bottlenecks.
   remat: each block under nn.remat (activations recomputed in the backward pass).
+  adapter_dim: > 0 puts a bottleneck adapter of that width after every block
+  (`layer{i}_{j}/adapter/...`, jaxdapt/peft/adapter.py); 0 (default) adds nothing.
   """
 
   block: type
@@ -135,6 +148,7 @@ class ResNet(nn.Module):
   width_per_group: int = 64
   remat: bool = False
   width: int = 64
+  adapter_dim: int = 0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -164,6 +178,7 @@ class ResNet(nn.Module):
           downsample,
           self.zero_init_residual,
           dtype=self.dtype,
+          adapter_dim=self.adapter_dim,
           name=f"layer{i}_{j}",
           **extra,
         )(x, train)
@@ -183,6 +198,7 @@ def _resnet(
   width: int = 64,
   groups: int = 1,
   width_per_group: int = 64,
+  adapter_dim: int = 0,
 ) -> ResNet:
   resolve_norm(name, norm, ("batch",), "batch")
   if isinstance(width, bool) or not isinstance(width, int) or width < 1:
@@ -190,6 +206,7 @@ def _resnet(
       f"model.width: {name}'s base width must be a positive integer "
       f"(64: torchvision), got {width!r}"
     )
+  _check_adapter_dim(adapter_dim)
   return ResNet(
     block,
     layers,
@@ -200,7 +217,15 @@ def _resnet(
     width_per_group=width_per_group,
     remat=remat,
     width=width,
+    adapter_dim=adapter_dim,
   )
+
+
+def _check_adapter_dim(adapter_dim: int) -> None:
+  if isinstance(adapter_dim, bool) or not isinstance(adapter_dim, int) or adapter_dim < 0:
+    raise ConfigError(
+      f"peft.adapter_dim: must be an integer >= 0 (0: no adapters), got {adapter_dim!r}"
+    )
 
 
 # name → (block, blocks per stage, grouped-conv options); torchvision's definitions.
@@ -224,9 +249,20 @@ def _register(name: str, block: type, layers: tuple[int, ...], options: dict[str
     zero_init_residual: bool = False,
     remat: bool = False,
     width: int = 64,
+    adapter_dim: int = 0,
   ) -> nn.Module:
     return _resnet(
-      name, block, layers, norm, dtype, small_input, zero_init_residual, remat, width, **options
+      name,
+      block,
+      layers,
+      norm,
+      dtype,
+      small_input,
+      zero_init_residual,
+      remat,
+      width,
+      adapter_dim=adapter_dim,
+      **options,
     )
 
   builder.__name__ = builder.__qualname__ = name

@@ -22,6 +22,10 @@ Parameter names (jaxdapt/weights/hf_text.py maps Hugging Face names onto them):
   embeddings/{word,position,token_type}_embeddings/embedding, embeddings/norm
   layer_{i}/attention/{query,key,value}, layer_{i}/attention_output, layer_{i}/attention_norm,
   layer_{i}/intermediate, layer_{i}/output, layer_{i}/output_norm
+and, with `adapter_dim` > 0 (peft.method='adapter'; 0, the default, builds nothing), Houlsby
+et al.'s two adapters per layer, on the attention output and the feed-forward output after
+their dropout and before the residual LayerNorm, exactly where the paper puts them in BERT:
+  layer_{i}/adapter_attn/{down,up}, layer_{i}/adapter_mlp/{down,up}
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import jax.numpy as jnp
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.layers import dense, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
+from jaxdapt.peft.adapter import maybe_adapt
 
 LN_EPSILON = 1e-12
 POOLINGS = ("mean", "cls", "none")
@@ -75,13 +80,14 @@ class SelfAttention(nn.Module):
 
 
 class BertLayer(nn.Module):
-  """One post-LN transformer block of BERT."""
+  """One post-LN transformer block of BERT (with adapters when adapter_dim > 0)."""
 
   heads: int
   intermediate: int
   layer_norm_eps: float = LN_EPSILON
   dropout: float = 0.0
   dtype: Any = jnp.float32
+  adapter_dim: int = 0
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, bias: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -90,11 +96,13 @@ class BertLayer(nn.Module):
     h = SelfAttention(self.heads, self.dropout, dtype=self.dtype, name="attention")(x, bias, train)
     h = dense(d, dtype=self.dtype, name="attention_output")(h)
     h = drop(h) if drop else h
+    h = maybe_adapt(h, self.adapter_dim, "gelu", self.dtype, "adapter_attn")
     x = _layer_norm(self.layer_norm_eps, self.dtype, "attention_norm")(x + h)
     h = dense(self.intermediate, dtype=self.dtype, name="intermediate")(x)
     h = nn.gelu(h, approximate=False)
     h = dense(d, dtype=self.dtype, name="output")(h)
     h = drop(h) if drop else h
+    h = maybe_adapt(h, self.adapter_dim, "gelu", self.dtype, "adapter_mlp")
     return _layer_norm(self.layer_norm_eps, self.dtype, "output_norm")(x + h)
 
 
@@ -138,6 +146,7 @@ class BertEncoder(nn.Module):
   dropout: float = 0.0
   dtype: Any = jnp.float32
   remat: bool = False
+  adapter_dim: int = 0
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -176,6 +185,7 @@ class BertEncoder(nn.Module):
         self.layer_norm_eps,
         self.dropout,
         dtype=self.dtype,
+        adapter_dim=self.adapter_dim,
         name=f"layer_{i}",
       )(x, bias, train)
     if self.pooling == "none":
@@ -198,8 +208,12 @@ def _check(name: str, **dims: int) -> None:
     )
 
 
-def _options(name: str, norm: str, pooling: str, dropout: float) -> None:
+def _options(name: str, norm: str, pooling: str, dropout: float, adapter_dim: int = 0) -> None:
   resolve_norm(name, norm, ("layer",), "layer")
+  if isinstance(adapter_dim, bool) or not isinstance(adapter_dim, int) or adapter_dim < 0:
+    raise ConfigError(
+      f"peft.adapter_dim: must be an integer >= 0 (0: no adapters), got {adapter_dim!r}"
+    )
   if pooling not in POOLINGS:
     raise ConfigError(f"model.pooling: {pooling!r}; allowed: {', '.join(POOLINGS)}")
   if not 0.0 <= dropout < 1.0:
@@ -220,6 +234,7 @@ def bert(
   pooling: str = "mean",
   dropout: float = 0.0,
   remat: bool = False,
+  adapter_dim: int = 0,
 ) -> nn.Module:
   """A BERT encoder of any size (defaults: BERT-base); input int32 tokens [B, L], 0 = [PAD]."""
   _check(
@@ -231,7 +246,7 @@ def bert(
     vocab=vocab,
     max_positions=max_positions,
   )
-  _options("bert", norm, pooling, dropout)
+  _options("bert", norm, pooling, dropout, adapter_dim)
   return BertEncoder(
     vocab_size=vocab,
     hidden=hidden,
@@ -243,6 +258,7 @@ def bert(
     dropout=dropout,
     dtype=dtype,
     remat=remat,
+    adapter_dim=adapter_dim,
   )
 
 
@@ -254,12 +270,15 @@ def minilm_l6(
   pooling: str = "mean",
   dropout: float = 0.0,
   remat: bool = False,
+  adapter_dim: int = 0,
 ) -> nn.Module:
   """sentence-transformers/all-MiniLM-L6-v2's encoder (6 layers, hidden 384, 12 heads,
   intermediate 1536, uncased English WordPiece vocabulary of 30522); weights from
   jaxdapt.weights.hf_text.packaged_minilm."""
-  _options("minilm_l6", norm, pooling, dropout)
-  return BertEncoder(pooling=pooling, dropout=dropout, dtype=dtype, remat=remat)
+  _options("minilm_l6", norm, pooling, dropout, adapter_dim)
+  return BertEncoder(
+    pooling=pooling, dropout=dropout, dtype=dtype, remat=remat, adapter_dim=adapter_dim
+  )
 
 
 @MODELS.register("bert_tiny")
@@ -270,6 +289,7 @@ def bert_tiny(
   pooling: str = "mean",
   dropout: float = 0.0,
   remat: bool = False,
+  adapter_dim: int = 0,
 ) -> nn.Module:
   """BERT-Tiny's shape (Turc et al., 2019: 2 layers, hidden 128, 2 heads, intermediate 512)
   over BERT's uncased vocabulary of 30522: a text encoder small enough for CPU tests and
@@ -284,4 +304,5 @@ def bert_tiny(
     pooling=pooling,
     dropout=dropout,
     remat=remat,
+    adapter_dim=adapter_dim,
   )

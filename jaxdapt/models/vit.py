@@ -17,6 +17,15 @@ The position embedding is a parameter for the `img_size // patch_size` grid
 (bilinear or bicubic with torch's align_corners=False arithmetic, the class
 token's entry untouched), which is what timm does with dynamic_img_size; the
 converter does the same once when importing for another `img_size`.
+
+Parameter-efficient options (jaxdapt/peft/adapter.py; 0, the default, builds nothing):
+`adapter_dim` puts a Houlsby adapter on the output of each block's attention and MLP
+sublayers, before its residual sum (`blocks_{i}/adapter_attn`, `adapter_mlp`);
+`prompt_tokens` n > 0 adds VPT prompts (Jia et al., ECCV 2022): n learnable tokens
+inserted after the class token at the input (`prompt_mode` 'shallow', `blocks_0/prompts`)
+or, 'deep', also replacing the previous block's outputs at those positions before every
+later block (`blocks_{i}/prompts`). The features stay the class token after the final norm,
+so the head never reads a prompt.
 """
 
 from __future__ import annotations
@@ -30,9 +39,11 @@ import numpy as np
 from jaxdapt.errors import ConfigError
 from jaxdapt.models.layers import dense, maybe_remat, resolve_norm
 from jaxdapt.models.zoo import MODELS
+from jaxdapt.peft.adapter import PROMPTS, maybe_adapt, prompt_init
 
 LN_EPSILON = 1e-6
 INTERPOLATIONS = ("bilinear", "bicubic")
+PROMPT_MODES = ("shallow", "deep")
 
 
 def _cubic(x: np.ndarray, a: float = -0.75) -> np.ndarray:
@@ -148,24 +159,43 @@ class Mlp(nn.Module):
 
 
 class Block(nn.Module):
-  """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x))."""
+  """Pre-norm transformer block: x + attn(norm1(x)), then x + mlp(norm2(x)).
+
+  adapter_dim > 0: each sublayer's output goes through an adapter before its residual sum.
+  prompt_tokens n > 0: the block first puts its own n prompts right after the class token,
+  inserted (`insert_prompts`, the first prompted block) or replacing the n tokens there
+  (VPT-deep's later blocks); `patch_size` sets their initialisation (prompt_init)."""
 
   num_heads: int
   mlp_ratio: float = 4.0
   dtype: Any = jnp.float32
+  adapter_dim: int = 0
+  prompt_tokens: int = 0
+  insert_prompts: bool = True
+  patch_size: int = 16
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    x = x + Attention(self.num_heads, dtype=self.dtype, name="attn")(
+    if self.prompt_tokens:
+      b, _, d = x.shape
+      n = self.prompt_tokens
+      p = self.param(PROMPTS, prompt_init(self.patch_size), (1, n, d), jnp.float32)
+      p = jnp.broadcast_to(p, (b, n, d)).astype(x.dtype)
+      rest = x[:, 1:] if self.insert_prompts else x[:, 1 + n :]
+      x = jnp.concatenate([x[:, :1], p, rest], axis=1)
+    h = Attention(self.num_heads, dtype=self.dtype, name="attn")(
       _layer_norm(self.dtype, "norm1")(x)
     )
+    x = x + maybe_adapt(h, self.adapter_dim, "gelu", self.dtype, "adapter_attn")
     hidden = int(x.shape[-1] * self.mlp_ratio)
-    return x + Mlp(hidden, dtype=self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2")(x))
+    h = Mlp(hidden, dtype=self.dtype, name="mlp")(_layer_norm(self.dtype, "norm2")(x))
+    return x + maybe_adapt(h, self.adapter_dim, "gelu", self.dtype, "adapter_mlp")
 
 
 class ViT(nn.Module):
   """timm VisionTransformer (class token, learned absolute position embedding); remat: each
-  block under nn.remat (activations recomputed in the backward pass)."""
+  block under nn.remat (activations recomputed in the backward pass); adapter_dim,
+  prompt_tokens, prompt_mode: the parameter-efficient options (module docstring)."""
 
   patch_size: int = 16
   embed_dim: int = 768
@@ -176,6 +206,9 @@ class ViT(nn.Module):
   pos_interpolation: str = "bilinear"
   dtype: Any = jnp.float32
   remat: bool = False
+  adapter_dim: int = 0
+  prompt_tokens: int = 0
+  prompt_mode: str = "shallow"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -191,8 +224,18 @@ class ViT(nn.Module):
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, d)).astype(x.dtype), x], axis=1)
     x = x + pos.astype(x.dtype)
     block = maybe_remat(Block, self.remat)
+    deep = self.prompt_mode == "deep"
     for i in range(self.depth):
-      x = block(self.num_heads, self.mlp_ratio, dtype=self.dtype, name=f"blocks_{i}")(x)
+      x = block(
+        self.num_heads,
+        self.mlp_ratio,
+        dtype=self.dtype,
+        adapter_dim=self.adapter_dim,
+        prompt_tokens=self.prompt_tokens if i == 0 or deep else 0,
+        insert_prompts=i == 0,
+        patch_size=self.patch_size,
+        name=f"blocks_{i}",
+      )(x)
     x = _layer_norm(self.dtype, "norm")(x)
     return x[:, 0]
 
@@ -212,8 +255,16 @@ def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
     img_size: int = 224,
     pos_interpolation: str = "bilinear",
     remat: bool = False,
+    adapter_dim: int = 0,
+    prompt_tokens: int = 0,
+    prompt_mode: str = "shallow",
   ) -> nn.Module:
     resolve_norm(name, norm, ("layer",), "layer")
+    for field, value in (("adapter_dim", adapter_dim), ("prompt_tokens", prompt_tokens)):
+      if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"peft.{field}: must be an integer >= 0 (0: none), got {value!r}")
+    if prompt_mode not in PROMPT_MODES:
+      raise ConfigError(f"prompt_mode: {prompt_mode!r}; allowed: {', '.join(PROMPT_MODES)}")
     if not isinstance(img_size, int) or img_size < 16 or img_size % 16:
       raise ConfigError(f"model.img_size: must be a positive multiple of 16, got {img_size!r}")
     if pos_interpolation not in INTERPOLATIONS:
@@ -221,7 +272,18 @@ def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
         f"model.pos_interpolation: {pos_interpolation!r}; allowed: {', '.join(INTERPOLATIONS)}"
       )
     return ViT(
-      16, embed_dim, depth, heads, 4.0, img_size, pos_interpolation, dtype=dtype, remat=remat
+      16,
+      embed_dim,
+      depth,
+      heads,
+      4.0,
+      img_size,
+      pos_interpolation,
+      dtype=dtype,
+      remat=remat,
+      adapter_dim=adapter_dim,
+      prompt_tokens=prompt_tokens,
+      prompt_mode=prompt_mode,
     )
 
   build.__name__ = name

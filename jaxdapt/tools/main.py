@@ -22,6 +22,7 @@ TOOLS = {
   "transfer-table": ("transfer_table", "fine-tuning strategies × pretraining source × k"),
   "negative-transfer": ("negative_transfer", "transfer recipe vs target-only, with a verdict"),
   "optim": ("optim", "show the parameter groups, lr multipliers and trainable counts"),
+  "peft": ("peft", "a PEFT run as a small delta over its base, or LoRA merged into weights"),
   "weights": ("weights", "import torchvision/timm weights; inspect or list them"),
   "data": ("data", "prepare the offline domains (generated, never downloaded)"),
   "bench": ("bench", "step or feature-extraction throughput, with the PyTorch twin"),

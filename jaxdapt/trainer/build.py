@@ -96,6 +96,9 @@ def build_functions(
       config.model.conv_kernel, mesh.devices.flat[0].platform, mesh.devices.size
     )
   )
+  peft_options = peft.model_options(config.peft)  # adapters / prompts: backbone options
+  if peft_options:  # validate() checked that the backbone takes them
+    model = model.clone(backbone=model.backbone.clone(**peft_options))
   total_steps = config.train.steps
 
   def init(rng):

@@ -7,6 +7,7 @@ optim.OPTIMIZERS, data.pipeline.AUGMENTS, ...); this module only checks against 
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 
@@ -76,11 +77,28 @@ def _validate_finetune(optim: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"optim.unfreeze[{i}]: bad regex {entry[1]!r}: {e}") from None
 
 
-def _validate_peft(cfg: ml_collections.ConfigDict) -> None:
+def _validate_peft(cfg: ml_collections.ConfigDict, model_name: str) -> None:
   """config.peft (jaxdapt/peft); whether each LoRA target matches a kernel is checked
-  where the model's parameters are known (trainer.build_functions)."""
+  where the model's parameters are known (trainer.build_functions). Adapters and prompts
+  are backbone options: the model must take them (its builder has the option)."""
   _check_choice("peft.method", cfg.method, peft.METHODS)
   _check_positive("peft.lora_rank", cfg.lora_rank)
+  _check_positive("peft.adapter_dim", cfg.adapter_dim)
+  _check_positive("peft.prompt_tokens", cfg.prompt_tokens)
+  options = peft.model_options(cfg)
+  builder = inspect.signature(models.MODELS.get(model_name)).parameters
+  missing = [o for o in options if o not in builder]
+  if missing:
+    able = [
+      m
+      for m in models.MODELS.names()
+      if all(o in inspect.signature(models.MODELS.get(m)).parameters for o in options)
+    ]
+    what = "adapters" if cfg.method == "adapter" else "prompt tokens"
+    raise ConfigError(
+      f"peft.method: {cfg.method!r} needs a model that builds {what}; model.name "
+      f"{model_name} does not (models that do: {', '.join(able)})"
+    )
   if not _is_number(cfg.lora_alpha) or cfg.lora_alpha <= 0:
     raise ConfigError(f"peft.lora_alpha: must be a number > 0, got {cfg.lora_alpha!r}")
   targets = cfg.lora_targets
@@ -185,7 +203,7 @@ def validate(config: ml_collections.ConfigDict, device_count: int | None = None)
       f"optim.b1: Adam's first-moment decay must be in [0, 1), got {config.optim.b1!r}"
     )
   _validate_finetune(config.optim)
-  _validate_peft(config.peft)
+  _validate_peft(config.peft, config.model.name)
   methods.check_config(config)  # k-shot target labels, regularisers, MME's cosine head
   for i, rule in enumerate(config.optim.rules):
     if not (isinstance(rule, (tuple, list)) and len(rule) == 2):
