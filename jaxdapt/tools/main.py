@@ -23,7 +23,7 @@ TOOLS = {
   "negative-transfer": ("negative_transfer", "transfer recipe vs target-only, with a verdict"),
   "optim": ("optim", "show the parameter groups, lr multipliers and trainable counts"),
   "peft": ("peft", "a PEFT run as a small delta over its base, or LoRA merged into weights"),
-  "weights": ("weights", "import torchvision/timm weights; inspect or list them"),
+  "weights": ("weights", "import torchvision/timm or Hugging Face text weights; inspect, list"),
   "data": ("data", "prepare the offline domains (generated, never downloaded)"),
   "bench": ("bench", "step or feature-extraction throughput, with the PyTorch twin"),
   "bench-suite": ("bench_suite", "every benchmark row, one table (results/bench)"),
