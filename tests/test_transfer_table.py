@@ -192,3 +192,84 @@ def test_a_typo_in_names_lists_the_allowed_ones(tmp_path, capsys, flag, value, a
   assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1
   assert value.split(",")[1] in err and allowed in err, err
   assert captured.out == "" and not os.listdir(tmp_path)
+
+
+# ------------------------------------------------------------------------------ PEFT
+
+
+def _flat(config, prefix=""):
+  """{'group.field': value} of a ConfigDict (the fields a strategy's overrides change)."""
+  out = {}
+  for key, value in config.items():
+    if hasattr(value, "items"):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def test_peft_strategies_are_finetune_plus_peft_overrides_and_not_in_all():
+  model = _tiny_pretrain_config(SOURCE).model
+  full = _flat(tt.stage_config(tt.TRAINED["finetune"][0], 4, 1, model, "pre"))
+  expected = {
+    "bitfit": {"peft.method": "bitfit"},
+    "lora_r4": {"peft.method": "lora", "peft.lora_rank": 4, "peft.lora_alpha": 8},
+    "lora_r16": {"peft.method": "lora", "peft.lora_rank": 16, "peft.lora_alpha": 8},
+    "head_only": {"peft.method": "head_only"},
+  }
+  for strategy, fields in expected.items():
+    (stage,) = tt.TRAINED[strategy]
+    config = tt.stage_config(stage, 4, 1, model, "pre")
+    trainer.validate(config)
+    changed = {k: v for k, v in _flat(config).items() if full.get(k) != v}
+    assert changed == {k: v for k, v in fields.items() if full[k] != v}, strategy
+    assert all(k.startswith("peft.") for k in changed) and changed
+  # --strategies all keeps the transfer table's strategies; PEFT ones are named.
+  assert tt._names("all", tt.ALLOWED, "--strategies", tt.STRATEGIES) == list(tt.STRATEGIES)
+  assert not set(tt.PEFT) & set(tt.STRATEGIES)
+  assert tt._names("lora_r4,bitfit", tt.ALLOWED, "--strategies") == ["lora_r4", "bitfit"]
+
+
+def test_checkpoint_bytes_and_step_time_from_a_fake_workdir(tmp_path):
+  run = tmp_path / "run"
+  for step, sizes in ((50, (7,)), (100, (10, 20, 3))):
+    top = run / "checkpoints" / str(step) / "state"
+    top.mkdir(parents=True)
+    for i, n in enumerate(sizes):
+      (top / f"f{i}").write_bytes(b"x" * n)
+  (run / "checkpoints" / "tmp.orbax").mkdir()  # not a step
+  rows = [
+    {"step": 50, "kind": "train", "images_per_s": 10.0},  # holds the compile
+    {"step": 100, "kind": "train", "images_per_s": 160.0},
+    {"step": 100, "kind": "eval", "target_test_acc": 0.5},
+  ]
+  (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert tt.checkpoint_bytes(str(run)) == 33  # the newest step only
+  assert tt.step_seconds(str(run), 32) == pytest.approx(0.2)
+  assert tt.checkpoint_bytes(str(tmp_path)) is None
+  assert tt.step_seconds(str(tmp_path), 32) is None
+
+
+def test_tiny_peft_cell_has_its_costs_and_verdicts(tiny, tmp_path, monkeypatch):
+  """One LoRA cell end to end: the cost table's columns come out, and LoRA trains and
+  keeps optimizer state for fewer parameters than full training."""
+  out = str(tmp_path / "out")
+  args = ["--out", out, "--seeds", "1", "--k", "1", "--sources", SOURCE, "--strategies"]
+  summary = _summary(monkeypatch, [*args, "lora_r4", *tiny])
+  assert not summary["failed"] and summary["trained_now"] == 3  # pretrain, scratch, lora
+  costs = summary["costs"][SOURCE]
+  assert list(costs) == ["scratch", "lora_r4"]
+  full, lora = costs["scratch"], costs["lora_r4"]
+  assert lora["peft"] == "lora r=4 α=8" and full["peft"] == "–"
+  assert full["trainable"] == full["parameters"] and full["trainable_pct_of_full"] == 100
+  assert 0 < lora["trainable"] < full["trainable"] < lora["parameters"]
+  assert 0 < lora["optimizer_state_bytes"] < full["optimizer_state_bytes"]
+  for row in (full, lora):
+    assert row["checkpoint_bytes"]["mean"] > row["parameter_bytes"]
+    assert row["step_ms"]["n"] == 1 and row["step_ms"]["mean"] > 0
+  assert "verdict" in lora["accuracy"]["1"] and "vs_finetune" not in lora
+  md = open(os.path.join(out, "transfer_table.md")).read()
+  head = "| strategy | peft | trainable params | optimizer state | checkpoint | ms/step | k=1 |"
+  assert head in md
+  row = next(line for line in md.splitlines() if line.startswith("| lora_r4 | lora r=4 α=8 |"))
+  assert f"{lora['trainable']:,} (" in row and " B (" in row and " ± " in row

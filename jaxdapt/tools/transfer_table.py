@@ -28,6 +28,18 @@ the last step:
   lp_ft         a linear probe run (backbone frozen), then fine-tuning from it (two runs)
   l2sp, bss     experiments/transfer/regularized.py at the papers' weights (L2-SP α 0.1,
                 β 0.01; BSS η 0.001 on the smallest singular value)
+Parameter-efficient strategies (config.peft, docs/peft.md), each fewshot_finetune from the
+pretrained backbone with only the peft overrides added; the frozen parameters get no
+gradient and no optimizer state. They are not part of `--strategies all` (which keeps
+the table of results/transfer); name them:
+  bitfit        every bias trains (Conv/Dense biases, BatchNorm β), and the new head
+  lora_r4       LoRA factors of every backbone kernel, r = 4, and the head
+  lora_r16      the same at r = 16; alpha = LORA_ALPHA (8, config.peft's default) for both,
+                fixed across ranks as Hu et al. do (scale alpha/r: 2 at r = 4, 0.5 at
+                r = 16) rather than retuning the lr per rank; chosen before the table ran
+  head_only     the new head alone on the frozen backbone, trained by SGD (the linear
+                probe's capacity, the fine-tuning schedule; BN statistics still update)
+  adapter       peft.method=adapter at config.peft's adapter_dim (where it exists)
 The trained cells are the recipes of experiments/transfer (fewshot_finetune, lp_ft,
 regularized) pointed at uci_digits, on one schedule: SGD momentum 0.9, lr 0.01 with the
 DANN decay (the digits recipe), batch 32, STEPS = 100 steps, evaluated once at the end.
@@ -40,6 +52,12 @@ its program is in the persistent compilation cache (train.compilation_cache_dir;
 first run of each strategy in a process compiles ~20 s more), freeze 14 s, LP-FT 34 s;
 a pretraining ~4.6 min. The full table (12 scratch + 2 × 84 runs, 48 probe cells) is
 ~75 core-minutes: ~40 minutes as two shards.
+
+When a PEFT strategy is in the table, OUT/transfer_table.md also has, per source, a table of
+what each strategy costs (trainable parameters, optimizer-state bytes, checkpoint bytes
+on disk, ms per step: COST_HELP says how each is measured) beside its accuracies, and
+each strategy's paired per-seed difference against finetune: what PEFT gives up, if
+anything, for training fewer parameters.
 
 A cell loses to scratch when the paired per-seed difference (transfer − scratch) is
 negative beyond seed noise (negative_transfer.verdict); it is marked **NEG** (−x ± y
@@ -77,6 +95,7 @@ EXPERIMENTS = os.path.join(
 )
 PRETRAIN_SEED = 0
 STEPS = 100
+LOG_EVERY = 50  # two train rows per run: the second times steps alone (the cost tables)
 TASK = "syn2uci"  # the recipes' task whose target is uci_digits; the source is replaced
 # One schedule for every trained cell; the target-only runs' "source" is a slice of the
 # target's train split, whose eval (source_val) is never used and only has to be cheap.
@@ -89,13 +108,16 @@ FINETUNE = (
   "data.target_test_split=test",
   "data.batch_size=32",
   f"train.steps={STEPS}",
-  "train.log_every=50",
+  f"train.log_every={LOG_EVERY}",
   f"train.eval_every={STEPS}",
   f"train.checkpoint_every={STEPS}",
   "train.keep_checkpoints=1",
   "train.selection_points=0",
 )
 FREEZE = 'optim.rules=[["model/backbone/(conv1|bn1|layer[12]_[0-9]+)/.*", null], [".*", 1.0]]'
+# LoRA's alpha for every rank: config.peft's default, fixed as docs/peft.md and Hu et al.
+# advise (chosen before the table ran; the scale alpha/r is 2 at r = 4, 0.5 at r = 16).
+LORA_ALPHA = 8
 KNN_NEIGHBOURS = 20
 ALL = -1
 
@@ -121,8 +143,27 @@ TRAINED: dict[str, tuple[Stage, ...]] = {
   "l2sp": (Stage("regularized", "l2sp"),),
   "bss": (Stage("regularized", "bss"),),
 }
+# PEFT: the finetune cell with config.peft overrides only (so any difference is the method's).
+PEFT = {
+  "bitfit": ("peft.method=bitfit",),
+  "lora_r4": ("peft.method=lora", "peft.lora_rank=4", f"peft.lora_alpha={LORA_ALPHA}"),
+  "lora_r16": ("peft.method=lora", "peft.lora_rank=16", f"peft.lora_alpha={LORA_ALPHA}"),
+  "head_only": ("peft.method=head_only",),
+  "adapter": ("peft.method=adapter",),
+}
+TRAINED.update({name: (Stage("fewshot_finetune", "", sets),) for name, sets in PEFT.items()})
 PROBES = ("linear_probe", "knn")
 STRATEGIES = ("scratch", *PROBES, "finetune", "freeze", "llrd", "lp_ft", "l2sp", "bss")
+ALLOWED = STRATEGIES + tuple(PEFT)  # --strategies all: STRATEGIES (the transfer table's)
+COST_HELP = (
+  "trainable parameters and optimizer-state bytes from the leaves of the state a run "
+  "starts with (jax.eval_shape of its init, as `jaxdapt optim`); checkpoint: bytes of the "
+  "files of the newest step in the cell's checkpoints/ (state, data position, config), "
+  "mean over the cells; ms/step: data.batch_size × domains / images_per_s of the last "
+  f"train row of metrics.jsonl (steps {STEPS - LOG_EVERY + 1}–{STEPS}; the first interval "
+  "includes compiling), mean ± std over the cells. Two-stage cells (lp_ft): the "
+  "fine-tuning stage's"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -361,6 +402,79 @@ def run_probe(
   return summary
 
 
+# ------------------------------------------------------------------------------ costs
+
+
+def _nbytes(tree) -> int:
+  import jax
+
+  return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def model_costs(config) -> dict[str, Any]:
+  """What a run's config trains, before training (the numbers of `jaxdapt optim`):
+  trainable and total parameters, optimizer-state and parameter bytes from the leaves of
+  the initial state's shapes, and the images one step reads (for ms/step)."""
+  import jax
+
+  from jaxdapt import optim, trainer
+  from jaxdapt.trainer.build import optimizer_config
+
+  exp = trainer.build(config)
+  state = jax.eval_shape(exp.init, jax.random.key(0))
+  table = optim.multipliers(optimizer_config(config, state.batch_stats), state.params)
+  sizes = dict(optim.named_leaves(jax.tree.map(lambda x: x.size, state.params)))
+  return {
+    "trainable": sum(sizes[n] for n, (_, mult, _) in table.items() if mult is not None),
+    "parameters": sum(sizes.values()),
+    "optimizer_state_bytes": _nbytes(state.opt_state),
+    "parameter_bytes": _nbytes(state.params),
+    "images_per_step": config.data.batch_size * len(exp.method.domains),
+    "peft": peft_label(config.peft),
+  }
+
+
+def peft_label(peft) -> str:
+  """config.peft in a few words ('–' when off), e.g. 'lora r=4 α=8'."""
+  if peft.method == "lora":
+    return f"lora r={peft.lora_rank} α={peft.lora_alpha:g}"
+  if peft.method == "adapter" and "adapter_dim" in peft:
+    return f"adapter dim={peft.adapter_dim}"
+  return peft.method or "–"
+
+
+def checkpoint_bytes(workdir: str) -> int | None:
+  """Bytes of the files of the newest step in workdir/checkpoints (what one saved step
+  costs on disk: state, data position, config); None without one."""
+  root = os.path.join(workdir, "checkpoints")
+  steps = sorted(int(d) for d in os.listdir(root) if d.isdigit()) if os.path.isdir(root) else []
+  if not steps:
+    return None
+  top = os.path.join(root, str(steps[-1]))
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(top) for f in files)
+
+
+def step_seconds(workdir: str, images_per_step: int) -> float | None:
+  """Seconds per training step over the last logged interval of metrics.jsonl: the
+  first interval also holds compiling (or loading the cached program), the last one only
+  steps. None without a train row."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    rows = [r for r in map(json.loads, filter(str.strip, f)) if r["kind"] == "train"]
+  return images_per_step / rows[-1]["images_per_s"] if rows else None
+
+
+def cell_costs(out: str, cell: Cell, images_per_step: int) -> dict[str, Any]:
+  """A trained cell's measured costs: its (last) stage's checkpoint and step time."""
+  workdir = stage_dirs(out, cell)[-1]
+  return {
+    "checkpoint_bytes": checkpoint_bytes(workdir),
+    "step_s": step_seconds(workdir, images_per_step),
+  }
+
+
 # ------------------------------------------------------------------------------ table
 
 
@@ -396,6 +510,25 @@ def cell_text(report: dict[str, Any], n_seeds: int) -> str:
   return text
 
 
+def accuracies(
+  results: dict[Cell, dict[str, Any]], source: str, strategy: str, k: int
+) -> dict[int, float]:
+  """{seed: target accuracy} of one cell's finished seeds."""
+  return {
+    c.seed: r["target_acc_last"]
+    for c, r in results.items()
+    if (c.source, c.strategy, c.k) == (source, strategy, k) and "target_acc_last" in r
+  }
+
+
+def signed_text(difference: dict[str, Any]) -> str:
+  """A paired difference in points, '+x ± y' or '−x ± y', with ', noise' when its sign is
+  within seed noise (negative_transfer.within_noise)."""
+  mean, std = difference["mean"], difference["std"]
+  text = f"{'−' if mean < 0 else '+'}{abs(mean):.1f} ± {std:.1f}"
+  return text + (", noise" if nt.within_noise(difference) else "")
+
+
 def rows(sources: Sequence[str], strategies: Sequence[str]) -> list[tuple[str, str]]:
   return [("", "scratch")] + [(src, st) for src in sources for st in strategies if st != "scratch"]
 
@@ -408,14 +541,7 @@ def tabulate(
   n_seeds: int,
 ) -> tuple[str, dict[str, Any]]:
   """Markdown (rows source × strategy, columns k) and the same numbers as data."""
-
-  def accs(source: str, strategy: str, k: int) -> dict[int, float]:
-    return {
-      c.seed: r["target_acc_last"]
-      for c, r in results.items()
-      if (c.source, c.strategy, c.k) == (source, strategy, k) and "target_acc_last" in r
-    }
-
+  accs = functools.partial(accuracies, results)
   data: dict[str, Any] = {}
   lines = [
     "| source | strategy | " + " | ".join(f"k={k_name(k)}" for k in ks) + " |",
@@ -433,6 +559,130 @@ def tabulate(
       texts.append(cell_text(report, n_seeds))
     lines.append(f"| {source or '–'} | {strategy} | " + " | ".join(texts) + " |")
   return "\n".join(lines), data
+
+
+def _mean_std(values: list[float]) -> dict[str, Any] | None:
+  return {**stats(values), "n": len(values)} if values else None
+
+
+def strategy_costs(
+  out: str,
+  results: dict[Cell, dict[str, Any]],
+  source: str,
+  strategy: str,
+  ks: Sequence[int],
+  seeds: Sequence[int],
+  model,
+  overrides: Sequence[str],
+) -> dict[str, Any]:
+  """One row of a cost table: the (last) stage's model_costs, and the checkpoint bytes
+  and seconds per step of the row's finished cells (every k and seed)."""
+  init_from = pretrain_dir(out, source) if source else ""
+  stage = TRAINED[strategy][-1]
+  costs = model_costs(stage_config(stage, ks[0], seeds[0], model, init_from, overrides))
+  measured = [
+    cell_costs(out, c, costs["images_per_step"])
+    for c, r in results.items()
+    if (c.source, c.strategy) == (source, strategy) and "target_acc_last" in r
+  ]
+  ckpt = [m["checkpoint_bytes"] for m in measured if m["checkpoint_bytes"] is not None]
+  steps = [1000 * m["step_s"] for m in measured if m["step_s"] is not None]
+  return {**costs, "checkpoint_bytes": _mean_std(ckpt), "step_ms": _mean_std(steps)}
+
+
+def cost_tables(
+  out: str,
+  results: dict[Cell, dict[str, Any]],
+  sources: Sequence[str],
+  strategies: Sequence[str],
+  ks: Sequence[int],
+  seeds: Sequence[int],
+  model,
+  overrides: Sequence[str],
+) -> tuple[str, dict[str, Any]]:
+  """Per source, markdown and data: each strategy's costs beside its accuracies (paired
+  difference against scratch), and its paired difference against finetune per k. The
+  percentages are of full fine-tuning's (finetune's row, else scratch's: the same model)."""
+  accs = functools.partial(accuracies, results)
+  n_seeds, data, parts = len(seeds), {}, []
+  for source in sources:
+    names = ["scratch"] + [st for st in strategies if st != "scratch"]
+    table: dict[str, Any] = {}
+    for strategy in names:
+      src = "" if strategy == "scratch" else source
+      row: dict[str, Any] = {"accuracy": {}}
+      if strategy in TRAINED:
+        row.update(strategy_costs(out, results, src, strategy, ks, seeds, model, overrides))
+      for k in ks:
+        scratch = None if strategy == "scratch" else accs("", "scratch", k)
+        row["accuracy"][k_name(k)] = cell_report(accs(src, strategy, k), scratch)
+      if "finetune" in names and strategy not in ("scratch", "finetune"):
+        row["vs_finetune"] = {}
+        for k in ks:
+          mine, full = accs(src, strategy, k), accs(source, "finetune", k)
+          paired = sorted(mine.keys() & full.keys())
+          if paired:
+            diff = stats([100 * (mine[s] - full[s]) for s in paired])
+            row["vs_finetune"][k_name(k)] = {**diff, "within_noise": nt.within_noise(diff)}
+      table[strategy] = row
+    full = table["finetune" if "finetune" in table else "scratch"]
+    for row in table.values():
+      if "trainable" in row:
+        row["trainable_pct_of_full"] = 100 * row["trainable"] / full["trainable"]
+        row["optimizer_state_pct_of_full"] = (
+          100 * row["optimizer_state_bytes"] / full["optimizer_state_bytes"]
+        )
+    data[source] = table
+    parts.append(cost_markdown(source, table, ks, n_seeds))
+  return "\n\n".join(parts), data
+
+
+def cost_markdown(source: str, table: dict[str, Any], ks: Sequence[int], n_seeds: int) -> str:
+  """One source's cost table and its against-finetune table (the data of cost_tables)."""
+  heads = [f"k={k_name(k)}" for k in ks]
+  lines = [
+    f"Costs and accuracies, source {source}: percentages are of full fine-tuning's; "
+    f"accuracy mean ± std (%), in brackets the paired difference against scratch (**NEG**: "
+    f"a loss beyond seed noise; ', noise': a sign within it).\n",
+    "| strategy | peft | trainable params | optimizer state | checkpoint | ms/step | "
+    + " | ".join(heads)
+    + " |",
+    "|" + "---|" * (6 + len(ks)),
+  ]
+  for strategy, row in table.items():
+    if "trainable" in row:
+      ckpt, step = row["checkpoint_bytes"], row["step_ms"]
+      costs = [
+        row["peft"],
+        f"{row['trainable']:,} ({row['trainable_pct_of_full']:.1f} %)",
+        f"{row['optimizer_state_bytes']:,} B ({row['optimizer_state_pct_of_full']:.1f} %)",
+        f"{ckpt['mean']:,.0f} B" if ckpt else "–",
+        f"{step['mean']:.0f} ± {step['std']:.0f}" if step else "–",
+      ]
+    else:
+      costs = ["–", "no network training", "–", "–", "–"]
+    texts = []
+    for k in ks:
+      report = row["accuracy"][k_name(k)]
+      text = cell_text({**report, "difference": None}, n_seeds) if report else "–"
+      if report.get("difference"):
+        mark = " **NEG**" if report["negative_transfer"] else ""
+        text += f"{mark} ({signed_text(report['difference'])})"
+      texts.append(text)
+    lines.append(f"| {strategy} | " + " | ".join(costs + texts) + " |")
+  against = [(st, row["vs_finetune"]) for st, row in table.items() if "vs_finetune" in row]
+  if against:
+    lines += [
+      "",
+      f"Paired difference against finetune (points, transfer − finetune per seed), "
+      f"source {source}:\n",
+      "| strategy | " + " | ".join(heads) + " |",
+      "|" + "---|" * (1 + len(ks)),
+    ]
+    for strategy, diffs in against:
+      texts = [signed_text(diffs[k_name(k)]) if k_name(k) in diffs else "–" for k in ks]
+      lines.append(f"| {strategy} | " + " | ".join(texts) + " |")
+  return "\n".join(lines)
 
 
 def backbone_line(model) -> str:
@@ -460,8 +710,11 @@ def pretrain_lines(pretrained: dict[str, dict[str, Any]]) -> str:
 # ------------------------------------------------------------------------------ command line
 
 
-def _names(text: str, allowed: Sequence[str], flag: str) -> list[str]:
-  names = list(allowed) if text == "all" else text.split(",")
+def _names(
+  text: str, allowed: Sequence[str], flag: str, every: Sequence[str] | None = None
+) -> list[str]:
+  """The comma-separated names of `text` ('all': `every`, by default `allowed`)."""
+  names = list(allowed if every is None else every) if text == "all" else text.split(",")
   bad = [n for n in names if n not in allowed]
   if bad:
     raise ConfigError(
@@ -487,9 +740,13 @@ def _shard(text: str) -> tuple[int, int]:
   return int(i), int(n)
 
 
-def check_configs(sources: Sequence[str], overrides: Sequence[str]):
+def check_configs(
+  sources: Sequence[str], overrides: Sequence[str], strategies: Sequence[str] = STRATEGIES
+):
   """Every config loads (a typo in --sources or --set fails before any training) and the
-  sources share one backbone (scratch is one row for all); returns that model group."""
+  sources share one backbone (scratch is one row for all); returns that model group. The
+  strategies' runs validate (only those asked for: a PEFT method this checkout lacks
+  fails only a table that names it)."""
   from jaxdapt import trainer
 
   models = {}
@@ -503,9 +760,12 @@ def check_configs(sources: Sequence[str], overrides: Sequence[str]):
     raise ConfigError(
       "--sources: the pretraining configs build different models; the scratch row needs one"
     )
-  for stages in TRAINED.values():
-    for stage in stages:
-      trainer.validate(stage_config(stage, 1, 0, model, "x", overrides))
+  for strategy in ("scratch", *strategies):
+    for stage in TRAINED.get(strategy, ()):
+      try:
+        trainer.validate(stage_config(stage, 1, 0, model, "x", overrides))
+      except ConfigError as e:
+        raise ConfigError(f"--strategies {strategy}: {e}") from None
   return model
 
 
@@ -518,7 +778,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     "--strategies",
     default="all",
-    help=f"'all' or some of {','.join(STRATEGIES)} (scratch always runs)",
+    help=f"'all' ({','.join(STRATEGIES)}) or some of {','.join(ALLOWED)} (scratch always runs)",
   )
   parser.add_argument(
     "--set",
@@ -537,7 +797,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args.out = os.path.abspath(args.out)
   # Every name and config is checked before anything is trained or written.
   sources = args.sources.split(",")  # check_configs names the allowed ones
-  strategies = _names(args.strategies, STRATEGIES, "--strategies")
+  strategies = _names(args.strategies, ALLOWED, "--strategies", STRATEGIES)
   ks, shard = _ks(args.k), _shard(args.shard)
   try:
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -546,7 +806,7 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"--seeds: {args.seeds!r} is not a comma-separated list of integers"
     ) from None
   try:
-    model = check_configs(sources, args.set)
+    model = check_configs(sources, args.set, strategies)
   except (KeyError, ValueError) as e:
     if isinstance(e, ConfigError):
       raise
@@ -556,11 +816,23 @@ def main(argv: Sequence[str] | None = None) -> int:
   return 0
 
 
+def cpu_model() -> str:
+  """The CPU's model name (lscpu's, from /proc/cpuinfo), else the platform's machine."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.partition(":")[2].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine()
+
+
 def hardware() -> str:
   import jax
 
   return (
-    f"{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} of "
+    f"{cpu_model()}, {len(os.sched_getaffinity(0))} of "
     f"{os.cpu_count()} cores usable, jax {jax.__version__} on {jax.devices()[0].platform}"
   )
 
@@ -632,6 +904,11 @@ def run_table(
     )
     return summary
   md, summary["table"] = tabulate(results, sources, strategies, ks, len(seeds))
+  if any(st in PEFT for st in strategies):
+    cost_md, summary["costs"] = cost_tables(
+      args.out, results, sources, strategies, ks, seeds, model, args.set
+    )
+    md += f"\n\n{cost_md}\n\nHow the costs are measured: {COST_HELP}."
   wall = time.perf_counter() - start
   run_wall = sum(r.get("wall_s", 0.0) for r in (*pretrained.values(), *results.values()))
   failed = [f"{label(c)}: {r['error']}" for c, r in results.items() if "error" in r]
