@@ -5,6 +5,7 @@ time, images/s, MFU; against the same network and step in PyTorch.
   jaxdapt bench --config experiments/digits/dann.py --pipeline --no-torch
   jaxdapt bench throughput --model resnet50 --method dann --batch 256 [--image-size 224]
   jaxdapt bench features --model resnet50 --batch 1024
+  jaxdapt bench text --model minilm_l6 --batch 32 --seq 128 [--features] [--rounds 5]
 
 Config mode builds an experiment's own step (its data sets the shapes). It feeds
 one fixed on-device batch (the step alone), or with --pipeline batches from the
@@ -14,6 +15,16 @@ that feature extraction runs (features.forward_fn) on such images. --torch (on
 when torch is importable) also times the PyTorch twin (jaxdapt/tools/torch_ref.py:
 digits and ResNet networks, source_only and DANN steps, channels-last, bf16
 autocast on CUDA when JAX computes in bf16) on the same batch and prints the ratio.
+
+Text mode times the text encoder's fine-tuning step (the shared train_step, source_only:
+cross-entropy on a linear head over mean-pooled features, AdamW; experiments/text/debian.py's
+settings) or with --features its eval forward, on synthetic int32 token batches [B, L]
+(random ids, every fourth row padded). Its twin is transformers' BertModel with the same
+weights (the packaged all-MiniLM-L6-v2's safetensors loaded into both, or the JAX init
+copied over), the same pooling, head and AdamW, on the same batches. JAX and PyTorch run in
+alternating rounds (--rounds), so load from other jobs falls on both; the first step's
+losses (features: the first batch's features) must agree within 1e-4, or the exit status is
+1. It reports sequences/s and the load average.
 
 Images/s counts every image the step forwards (source + target for adaptation
 methods). MFU = FLOPs of the compiled per-device program (XLA cost analysis) /
@@ -34,6 +45,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxdapt.errors import ConfigError
 from jaxdapt.tools import cli
@@ -345,6 +357,363 @@ def torch_features(config, images, steps: int, warmup: int) -> dict[str, Any]:
   return _torch_fields(step_s, images.shape[0], device, extract.amp)
 
 
+# --- Text mode: the text encoder's fine-tuning step and feature extraction -----------------
+
+TEXT_CLASSES = 10  # debian_text's archive sections (experiments/text/debian.py)
+LOSS_TOLERANCE = 1e-4  # |first-step loss, JAX − PyTorch|, float32
+FEATURE_TOLERANCE = 1e-4  # max |features, JAX − PyTorch| on the first batch, float32
+TEXT_BATCHES = 4  # distinct synthetic batches, cycled (the same order in both frameworks)
+
+
+def text_config(model: str, batch: int, dtype: str = "auto", overrides: Sequence[str] = ()):
+  """experiments/text/debian.py's fine-tuning setup (source_only; a linear head on the
+  mean-pooled features; AdamW, lr 5e-5, weight decay 0.01, cosine over 1000 steps) for
+  `model` at `batch` sequences, without its data or its model.init_from: text mode loads
+  the weights itself, into JAX and into the twin alike."""
+  from jaxdapt import config as config_lib
+
+  c = config_lib.base_config()
+  c.model.name, c.method.name, c.model.dtype = model, "source_only", dtype
+  c.model.head_hidden, c.model.bottleneck_dim = (), 0
+  c.data.batch_size = c.data.eval_batch_size = batch
+  c.data.augment = "none"
+  c.optim.name, c.optim.lr, c.optim.weight_decay, c.optim.schedule = "adamw", 5e-5, 0.01, "cosine"
+  c.train.steps, c.train.progress_bar = 1000, False
+  return cli.apply_overrides(c, overrides)
+
+
+def text_encoder(config, num_classes: int):
+  """config.model's BertEncoder (no parameters, no backend); ConfigError for other models."""
+  from jaxdapt import step
+  from jaxdapt.models.text_encoder import BertEncoder
+
+  backbone = step.build_model(config, num_classes, jnp.float32).backbone
+  if not isinstance(backbone, BertEncoder):
+    raise ConfigError(
+      f"model.name: {config.model.name!r} is not a text encoder; bench text takes minilm_l6, "
+      "bert_tiny or bert"
+    )
+  return backbone
+
+
+def text_weights(choice: str, model: str) -> str | None:
+  """--weights: the Hugging Face folder both frameworks load, or None for the JAX model's
+  random initialisation (copied into the twin). 'auto': the packaged all-MiniLM-L6-v2 for
+  minilm_l6 (its real weights: what fine-tuning starts from), random init otherwise."""
+  if choice == "auto":
+    choice = "packaged" if model == "minilm_l6" else "random"
+  if choice == "random":
+    return None
+  if choice == "packaged":
+    from jaxdapt.weights.hf_text import packaged_minilm
+
+    return packaged_minilm()
+  return choice
+
+
+def token_batches(
+  count: int, batch: int, seq: int, vocab: int, num_classes: int, pad_id: int = 0, seed: int = 0
+) -> list[dict[str, np.ndarray]]:
+  """`count` batches of random int32 token ids [batch, seq] and labels. Every fourth row is
+  padded (pad_id) after a random length of seq/4..seq-1, so the attention mask and the
+  mean pooling over real tokens are part of what is timed and compared."""
+  rng = np.random.default_rng(seed)
+  low = 1000 if vocab > 2000 else 1  # ordinary word pieces, clear of [PAD] and [unused*]
+  out = []
+  for _ in range(count):
+    tokens = rng.integers(low, vocab, (batch, seq), dtype=np.int32)
+    lengths = np.full(batch, seq)
+    padded = np.arange(batch) % 4 == 3
+    if seq > 1 and padded.any():
+      lengths[padded] = rng.integers(max(1, seq // 4), seq, int(padded.sum()))
+    tokens[np.arange(seq)[None, :] >= lengths[:, None]] = pad_id
+    labels = rng.integers(0, num_classes, batch).astype(np.int32)
+    out.append({"image": tokens, "label": labels})
+  return out
+
+
+def round_sizes(steps: int, rounds: int) -> list[int]:
+  """`steps` timed calls split into min(rounds, steps) rounds as evenly as possible."""
+  rounds = max(1, min(rounds, steps))
+  return [steps // rounds + (i < steps % rounds) for i in range(rounds)]
+
+
+def alternate(
+  runners: dict[str, tuple[Callable[[int], Any], Callable[[Any], None]]],
+  warmup: int,
+  rounds: Sequence[int],
+) -> dict[str, list[float]]:
+  """{name: s per call, each round}: every runner `(call(i), wait(out))` makes max(warmup, 1)
+  untimed calls, then the rounds alternate between the runners (A's round 1, B's round 1,
+  A's round 2, ...), so load from other jobs on a shared machine falls on both alike.
+  `call(i)` is the i-th call overall (its batch is i mod the batch count); each round waits
+  once, on its last output."""
+  n = max(warmup, 1)
+  for call, wait in runners.values():
+    out = None
+    for i in range(n):
+      out = call(i)
+    wait(out)
+  times: dict[str, list[float]] = {name: [] for name in runners}
+  for size in rounds:
+    for name, (call, wait) in runners.items():
+      t0 = time.perf_counter()
+      for i in range(n, n + size):
+        out = call(i)
+      wait(out)
+      times[name].append((time.perf_counter() - t0) / size)
+    n += size
+  return times
+
+
+def _median(values: Sequence[float]) -> float:
+  return float(np.median(np.asarray(values)))
+
+
+def _load_text_weights(exp, state, encoder, folder: str):
+  """`state` with its backbone replaced by the Hugging Face model in `folder` (strict:
+  hf_text.load_hf_text_encoder), which must have `encoder`'s sizes."""
+  from jaxdapt import sharding
+  from jaxdapt.weights.hf_text import load_hf_text_encoder
+
+  params, fields = load_hf_text_encoder(folder)
+  wrong = [
+    f"{k} {v} (model.name {exp.config.model.name}: {getattr(encoder, k)})"
+    for k, v in fields.items()
+    if k != "pooling" and getattr(encoder, k) != v
+  ]
+  if fields.get("pooling", encoder.pooling) != encoder.pooling:
+    wrong.append(f"pooling {fields['pooling']} (model: {encoder.pooling})")
+  if wrong:
+    raise ConfigError(f"--weights {folder}: another model's shape: {', '.join(wrong)}")
+  backbone = jax.device_put(params, sharding.replicated(exp.mesh))
+  model = {**state.params["model"], "backbone": backbone}
+  return state.replace(params={**state.params, "model": model})
+
+
+def _text_twin(config) -> tuple[Any, str | None]:
+  """(jaxdapt.torch_ref, torch device) for the text step, or (None, why it is skipped)."""
+  try:
+    from jaxdapt.tools import torch_ref
+  except ImportError:
+    return None, "torch is not installed"
+  import importlib.util
+
+  if importlib.util.find_spec("transformers") is None:
+    return None, "transformers is not installed"
+  reason = torch_ref.text_unsupported(config)
+  return (None, reason) if reason else (torch_ref, _torch_device())
+
+
+def text_benchmark(
+  config,
+  seq: int,
+  num_classes: int,
+  folder: str | None,
+  steps: int,
+  warmup: int,
+  rounds: int,
+  devices: int = 1,
+  features: bool = False,
+  torch: bool = False,
+) -> dict[str, Any]:
+  """Text mode: the shared train_step (with `features`: the eval forward of
+  features.forward_fn) on synthetic int32 token batches [B, seq], and with `torch` its
+  twin (torch_ref.TorchTextStep / TorchTextFeatures) from the same weights on the same
+  batches in the same order, timed in alternating rounds. The first step's losses (with
+  `features`: the first batch's features) of both are compared, so that the ratio
+  compares one computation in two frameworks."""
+  from jaxdapt import features as features_lib
+  from jaxdapt import methods, sharding, trainer
+
+  load_start = os.getloadavg()
+  if devices > jax.device_count():
+    raise ConfigError(f"--devices {devices}: this process has {jax.device_count()}")
+  mesh = sharding.make_mesh(jax.devices()[:devices])
+  trainer.validate(config, device_count=mesh.size)
+  encoder = text_encoder(config, num_classes)
+  exp = trainer.build_functions(
+    config, mesh, methods.get_method(config.method), (seq,), num_classes, input_dtype=np.int32
+  )
+  state = exp.init(jax.random.key(config.seed))
+  if folder is not None:
+    state = _load_text_weights(exp, state, encoder, folder)
+  batch = config.data.batch_size
+  host = token_batches(
+    TEXT_BATCHES, batch, seq, encoder.vocab_size, num_classes, encoder.pad_id, config.seed
+  )
+  twin, device = _text_twin(config) if torch else (None, None)
+  if twin is not None:  # built before the first JAX step donates the state
+    import torch as torch_lib
+
+    weights = jax.device_get(state.params["model"])
+    net = twin.build_text_network(
+      encoder,
+      num_classes,
+      weights["head"],
+      folder=folder,
+      params=None if folder else weights["backbone"],
+    )
+    make = twin.TorchTextFeatures if features else twin.TorchTextStep
+    torch_model = make(config, net, device)
+    torch_batches = [
+      (
+        torch_lib.from_numpy(b["image"]).long().to(device),
+        torch_lib.from_numpy(b["label"]).long().to(device),
+      )
+      for b in host
+    ]
+
+  first: dict[str, Any] = {}
+  last: dict[str, Any] = {}
+  if features:
+    forward = features_lib.forward_fn(exp)
+    images = [sharding.global_batch(b["image"], mesh) for b in host]
+    t0 = time.perf_counter()
+    compiled = forward.lower(state.params, state.batch_stats, images[0]).compile()
+    compile_s = time.perf_counter() - t0
+
+    def jax_call(i):
+      out = compiled(state.params, state.batch_stats, images[i % len(images)])
+      if i == 0:
+        first["jax"] = out[0]
+      return out
+
+    def torch_call(i):
+      out = torch_model(torch_batches[i % len(torch_batches)][0])
+      if i == 0:
+        first["torch"] = out[0]
+      return out
+  else:
+    batches = [sharding.global_batch({"source": b}, mesh) for b in host]
+    t0 = time.perf_counter()
+    compiled = exp.update.lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    box = [state]
+
+    def jax_call(i):
+      box[0], metrics = compiled(box[0], batches[i % len(batches)])
+      if i == 0:
+        first["jax"] = metrics["loss"]
+      last["jax"] = metrics["loss"]
+      return box[0], metrics
+
+    def torch_call(i):
+      loss = torch_model(*torch_batches[i % len(torch_batches)])
+      if i == 0:
+        first["torch"] = loss
+      last["torch"] = loss
+      return loss
+
+  runners = {"jax": (jax_call, jax.block_until_ready)}
+  if twin is not None:
+    runners["torch"] = (torch_call, lambda _: torch_model.synchronize())
+  sizes = round_sizes(steps, rounds)
+  times = alternate(runners, warmup, sizes)
+  load_end = os.getloadavg()
+
+  step_s = _median(times["jax"])
+  result = _result(
+    exp, "features" if features else config.method.name, compiled, compile_s, step_s, 1
+  )
+  result.update(
+    devices=mesh.size,
+    input="synthetic tokens",
+    seq_len=seq,
+    num_classes=num_classes,
+    weights=folder or f"random init (seed {config.seed})",
+    rounds=len(sizes),
+    round_steps=sizes,
+    round_ms=[1000 * t for t in times["jax"]],
+    sequences_per_s=batch / step_s,
+    cpu_count=os.cpu_count(),
+    loadavg_start=list(load_start),
+    loadavg_end=list(load_end),
+  )
+  if not features:
+    result.update(jax_first_loss=float(first["jax"]), jax_final_loss=float(last["jax"]))
+  if torch and twin is None:
+    result["torch_skipped"] = device
+  if twin is None:
+    return result
+  torch_s = _median(times["torch"])
+  result.update(_torch_fields(torch_s, batch, device, torch_model.amp))
+  result.update(
+    torch_round_ms=[1000 * t for t in times["torch"]],
+    torch_sequences_per_s=batch / torch_s,
+    jax_over_torch=torch_s / step_s,
+    round_ratios=[t / j for j, t in zip(times["jax"], times["torch"])],
+  )
+  float32 = result["dtype"] == "float32" and not torch_model.amp
+  if features:
+    diff = float(np.max(np.abs(np.asarray(first["jax"]) - first["torch"].float().cpu().numpy())))
+    result.update(feature_max_abs_diff=diff, tolerance=FEATURE_TOLERANCE)
+  else:
+    result.update(torch_first_loss=float(first["torch"]), torch_final_loss=float(last["torch"]))
+    diff = abs(result["jax_first_loss"] - result["torch_first_loss"])
+    result.update(first_loss_abs_diff=diff, tolerance=LOSS_TOLERANCE)
+  tolerance = result["tolerance"]
+  result["check"] = ("ok" if diff <= tolerance else "failed") if float32 else "n/a (bfloat16)"
+  return result
+
+
+def report_text(result: dict[str, Any]) -> str:
+  """The human-readable lines of text mode (the JSON follows them)."""
+  what = (
+    "feature extraction (eval forward)"
+    if result["method"] == "features"
+    else f"{result['method']} step"
+  )
+  flops = result.get("flops_per_device_step")
+  mfu = "n/a" if result.get("mfu") is None else f"{100 * result['mfu']:.1f}%"
+
+  def timing(prefix: str, rounds: list[float], seqs: float, ms: float) -> str:
+    return (
+      f"{prefix} {seqs:.1f} seq/s, {ms:.1f} ms/step (median of {len(rounds)} round(s): "
+      f"{min(rounds):.1f}–{max(rounds):.1f} ms)"
+    )
+
+  lines = [
+    f"{what}, {result['model']} ({result['dtype']}), batch {result['batch_per_domain']} × "
+    f"{result['seq_len']} tokens (synthetic tokens; weights: {result['weights']}) on "
+    f"{result['devices']} {result['platform']} device(s) [{result['device_kind']}]",
+    timing("jax:  ", result["round_ms"], result["sequences_per_s"], result["step_ms"])
+    + f", compile {result['compile_s']:.1f} s, "
+    f"{'n/a' if flops is None else f'{flops / 1e9:.1f}'} GFLOP/step/device, MFU {mfu}",
+  ]
+  if "torch_sequences_per_s" in result:
+    lines.append(
+      timing(
+        "torch:", result["torch_round_ms"], result["torch_sequences_per_s"], result["torch_step_ms"]
+      )
+      + f" ({result['torch']}, {result['torch_device']}, {result['torch_threads']} threads)"
+    )
+    ratios = result["round_ratios"]
+    lines.append(
+      f"jax/torch sequences/s: {result['jax_over_torch']:.2f} "
+      f"(per round {min(ratios):.2f}–{max(ratios):.2f})"
+    )
+    if result["method"] == "features":
+      lines.append(
+        f"first batch's features: max |jax − torch| {result['feature_max_abs_diff']:.1e} "
+        f"(tolerance {result['tolerance']:.0e}): {result['check']}"
+      )
+    else:
+      lines.append(
+        f"first step's loss: jax {result['jax_first_loss']:.6f}, torch "
+        f"{result['torch_first_loss']:.6f}, |diff| {result['first_loss_abs_diff']:.1e} "
+        f"(tolerance {result['tolerance']:.0e}): {result['check']}"
+      )
+  elif "torch_skipped" in result:
+    lines.append(f"torch: skipped ({result['torch_skipped']})")
+  start, end = result["loadavg_start"], result["loadavg_end"]
+  lines.append(
+    f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in start)} at the start, "
+    f"{', '.join(f'{x:.2f}' for x in end)} at the end, on {result['cpu_count']} cores"
+  )
+  return "\n".join(lines)
+
+
 def report(result: dict[str, Any]) -> str:
   """The human-readable lines (the JSON follows them)."""
   mfu = "n/a" if result.get("mfu") is None else f"{100 * result['mfu']:.1f}%"
@@ -381,7 +750,7 @@ def _torch_available() -> bool:
   return importlib.util.find_spec("torch") is not None
 
 
-MODES = ("config", "throughput", "features")
+MODES = ("config", "throughput", "features", "text")
 
 
 def _parser(mode: str) -> argparse.ArgumentParser:
@@ -395,6 +764,34 @@ def _parser(mode: str) -> argparse.ArgumentParser:
       "--task", default=None, help="the config's ARG (default syn2uci); or give it as FILE:ARG"
     )
     parser.add_argument("--pipeline", action="store_true", help="feed the real grain pipeline")
+  elif mode == "text":
+    parser.add_argument(
+      "--model", default="minilm_l6", help="a text encoder: minilm_l6 (default), bert_tiny, bert"
+    )
+    parser.add_argument("--batch", type=int, default=32, help="sequences per step, global")
+    parser.add_argument("--seq", type=int, default=128, help="tokens per sequence")
+    parser.add_argument("--num-classes", type=int, default=TEXT_CLASSES)
+    parser.add_argument(
+      "--features", action="store_true", help="time feature extraction (eval forward)"
+    )
+    parser.add_argument(
+      "--weights",
+      default="auto",
+      help="packaged (all-MiniLM-L6-v2), random (the JAX init, copied into the twin) or a "
+      "Hugging Face BERT folder; auto: packaged for minilm_l6, else random",
+    )
+    parser.add_argument(
+      "--devices",
+      type=int,
+      default=1,
+      help="JAX runs data-parallel over the first N devices (default 1: the twin runs on one)",
+    )
+    parser.add_argument(
+      "--rounds",
+      type=int,
+      default=5,
+      help="split the timed steps into this many rounds, alternating JAX and PyTorch",
+    )
   else:
     parser.add_argument("--model", default="resnet50")
     if mode == "throughput":
@@ -412,6 +809,7 @@ def _parser(mode: str) -> argparse.ArgumentParser:
       parser.add_argument(
         "--num-classes", type=int, default=None, help="default: 10 for digit models, else 31"
       )
+  if mode != "config":
     parser.add_argument(
       "--dtype",
       default="auto",
@@ -461,9 +859,19 @@ def main(argv: Sequence[str] | None = None) -> int:
       f"--steps {args.steps} --warmup {args.warmup}: steps must be >= 1, warmup >= 0"
     )
   # Every config is built (and its errors raised) before the backend starts.
+  if mode == "text" and (args.rounds < 1 or args.devices < 1):
+    raise ConfigError(f"--rounds {args.rounds} --devices {args.devices}: each must be >= 1")
   if mode == "config":
     config = cli.load_config(config_spec(args.config, args.task), args.set)
     config.train.progress_bar = False
+  elif mode == "text":
+    config = text_config(args.model, args.batch, args.dtype, args.set)
+    encoder = text_encoder(config, args.num_classes)
+    if not 1 <= args.seq <= encoder.max_positions:
+      raise ConfigError(
+        f"--seq {args.seq}: {args.model} takes 1..{encoder.max_positions} tokens per sequence"
+      )
+    folder = text_weights(args.weights, args.model)
   else:
     digits = args.model in DIGITS_MODELS
     image_size = args.image_size or (32 if digits else 224)
@@ -471,6 +879,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = throughput_config(args.model, method, args.batch, args.dtype, args.set)
   if args.torch:
     os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", TORCH_TWIN_JAX_MEM_FRACTION)
+  if mode == "text":
+    result = text_benchmark(
+      config,
+      args.seq,
+      args.num_classes,
+      folder,
+      args.steps,
+      args.warmup,
+      args.rounds,
+      devices=args.devices,
+      features=args.features,
+      torch=args.torch,
+    )
+    print(report_text(result))
+    print(json.dumps(result))
+    return 1 if result.get("check") == "failed" else 0
   if mode == "config":
     result = benchmark(config, args.steps, args.warmup, args.pipeline, torch=args.torch)
   elif mode == "throughput":

@@ -2,6 +2,7 @@
 
   jaxdapt bench-suite --out results/bench            # rows for this machine
   jaxdapt bench-suite --platform gpu --dry-run       # print the commands only
+  jaxdapt bench-suite --platform gpu-text            # the text encoder's GPU rows
 
 Each row is a `jaxdapt bench` command run in its own process (so one
 row's compiled programs, allocator state and device memory do not carry into the
@@ -9,7 +10,10 @@ next) with the PyTorch twin on where torch is installed. The GPU rows are the
 figures issue #7 sets targets for (ResNet-50 at 224 px: the fine-tune step at batch
 256, the DANN step at 256 + 256, feature extraction), then the digits DANN step; the
 CPU rows are the digits DANN step with jaxdapt's conv kernels and with XLA's, and a
-ResNet-18 step and feature extraction at 64 px.
+ResNet-18 step and feature extraction at 64 px, then the text encoder (issue #23): the
+MiniLM-L6 fine-tune step and its feature extraction, batch 32 × 128 tokens (`bench text`;
+its images/s columns count sequences). `--platform gpu-text` runs the text encoder's GPU
+rows (batch 256 for the step, 1024 for feature extraction).
 Writes `results.jsonl` (the command and bench's JSON per row) and `results.md` (a
 table with the hardware and versions) under --out. A row that fails is recorded
 with its error and the rest still run; the exit status is then 1.
@@ -29,6 +33,7 @@ from jaxdapt.tools import cli
 
 DIGITS = ["--config", "experiments/digits/dann.py"]
 RESNET50 = ["--model", "resnet50", "--image-size", "224"]
+MINILM = ["text", "--model", "minilm_l6", "--seq", "128"]
 ROWS: dict[str, list[tuple[str, list[str]]]] = {
   "gpu": [
     (
@@ -41,6 +46,18 @@ ROWS: dict[str, list[tuple[str, list[str]]]] = {
     ),
     ("ResNet-50 feature extraction, batch 1024", ["features", *RESNET50, "--batch", "1024"]),
     ("digits DANN step, batch 64 + 64", DIGITS),
+  ],
+  # The text encoder's GPU rows (issue #23), for now a platform of their own
+  # (`--platform gpu-text`), so the GPU suite above stays the issue #7 targets.
+  "gpu-text": [
+    (
+      "MiniLM-L6 fine-tune step (source_only), batch 256 × 128 tokens (sequences/s)",
+      [*MINILM, "--batch", "256"],
+    ),
+    (
+      "MiniLM-L6 feature extraction, batch 1024 × 128 tokens (sequences/s)",
+      [*MINILM, "--batch", "1024", "--features"],
+    ),
   ],
   "cpu": [
     ("digits DANN step, batch 64 + 64 (jaxdapt's conv kernels)", DIGITS),
@@ -65,6 +82,14 @@ ROWS: dict[str, list[tuple[str, list[str]]]] = {
     (
       "ResNet-18 feature extraction, batch 256, 64 px",
       ["features", "--model", "resnet18", "--image-size", "64", "--batch", "256"],
+    ),
+    (
+      "MiniLM-L6 fine-tune step (source_only), batch 32 × 128 tokens (sequences/s)",
+      [*MINILM, "--batch", "32"],
+    ),
+    (
+      "MiniLM-L6 feature extraction, batch 32 × 128 tokens (sequences/s)",
+      [*MINILM, "--batch", "32", "--features"],
     ),
   ],
 }
@@ -147,8 +172,10 @@ def markdown(rows: Sequence[dict[str, Any]], date: str) -> str:
     r = row["result"]
     ratio = r["images_per_s"] / r["torch_images_per_s"] if r.get("torch_images_per_s") else None
     mfu = None if r.get("mfu") is None else 100 * r["mfu"]
+    # Text rows (bench text) count sequences in the images/s columns and have no convolutions.
+    kind = f"{r['seq_len']} tokens" if "seq_len" in r else f"{r['conv_kernel']} convs"
     lines.append(
-      f"| {row['label']} | {r['dtype']}, {r['conv_kernel']} convs "
+      f"| {row['label']} | {r['dtype']}, {kind} "
       f"| {_num(r['images_per_s'], ',.0f')} | {_num(r['step_ms'], '.1f')} "
       f"| {_num(r['compile_s'], '.1f')} | {'n/a' if mfu is None else f'{mfu:.1f}%'} "
       f"| {_num(r.get('torch_images_per_s'), ',.0f') or r.get('torch_skipped', '')} "

@@ -11,12 +11,18 @@ config, so the images/s ratio compares frameworks rather than models. Attribute
 names follow the Flax module names, so `load_jax_params` copies a Flax state in
 (torch_models.load_flax); tests/test_bench.py checks that both steps then give the
 same losses. Needs torch (imported with this module).
+
+The text encoder (`bench text`): transformers' BertModel (no pooler, dropout 0) from the
+same Hugging Face folder as the JAX model or given its params, mean pooling over real
+tokens, a Linear head and AdamW (decay on Linear weights, as optax's kernel mask), the
+twin of the source_only step of experiments/text/debian.py; needs transformers too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import os
 from typing import Any
 
 import ml_collections
@@ -309,3 +315,217 @@ class TorchFeatures:
 def _synchronize(device: torch.device) -> None:
   if device.type == "cuda":
     torch.cuda.synchronize()
+
+
+# --- The text encoder (`jaxdapt bench text`) --------------------------------------------------
+
+TEXT_SCHEDULES = ("constant", "cosine")
+
+
+def text_unsupported(config: ml_collections.ConfigDict) -> str | None:
+  """Why this text config's step has no PyTorch twin here (None: it has one). The twin is
+  the fine-tuning step of experiments/text/debian.py: a linear head on mean-pooled
+  features, source_only cross-entropy, AdamW (decay on Linear weights) at a constant or
+  cosine learning rate, no dropout."""
+  checks = [
+    (config.method.name == "source_only", f"method.name {config.method.name!r}"),
+    (config.optim.name == "adamw", f"optim.name {config.optim.name!r}"),
+    (config.optim.schedule in TEXT_SCHEDULES, f"optim.schedule {config.optim.schedule!r}"),
+    (tuple(map(tuple, config.optim.rules)) == ((".*", 1.0),), "optim.rules"),
+    (not config.optim.preset and not config.optim.llrd, "optim.preset/llrd"),
+    (not config.peft.method, f"peft.method {config.peft.method!r}"),
+    (not tuple(config.model.head_hidden), "model.head_hidden"),
+    (not config.model.bottleneck_dim, "model.bottleneck_dim"),
+    (not config.model.dropout, "model.dropout"),
+    (not config.model.cosine_temperature, "model.cosine_temperature"),
+    (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
+    (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
+  ]
+  bad = [what for ok, what in checks if not ok]
+  return f"no PyTorch reference for {', '.join(bad)}" if bad else None
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+  """Loading without transformers' load report (it lists the pooler weights that
+  BertModel(add_pooling_layer=False) leaves unread; BertEncoder has no pooler either) and
+  progress bar (its errors still print)."""
+  from transformers.utils import logging as hf_logging
+
+  level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+  hf_logging.set_verbosity_error()
+  hf_logging.disable_progress_bar()
+  try:
+    yield
+  finally:
+    hf_logging.set_verbosity(level)
+    if bars:
+      hf_logging.enable_progress_bar()
+
+
+def bert_model(encoder: Any, folder: str | None = None, params: dict | None = None) -> nn.Module:
+  """transformers' BertModel (no pooler, dropout 0) with `encoder`'s sizes (a BertEncoder):
+  from the Hugging Face folder `folder` (local files only: the same safetensors the JAX
+  side reads), or built from its config and given the BertEncoder `params` (numpy tree)."""
+  from transformers import BertConfig, BertModel
+
+  no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+  if folder is not None:
+    with _quiet_transformers():
+      model = BertModel.from_pretrained(
+        folder, local_files_only=True, add_pooling_layer=False, dtype=torch.float32, **no_dropout
+      )
+    return model
+  hf = BertConfig(
+    vocab_size=encoder.vocab_size,
+    hidden_size=encoder.hidden,
+    num_hidden_layers=encoder.layers,
+    num_attention_heads=encoder.heads,
+    intermediate_size=encoder.intermediate,
+    max_position_embeddings=encoder.max_positions,
+    type_vocab_size=encoder.type_vocab_size,
+    layer_norm_eps=encoder.layer_norm_eps,
+    pad_token_id=encoder.pad_id,
+    hidden_act="gelu",
+    **no_dropout,
+  )
+  model = BertModel(hf, add_pooling_layer=False)
+  if params is not None:
+    load_bert_params(model, params)
+  return model
+
+
+def load_bert_params(model: nn.Module, params: dict) -> None:
+  """Copies BertEncoder params (numpy tree) into a BertModel, in place, by the names of
+  jaxdapt.weights.hf_text (kernels [in, out] -> Linear weights [out, in]); every weight of
+  the model must be given (buffers such as position_ids are not weights)."""
+  from flax import traverse_util
+
+  from jaxdapt.weights.hf_text import hf_name
+
+  state = {}
+  for path, value in traverse_util.flatten_dict(params).items():
+    value = np.asarray(value, np.float32)
+    # A writable copy: jax.device_get's arrays are read-only.
+    state[hf_name(path)] = torch.from_numpy(np.array(value.T if path[-1] == "kernel" else value))
+  missing, unexpected = model.load_state_dict(state, strict=False)
+  weights = {name for name, _ in model.named_parameters()}
+  missing = [m for m in missing if m in weights]
+  if missing or unexpected:
+    raise ValueError(
+      f"BertEncoder params do not fit BertModel: missing {missing}, unknown {unexpected}"
+    )
+
+
+class TextNetwork(nn.Module):
+  """BertModel -> mean of the last hidden states over real tokens (tokens != pad id, the
+  sentence-transformers pooling BertEncoder computes) -> Linear head in float32;
+  forward: (features, logits)."""
+
+  def __init__(self, bert: nn.Module, num_classes: int, pad_id: int):
+    super().__init__()
+    self.bert, self.pad_id = bert, pad_id
+    self.head = nn.Linear(bert.config.hidden_size, num_classes)
+
+  def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mask = tokens != self.pad_id
+    hidden = self.bert(input_ids=tokens, attention_mask=mask.long()).last_hidden_state
+    with _autocast_off(hidden):
+      weights = mask.unsqueeze(-1).float()
+      pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+      # BertEncoder returns the pooled features in its compute dtype.
+      features = pooled.to(hidden.dtype).float()
+      return features, self.head(features)
+
+
+def build_text_network(
+  encoder: Any,
+  num_classes: int,
+  head: dict,
+  folder: str | None = None,
+  params: dict | None = None,
+) -> TextNetwork:
+  """The twin of a Classifier(BertEncoder, linear head): the encoder from `folder` or
+  `params` (bert_model), the head from the Flax head params {'out': {'kernel', 'bias'}}."""
+  net = TextNetwork(bert_model(encoder, folder, params), num_classes, encoder.pad_id)
+  with torch.no_grad():
+    net.head.weight.copy_(torch.from_numpy(np.array(head["out"]["kernel"], np.float32).T))
+    net.head.bias.copy_(torch.from_numpy(np.array(head["out"]["bias"], np.float32)))
+  return net
+
+
+def _text_threads(device: torch.device) -> None:
+  """On CPU, one intra-op thread per core this process may use (what XLA:CPU uses)."""
+  if device.type == "cpu":
+    torch.set_num_threads(
+      len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    )
+
+
+class TorchTextStep:
+  """`step(tokens, labels) -> loss`: one update of the text fine-tuning step (int32 token
+  ids [B, L], pad id = padding; labels [B]): cross-entropy on the head's logits, then
+  AdamW with config.optim's lr, β1 and weight decay on the Linear weights only (the
+  kernels optax decays: not embeddings, LayerNorms or biases), the learning rate at the
+  step's count as optax's schedule gives it."""
+
+  def __init__(self, config: ml_collections.ConfigDict, net: TextNetwork, device: str = "cpu"):
+    self.config, self.device = config, torch.device(device)
+    _text_threads(self.device)
+    self.net = net.to(self.device).train()
+    linear = {id(m.weight) for m in self.net.modules() if isinstance(m, nn.Linear)}
+    decay = [p for p in self.net.parameters() if id(p) in linear]
+    rest = [p for p in self.net.parameters() if id(p) not in linear]
+    self.opt = torch.optim.AdamW(
+      [
+        {"params": decay, "weight_decay": config.optim.weight_decay},
+        {"params": rest, "weight_decay": 0.0},
+      ],
+      lr=config.optim.lr,
+      betas=(config.optim.b1, 0.999),
+      eps=1e-8,
+    )
+    self.amp = _amp(config, self.device)
+    self.step_count = 0
+
+  def lr(self) -> float:
+    """optax's constant_schedule / cosine_decay_schedule(lr, train.steps) at this step."""
+    c = self.config
+    if c.optim.schedule == "constant":
+      return c.optim.lr
+    t = min(self.step_count, c.train.steps) / c.train.steps
+    return c.optim.lr * 0.5 * (1.0 + math.cos(math.pi * t))
+
+  def __call__(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    with _autocast(self.amp):
+      _, logits = self.net(tokens)
+    loss = F.cross_entropy(logits.float(), labels.long())
+    for group in self.opt.param_groups:
+      group["lr"] = self.lr()
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    self.step_count += 1
+    return loss.detach()
+
+  def synchronize(self) -> None:
+    _synchronize(self.device)
+
+
+class TorchTextFeatures:
+  """`extract(tokens) -> (features, logits)`: the TextNetwork in eval mode under
+  inference_mode, the twin of features.forward_fn on a text encoder."""
+
+  def __init__(self, config: ml_collections.ConfigDict, net: TextNetwork, device: str = "cpu"):
+    self.device = torch.device(device)
+    _text_threads(self.device)
+    self.net = net.to(self.device).eval()
+    self.amp = _amp(config, self.device)
+
+  @torch.inference_mode()
+  def __call__(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    with _autocast(self.amp):
+      return self.net(tokens)
+
+  def synchronize(self) -> None:
+    _synchronize(self.device)
