@@ -61,6 +61,9 @@ def base_config() -> ml_collections.ConfigDict:
   # blocks, VGG stages, ViT blocks, dann_digits conv blocks): less memory, ~1/3 more compute.
   # Parameter paths are unchanged, so checkpoints and imported weights load either way.
   c.model.remat = False
+  # Text encoders: read only the first N token ids of each row (0: all of them); attention
+  # and feed-forward cost grow with N, so a shorter input is the CPU budget's lever.
+  c.model.max_tokens = 0
   # Convolution kernels: 'auto' runs the convs they cover (float32, stride 1, unpadded,
   # 16-64 output channels: dann_digits') through jaxdapt's CPU kernels when the run has one
   # CPU device and a C++ compiler builds them, else XLA's; 'xla' | 'direct' force one

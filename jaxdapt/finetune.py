@@ -34,8 +34,10 @@ BACKBONE = "model/backbone/"
 _BLOCKS: tuple[tuple[str, Callable[[re.Match], tuple[int, ...] | None]], ...] = (
   (r"(?:conv|bn)(\d+)", lambda m: (0, int(m[1]))),  # ResNet stem; digits nets
   (r"patch_embed|cls_token|pos_embed", lambda m: (0, 0)),  # ViT embedding
+  (r"embeddings", lambda m: (0, 0)),  # BERT-family text encoder: token embeddings
   (r"layer(\d+)_(\d+)", lambda m: (1, int(m[1]), int(m[2]))),  # ResNet stage i, block j
   (r"blocks_(\d+)", lambda m: (1, int(m[1]))),  # ViT block i
+  (r"layer_(\d+)", lambda m: (1, int(m[1]))),  # text encoder layer i
   (r"features_(\d+)", lambda m: (1, int(m[1]))),  # VGG conv (BN merged)
   (r"classifier_(\d+)", lambda m: (2, int(m[1]))),  # VGG fc6 / fc7
   (r"norm", lambda m: None),  # ViT final LayerNorm
@@ -53,7 +55,7 @@ def _block_key(module: str, modules: set[str]) -> tuple[int, ...] | None:
   raise ConfigError(
     f"optim.llrd: no depth for backbone module {BACKBONE}{module}; known blocks: "
     f"conv<i>/bn<i>, layer<i>_<j>, patch_embed, cls_token, pos_embed, blocks_<i>, "
-    f"features_<i>, classifier_<i>, norm"
+    f"embeddings, layer_<i>, features_<i>, classifier_<i>, norm"
   )
 
 
@@ -62,7 +64,8 @@ def backbone_depths(names: Iterable[str]) -> tuple[dict[str, int], int]:
 
   Depth is the rank of the module's block in forward order: ResNet stem 0,
   then one depth per residual block; ViT patch embedding 0, block i at i+1,
-  final norm with the head; VGG one per conv (its BatchNorm with it), fc6, fc7.
+  final norm with the head; text encoder embeddings 0, layer i at i+1; VGG one per conv
+  (its BatchNorm with it), fc6, fc7.
   """
   modules = {n[len(BACKBONE) :].split("/", 1)[0] for n in names if n.startswith(BACKBONE)}
   keys = {m: _block_key(m, modules) for m in modules}

@@ -98,6 +98,8 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
     kwargs["small_input"] = config.model.small_input
   if config.model.width:  # only models with a base width take it (others: ConfigError)
     kwargs["width"] = config.model.width
+  if config.model.max_tokens:  # only text encoders take it (others: ConfigError)
+    kwargs["max_tokens"] = config.model.max_tokens
   try:
     return models.get_model(
       config.model.name,

@@ -11,7 +11,9 @@ Computation: embeddings (word + position + token type, summed in float32) -> Lay
 `layers` post-LN blocks: x = LN(x + Wo·attn(x)), x = LN(x + W2·gelu(W1·x)), GELU the
 exact erf form that BERT uses, LayerNorm eps 1e-12. Attention logits, softmax and the
 LayerNorm statistics are float32 whatever `dtype` (the bf16 policy: matmuls in `dtype`,
-params float32). `remat` puts each block under nn.remat.
+params float32). `remat` puts each block under nn.remat. `max_tokens` > 0 reads only the
+first max_tokens ids of each row (model.max_tokens: a cheaper encoder at a fixed cost; a
+row cut there loses its [SEP], as Hugging Face's truncation would not).
 
 Output: `pooling` 'mean' (mean of the last hidden states over real tokens: what
 sentence-transformers uses for all-MiniLM-L6-v2), 'cls' (the [CLS] position's hidden state)
@@ -147,6 +149,7 @@ class BertEncoder(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   adapter_dim: int = 0
+  max_tokens: int = 0
 
   @nn.compact
   def __call__(self, tokens: jnp.ndarray, train: bool) -> jnp.ndarray:
@@ -155,6 +158,8 @@ class BertEncoder(nn.Module):
         f"text model input: expects integer token ids [B, L], got {tokens.dtype} "
         f"{tuple(tokens.shape)}"
       )
+    if self.max_tokens:  # the first max_tokens ids of each row: a shape, so no recompiles
+      tokens = tokens[:, : self.max_tokens]
     if tokens.shape[1] > self.max_positions:
       raise ConfigError(
         f"text model input: {tokens.shape[1]} tokens per row, the position embedding has "
@@ -208,8 +213,14 @@ def _check(name: str, **dims: int) -> None:
     )
 
 
-def _options(name: str, norm: str, pooling: str, dropout: float, adapter_dim: int = 0) -> None:
+def _options(
+  name: str, norm: str, pooling: str, dropout: float, adapter_dim: int = 0, max_tokens: int = 0
+) -> None:
   resolve_norm(name, norm, ("layer",), "layer")
+  if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 0:
+    raise ConfigError(
+      f"model.max_tokens: must be an integer >= 0 (0: every token), got {max_tokens!r}"
+    )
   if isinstance(adapter_dim, bool) or not isinstance(adapter_dim, int) or adapter_dim < 0:
     raise ConfigError(
       f"peft.adapter_dim: must be an integer >= 0 (0: no adapters), got {adapter_dim!r}"
@@ -235,6 +246,7 @@ def bert(
   dropout: float = 0.0,
   remat: bool = False,
   adapter_dim: int = 0,
+  max_tokens: int = 0,
 ) -> nn.Module:
   """A BERT encoder of any size (defaults: BERT-base); input int32 tokens [B, L], 0 = [PAD]."""
   _check(
@@ -246,7 +258,7 @@ def bert(
     vocab=vocab,
     max_positions=max_positions,
   )
-  _options("bert", norm, pooling, dropout, adapter_dim)
+  _options("bert", norm, pooling, dropout, adapter_dim, max_tokens)
   return BertEncoder(
     vocab_size=vocab,
     hidden=hidden,
@@ -259,6 +271,7 @@ def bert(
     dtype=dtype,
     remat=remat,
     adapter_dim=adapter_dim,
+    max_tokens=max_tokens,
   )
 
 
@@ -271,13 +284,19 @@ def minilm_l6(
   dropout: float = 0.0,
   remat: bool = False,
   adapter_dim: int = 0,
+  max_tokens: int = 0,
 ) -> nn.Module:
   """sentence-transformers/all-MiniLM-L6-v2's encoder (6 layers, hidden 384, 12 heads,
   intermediate 1536, uncased English WordPiece vocabulary of 30522); weights from
   jaxdapt.weights.hf_text.packaged_minilm."""
-  _options("minilm_l6", norm, pooling, dropout, adapter_dim)
+  _options("minilm_l6", norm, pooling, dropout, adapter_dim, max_tokens)
   return BertEncoder(
-    pooling=pooling, dropout=dropout, dtype=dtype, remat=remat, adapter_dim=adapter_dim
+    pooling=pooling,
+    dropout=dropout,
+    dtype=dtype,
+    remat=remat,
+    adapter_dim=adapter_dim,
+    max_tokens=max_tokens,
   )
 
 
@@ -290,6 +309,7 @@ def bert_tiny(
   dropout: float = 0.0,
   remat: bool = False,
   adapter_dim: int = 0,
+  max_tokens: int = 0,
 ) -> nn.Module:
   """BERT-Tiny's shape (Turc et al., 2019: 2 layers, hidden 128, 2 heads, intermediate 512)
   over BERT's uncased vocabulary of 30522: a text encoder small enough for CPU tests and
@@ -305,4 +325,5 @@ def bert_tiny(
     dropout=dropout,
     remat=remat,
     adapter_dim=adapter_dim,
+    max_tokens=max_tokens,
   )
