@@ -152,6 +152,8 @@ def base_config() -> ml_collections.ConfigDict:
   # alpha: the delta is (alpha / r)·A·B (scale 2 at the defaults). As in Hu et al., keep
   # alpha fixed when trying other ranks, so the lr need not be retuned for each r.
   c.peft.lora_alpha = 8.0
+  # Dropout on the LoRA path's input (Dense kernels; training only), as PEFT's lora_dropout.
+  c.peft.lora_dropout = 0.0
   # Regexes fully matching the '/'-joined names of the Dense/Conv kernels LoRA adapts (e.g.
   # ViT attention only: 'model/backbone/blocks_.*/attn/(qkv|proj)/kernel'); each must match
   # one, and none the head, bottleneck or model.dont_load layers (they train in full).

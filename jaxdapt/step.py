@@ -11,6 +11,7 @@ their own (MCD, ADDA, SHOT, TENT, FixMatch) receive the same context.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax
+import flax.linen
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -123,15 +125,27 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
 
 def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
   """Returns (outputs, new batch_stats). LoRA factors in `params` are folded into their
-  kernels first (peft.lora.merged; `params` itself when there are none)."""
-  variables = {"params": lora.merged(params)}
+  kernels first (peft.lora.merged; `params` itself when there are none), except, in
+  training under model.lora_dropout > 0, those of Dense kernels: their path takes dropout
+  (peft.lora.dropout_interceptor)."""
+  rate = getattr(model, "lora_dropout", 0.0) if train else 0.0
+  variables = {"params": lora.merged(params, keep_dense=rate > 0)}
   if batch_stats:
     variables["batch_stats"] = batch_stats
   if not train:
     return model.apply(variables, images, train=False), batch_stats
-  outputs, mutated = model.apply(
-    variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
-  )
+  seen: list = []
+  intercept = lora.dropout_interceptor(rate, seen) if rate > 0 else None
+  with flax.linen.intercept_methods(intercept) if intercept else contextlib.nullcontext():
+    outputs, mutated = model.apply(
+      variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
+    )
+  expected = lora.dense_factor_count(variables["params"]) if rate > 0 else 0
+  if len(set(seen)) != expected:  # at trace time: a 2-D LoRA kernel outside nn.Dense
+    raise ConfigError(
+      f"peft.lora_dropout: {expected} Dense kernels carry LoRA factors, {len(set(seen))} "
+      f"took the dropout path (a 2-D kernel outside nn.Dense); set peft.lora_dropout=0"
+    )
   return outputs, mutated.get("batch_stats", batch_stats)
 
 

@@ -9,6 +9,7 @@ import gzip
 import hashlib
 import importlib.util
 import lzma
+import re
 import shutil
 import subprocess
 
@@ -337,9 +338,12 @@ def test_get_source_keeps_int32_token_ids(built):
   assert ids == {tuple(r[0].tolist()) for r in built["rows"]["de"]["test"].values()}
 
 
-def _text_run(built, tmp_path, arg: str, *overrides: str) -> tuple[dict, list[dict]]:
-  """Two steps of experiments/text/debian.py on the synthetic corpus, with BERT-Tiny's shape
-  from random initialisation (the recipe's MiniLM is the same code at another size)."""
+def _text_run(
+  built, tmp_path, arg: str, *overrides: str, path: str = "experiments/text/debian.py"
+) -> tuple[dict, list[dict]]:
+  """Two steps of a text experiment file (`path`:`arg`) on the synthetic corpus, with
+  BERT-Tiny's shape from random initialisation (the recipe's MiniLM is the same code at
+  another size)."""
   import json
   import os
 
@@ -348,7 +352,7 @@ def _text_run(built, tmp_path, arg: str, *overrides: str) -> tuple[dict, list[di
 
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   config = cli.load_config(
-    os.path.join(root, f"experiments/text/debian.py:{arg}"),
+    os.path.join(root, f"{path}:{arg}"),
     [
       f"data.data_dir={built['data_dir']}",
       "model.name=bert_tiny",
@@ -383,3 +387,82 @@ def test_text_encoder_trains_with_a_regularizer(built, tmp_path):
   _, rows = _text_run(built, tmp_path, "en2de", "regularizer.bss_weight=0.001")
   train = [r for r in rows if r["kind"] == "train"]
   assert all(np.isfinite(r["reg_bss"]) and r["reg_bss"] > 0 for r in train)
+
+
+def test_text_mcc_with_lora_and_lora_dropout_trains_on_token_ids(built, tmp_path):
+  """The cross-language study's LoRA row (crosslingual/mcc_lora.py) with dropout on the
+  LoRA path: every BERT kernel is a Dense, so each takes the dropout path."""
+  summary, rows = _text_run(
+    built,
+    tmp_path,
+    "en2de",
+    "peft.lora_dropout=0.1",
+    path="experiments/text/crosslingual/mcc_lora.py",
+  )
+  train = [r for r in rows if r["kind"] == "train"]
+  assert all(np.isfinite(r["loss"]) for r in train)
+  assert any(r["transfer_loss"] != 0 for r in train)  # MCC is on
+  assert 0.0 <= summary["target_acc_last"] <= 1.0
+
+
+def test_text_few_label_llrd_run_takes_labels_from_the_target(built, tmp_path):
+  """fewlabel/llrd.py: k labelled English rows per class, LLRD by text-encoder layer."""
+  summary, rows = _text_run(
+    built, tmp_path, "k4", "data.target_test_split=test", path="experiments/text/fewlabel/llrd.py"
+  )
+  assert [r["step"] for r in rows if r["kind"] == "train"] == [1, 2]
+  assert (summary["source"], summary["target"]) == ("debian_text/en", "debian_text/en")
+
+
+STUDY_FILES = {
+  "crosslingual": ("source_only", "dann", "mcc", "shot", "kshot", "target_oracle", "mcc_lora"),
+  "fewlabel": (
+    "finetune",
+    "scratch",
+    "linear_probe",
+    "lp_ft",
+    "llrd",
+    "bitfit",
+    "lora_r4",
+    "adapter",
+  ),
+}
+
+
+def test_text_study_files_build_what_their_names_say(capsys):
+  """Every file of results/text's studies loads and builds (jaxdapt optim, abstract
+  MiniLM): the probe trains the head only, PEFT rows < 3 % of the parameters, LLRD gives
+  the encoder 7 depths, SHOT freezes the head, scratch starts from random weights."""
+  import os
+
+  from jaxdapt.configs import PEFT_LR
+  from jaxdapt.tools import cli
+  from jaxdapt.tools.main import run_tool
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  counts = {}
+  for study, names in STUDY_FILES.items():
+    task = "en2de" if study == "crosslingual" else "k16"
+    for name in names:
+      path = os.path.join(root, "experiments", "text", study, f"{name}.py")
+      config = cli.load_config(f"{path}:{task}", [])
+      assert config.model.name == "minilm_l6" and config.model.max_tokens == 64
+      assert config.model.init_from == ("" if name == "scratch" else "runs/minilm")
+      if config.peft.method:
+        assert config.optim.lr == PEFT_LR
+      if name == "shot":  # source-free: needs its stage-1 run to build; the head is frozen
+        assert tuple(config.optim.rules[0]) == ("model/head/.*", None)
+        continue
+      assert run_tool("optim", ["--config", f"{path}:{task}", "--set", "model.init_from="]) == 0
+      out = capsys.readouterr().out
+      trainable, total = (
+        int(n.replace(",", "")) for n in re.search(r"trainable: ([\d,]+) of ([\d,]+)", out).groups()
+      )
+      counts[name] = (trainable, total)
+      if name == "llrd":  # embeddings 0.9^7, layer_0 0.9^6, ..., layer_5 0.9, head 1
+        assert re.search(r"0\.4783 .* model/backbone/embeddings", out), out
+        assert re.search(r"0\.9 .* model/backbone/layer_5", out), out
+  assert counts["linear_probe"][0] == 384 * 10 + 10
+  assert counts["finetune"][0] == counts["finetune"][1]
+  for name in ("bitfit", "lora_r4", "adapter", "mcc_lora"):
+    assert counts[name][0] < 0.03 * counts[name][1], name

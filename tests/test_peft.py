@@ -292,6 +292,92 @@ def test_lora_steps_move_only_the_factors_and_frozen_leaves_hold_no_state(data_d
   )
 
 
+class _OneDense(nn.Module):
+  """x -> Dense(5) (x): the smallest model apply_model can take LoRA dropout on."""
+
+  lora_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train):
+    return {"logits": nn.Dense(5, name="fc")(x)}
+
+
+class _RawKernel(nn.Module):
+  """A 2-D 'kernel' outside nn.Dense: LoRA merges it, but its path cannot take dropout."""
+
+  lora_dropout: float = 0.0
+
+  @nn.compact
+  def __call__(self, x, train):
+    return {"logits": x @ self.param("kernel", nn.initializers.lecun_normal(), (5, 5))}
+
+
+def _lora_identity(model):
+  """`model`'s params with rank-5 LoRA on its kernel, A = B = identity, scale 2 (alpha 10):
+  the LoRA path's output is 2·(its input), so dropout's mask can be read off it."""
+  params = model.init(jax.random.key(0), jnp.ones((4, 5)), False)["params"]
+  params = lora.add(params, (".*kernel",), 5, 10.0, jax.random.key(1), prefix="")
+  eye = jnp.eye(5)
+  return jax.tree_util.tree_map_with_path(
+    lambda p, x: eye if str(p[-1].key) in (lora.A, lora.B) else x, params
+  )
+
+
+def test_lora_dropout_masks_the_lora_path_input_and_evaluation_merges():
+  model = _OneDense(lora_dropout=0.5)
+  params = _lora_identity(model)
+  x = jnp.asarray(np.random.default_rng(0).uniform(1, 2, (4, 5)), jnp.float32)
+  base = x @ params["fc"]["kernel"] + params["fc"]["bias"]
+
+  def train(rng):
+    return step.apply_model(model, params, {}, x, train=True, rng=rng)[0]["logits"]
+
+  # LoRA path: scale 2 · dropout_0.5(x) = 2 · m · x / 0.5, m in {0, 1} per element.
+  masks = [np.asarray((train(jax.random.key(i)) - base) / (4 * x)) for i in range(3)]
+  for m in masks:
+    np.testing.assert_allclose(m, np.round(m), atol=1e-5)
+    assert set(np.round(m).ravel()) == {0.0, 1.0}
+  assert not np.array_equal(np.round(masks[0]), np.round(masks[1]))  # a mask per rng
+  # Evaluation: no dropout, the merged kernel W + 2·I.
+  evaluated = step.apply_model(model, params, {}, x, train=False)[0]["logits"]
+  np.testing.assert_allclose(evaluated, base + 2 * x, rtol=1e-6)
+  # Rate 0 is the merged path in training too.
+  plain = step.apply_model(_OneDense(), params, {}, x, train=True, rng=jax.random.key(0))[0]
+  np.testing.assert_allclose(plain["logits"], base + 2 * x, rtol=1e-6)
+  # Gradients reach the factors through the dropped-out path.
+  grads = jax.grad(
+    lambda p: jnp.sum(
+      step.apply_model(model, p, {}, x, train=True, rng=jax.random.key(0))[0]["logits"]
+    )
+  )(params)
+  assert np.abs(np.asarray(grads["fc"][lora.B])).sum() > 0
+
+
+def test_lora_dropout_on_a_kernel_outside_dense_is_a_config_error():
+  model = _RawKernel(lora_dropout=0.1)
+  params = _lora_identity(model)
+  with pytest.raises(ConfigError, match="peft.lora_dropout: 1 Dense kernels carry LoRA"):
+    step.apply_model(model, params, {}, jnp.ones((4, 5)), train=True, rng=jax.random.key(0))
+
+
+def test_lora_dropout_two_step_run_keeps_the_base_frozen(data_dir):
+  config = _config(data_dir, peft_method="lora")
+  config.peft.lora_dropout = 0.2
+  exp = trainer.build(config)
+  assert exp.model.lora_dropout == 0.2
+  state = exp.init(jax.random.key(0))
+  before = dict(named_leaves(jax.device_get(state.params)))
+  its = trainer.train_iterators(exp)
+  for _ in range(2):
+    state, metrics = exp.update(state, sharding.global_batch(next(its), exp.mesh))
+  assert np.isfinite(float(metrics["loss"]))
+  after = dict(named_leaves(jax.device_get(state.params)))
+  for name, old in before.items():
+    if name.startswith("model/backbone/") and not name.endswith(("_lora_a", "_lora_b")):
+      np.testing.assert_array_equal(old, after[name], err_msg=name)
+  assert any(not np.array_equal(old, after[n]) for n, old in before.items() if n.endswith(lora.B))
+
+
 def test_peft_freeze_rules_compose_with_the_run_rules():
   (rule,) = peft.freeze_rules("bitfit", ("head/.*", "bottleneck/.*", "backbone/fc/.*"))
   frozen = lambda n: bool(re.fullmatch(rule[0], n))

@@ -334,3 +334,19 @@ def test_classifier_over_bert_and_option_errors():
     jax.eval_shape(
       lambda: _small().init(jax.random.key(0), jnp.ones((1, 17), jnp.int32), train=False)
     )
+
+
+def test_max_tokens_reads_the_first_ids_and_only_text_encoders_take_it():
+  """model.max_tokens = N: the encoder computes exactly as on the rows cut at N ids."""
+  variables = _init()
+  cut = _small().clone(max_tokens=4)
+  got = jax.jit(lambda t: cut.apply(variables, t, train=False))(TOKENS)
+  want = jax.jit(lambda t: _small().apply(variables, t, train=False))(TOKENS[:, :4])
+  np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  full = jax.jit(lambda t: _small().apply(variables, t, train=False))(TOKENS)
+  assert not np.allclose(np.asarray(got)[0], np.asarray(full)[0])  # row 0 has 5 tokens
+  assert get_model("bert_tiny", num_classes=2, max_tokens=16).backbone.max_tokens == 16
+  with pytest.raises(ConfigError, match="model.max_tokens: must be an integer >= 0"):
+    get_model("minilm_l6", num_classes=2, max_tokens=-1)
+  with pytest.raises(ConfigError, match="does not take option.*max_tokens"):
+    get_model("dann_digits", num_classes=2, max_tokens=16)

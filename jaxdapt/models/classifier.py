@@ -104,6 +104,9 @@ class Classifier(nn.Module):
   frozen_backbone_bn: bool = False
   cosine_temperature: float = 0.0  # > 0: a cosine-classifier output layer (MME)
   conv_kernel: str = "xla"
+  # LoRA dropout (config peft.lora_dropout): read by step.apply_model, which applies the
+  # LoRA factors; the module itself never sees them.
+  lora_dropout: float = 0.0
 
   def setup(self) -> None:
     if self.bottleneck_dim is not None:

@@ -21,8 +21,14 @@ unflattened so it reads as a conv kernel). ViT attention is timm's fused `qkv` D
 [d, 3d]: one factor pair adapts q, k and v together (PEFT's `target_modules=['qkv']` on
 timm does the same); `attn/proj` is the output projection. Initialisation is PEFT's: A
 kaiming-uniform with a = sqrt(5), i.e. uniform ±1/sqrt(fan_in), B zero, so the model is
-bitwise the base model at step 0. No dropout on the LoRA path (the paper's optional
-lora_dropout is not implemented).
+bitwise the base model at step 0.
+
+Dropout (peft.lora_dropout = p > 0, training only) acts on the LoRA path's input, as in
+the paper and PEFT: y = x·W + b + scale · dropout_p(x)·A·B. A delta that sees a dropped-out
+input cannot be folded into W, so in training with p > 0 the 2-D (Dense) factors stay
+unmerged and `dropout_interceptor` adds their path to each nn.Dense call (Flax's
+intercept_methods: the model's code still does not change); conv kernels' deltas are
+merged as without dropout (no dropout on them). Evaluation always merges (no dropout).
 
 The scale alpha / r is a leaf so that a checkpoint is self-describing: `merged` needs
 nothing but the tree, and loading a LoRA run elsewhere (init_from) folds its factors in
@@ -36,9 +42,10 @@ from __future__ import annotations
 import math
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -150,23 +157,25 @@ def delta(a: jax.Array, b: jax.Array, scale: jax.Array) -> jax.Array:
   return scale * ab
 
 
-def merged(params: PyTree) -> PyTree:
+def merged(params: PyTree, *, keep_dense: bool = False) -> PyTree:
   """`params` with every LoRA triple folded into its kernel (W + scale·A·B) and removed.
 
   Applied wherever the model is applied to trainer params; differentiable (the factors'
   gradients flow through the delta). Without LoRA leaves it returns `params` itself, the
-  same object: no copy, no array operation, so a non-LoRA model is unaffected."""
+  same object: no copy, no array operation, so a non-LoRA model is unaffected.
+  `keep_dense`: leave the triples of 2-D (Dense) kernels in place, for
+  dropout_interceptor."""
   if not isinstance(params, Mapping):
     return params
   out, changed = {}, False
   for k, v in params.items():
     if isinstance(v, Mapping):
-      nv = merged(v)
+      nv = merged(v, keep_dense=keep_dense)
       changed |= nv is not v
       out[k] = nv
     else:
       out[k] = v
-  if A in params:
+  if A in params and not (keep_dense and np.ndim(params[KERNEL]) == 2):
     kernel = params[KERNEL]
     out[KERNEL] = (kernel + delta(params[A], params[B], params[SCALE])).astype(kernel.dtype)
     for leaf in LEAVES:
@@ -175,6 +184,37 @@ def merged(params: PyTree) -> PyTree:
   if not changed:
     return params
   return type(params)(out) if not isinstance(params, dict) else out
+
+
+def dense_factor_count(params: PyTree) -> int:
+  """How many 2-D (Dense) kernels of `params` carry LoRA factors."""
+  return sum(
+    1 for name, leaf in named_leaves(params) if name.rsplit("/", 1)[-1] == A and np.ndim(leaf) == 2
+  )
+
+
+def dropout_interceptor(rate: float, seen: list) -> Callable:
+  """A flax.linen.intercept_methods interceptor: every nn.Dense call whose params hold LoRA
+  factors returns x·W + b + scale · (dropout_rate(x)·A)·B, the dropout mask drawn from the
+  module's 'dropout' rng. It appends each such module's path to `seen`, so the caller can
+  check that no factor pair was left out (a 2-D kernel outside nn.Dense)."""
+
+  def intercept(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != "__call__" or not isinstance(module, nn.Dense):
+      return next_fun(*args, **kwargs)
+    params = module.variables.get("params", {})
+    if A not in params:
+      return next_fun(*args, **kwargs)
+    seen.append(module.path)
+    y = next_fun(*args, **kwargs)  # the frozen base W (the factors are beside it, unread)
+    x = args[0]
+    keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)
+    x = jnp.where(keep, x / (1.0 - rate), 0.0).astype(y.dtype)
+    a, b = params[A].astype(y.dtype), params[B].astype(y.dtype)
+    return y + (params[SCALE] * ((x @ a) @ b)).astype(y.dtype)
+
+  return intercept
 
 
 def merge_checkpoint_params(params: PyTree) -> PyTree:

@@ -99,6 +99,8 @@ def build_functions(
   peft_options = peft.model_options(config.peft)  # adapters / prompts: backbone options
   if peft_options:  # validate() checked that the backbone takes them
     model = model.clone(backbone=model.backbone.clone(**peft_options))
+  if config.peft.method == "lora" and config.peft.lora_dropout:
+    model = model.clone(lora_dropout=float(config.peft.lora_dropout))
   total_steps = config.train.steps
 
   def init(rng):

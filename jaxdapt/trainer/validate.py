@@ -101,6 +101,8 @@ def _validate_peft(cfg: ml_collections.ConfigDict, model_name: str) -> None:
     )
   if not _is_number(cfg.lora_alpha) or cfg.lora_alpha <= 0:
     raise ConfigError(f"peft.lora_alpha: must be a number > 0, got {cfg.lora_alpha!r}")
+  if not _is_number(cfg.lora_dropout) or not 0 <= cfg.lora_dropout < 1:
+    raise ConfigError(f"peft.lora_dropout: must be in [0, 1), got {cfg.lora_dropout!r}")
   targets = cfg.lora_targets
   if isinstance(targets, str) or not isinstance(targets, (tuple, list)):
     raise ConfigError(f"peft.lora_targets: must be a list of regexes, got {targets!r}")
