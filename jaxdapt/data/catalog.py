@@ -4,6 +4,12 @@ They are read with `tfds.data_source` (ArrayRecord: random access, no TensorFlow
 prepared; preparing them runs TFDS's own builder, which needs TensorFlow
 (`pip install 'jaxdapt[prepare]'`). Names with a '/' pick a builder config
 (`domainnet/real`, `mnist_corrupted/shot_noise`, `cifar10_corrupted/fog_3`).
+
+Text datasets of the catalog (imdb_reviews, yelp_polarity_reviews, ag_news_subset, ...):
+a dataset with no 'image' feature, a ClassLabel 'label' and a text feature (TEXT_KEYS, the
+first present) is read as token ids: each row is tokenized as it is read, with the packaged
+all-MiniLM-L6-v2 tokenizer, into TEXT_LEN ids (int32, 0 = [PAD]), the layout of the
+project's text domains, so every text method and model applies unchanged.
 """
 
 from __future__ import annotations
@@ -35,6 +41,55 @@ NAMES = (
   "imagenet_v2",
   "imagenet2012_corrupted/gaussian_noise_3",
 )
+
+
+TEXT_KEYS = ("text", "sentence", "description")
+TEXT_LEN = 128  # token ids per row, as debian_text and text_files store them
+
+
+def text_key(features: Any) -> str | None:
+  """The text feature a catalog text dataset is read from (None for image datasets)."""
+  if "image" in features:
+    return None
+  return next((k for k in TEXT_KEYS if k in features), None)
+
+
+def stored_shape(info: tfds.core.DatasetInfo) -> tuple[int | None, ...]:
+  """The shape of what a source's 'image' holds: its feature's, or TEXT_LEN token ids."""
+  if text_key(info.features):
+    return (TEXT_LEN,)
+  if "image" not in info.features:
+    raise ConfigError(
+      f"dataset: {info.full_name} has neither an 'image' nor a text feature "
+      f"({', '.join(TEXT_KEYS)}); features: {', '.join(info.features.keys())}"
+    )
+  return tuple(info.features["image"].shape)
+
+
+class TokenizedSource(Sequence):
+  """Rows of a catalog text dataset as {'image': int32[TEXT_LEN] token ids, 'label'}; the
+  tokenizer (data.text.Tokenizer over the packaged tokenizer.json) is built on first read."""
+
+  def __init__(self, source: Any, key: str, name: str, split: str):
+    self._source, self._key, self.name, self.split = source, key, name, split
+    self._tokenizer = None
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    if self._tokenizer is None:
+      from jaxdapt.data.debian_text import tokenizer_path
+      from jaxdapt.data.text import Tokenizer
+
+      self._tokenizer = Tokenizer(tokenizer_path(), buckets=(TEXT_LEN,))
+    ex = self._source[int(index) % len(self)]
+    text = ex[self._key]
+    ids, _ = self._tokenizer([text.decode() if isinstance(text, bytes) else str(text)])
+    return {"image": ids[0], "label": int(ex["label"])}
+
+  def __repr__(self) -> str:
+    return f"TokenizedSource({self.name!r}, split={self.split!r}, len={len(self)})"
 
 
 def manual_dir(data_dir: str) -> str:
@@ -111,7 +166,7 @@ def check_split(name: str, split: str, allowed: Sequence[str]) -> None:
 
 def catalog_source(
   name: str, split: str, data_dir: str, project_domains: Sequence[str] = ()
-) -> DomainSource:
+) -> DomainSource | TokenizedSource:
   """One split of a TFDS catalog dataset already prepared as ArrayRecord under `data_dir`."""
   builder = catalog_builder(name, data_dir, project_domains)
   if not builder.is_prepared():
@@ -127,4 +182,7 @@ def catalog_source(
       f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}"
     )
   check_split(name, split, list(builder.info.splits.keys()))
+  key = text_key(builder.info.features)
+  if key:
+    return TokenizedSource(builder.as_data_source(split=split), key, name, split)
   return DomainSource(builder.as_data_source(split=split), name, split)

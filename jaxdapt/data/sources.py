@@ -12,6 +12,7 @@ from jaxdapt.data.features import OfflineBuilder
 from jaxdapt.data.office import Office31, OfficeHome, Pacs, VisDA2017
 from jaxdapt.data.paths import check_writable, resolve_data_dir
 from jaxdapt.data.syn_digits import SynDigits
+from jaxdapt.data.text_files import DOMAIN_NAME, TextFiles, TextFilesConfig
 from jaxdapt.data.uci_digits import UciDigits, UciDigitsM
 from jaxdapt.errors import ConfigError
 from jaxdapt.registry import Registry
@@ -28,6 +29,8 @@ DOMAINS.register("fashion_mnist")(FashionMnistLocal)
 DOMAINS.register("fashion_mnist_m")(FashionMnistM)
 # Text: Debian descriptions by section, debian_text/en (source) and /de, /fr, /es (targets).
 DOMAINS.register("debian_text")(DebianText)
+# The user's own CSV/JSONL text: text_files/<domain>, one config per domain of the files.
+DOMAINS.register("text_files")(TextFiles)
 # Real datasets read from a folder the user has (folder_builders.py); never downloaded.
 for _cls in (Usps, MnistM, SynNumbers, Office31, OfficeHome, VisDA2017, Pacs):
   DOMAINS.register(_cls.name)(_cls)
@@ -41,7 +44,7 @@ def domain_names() -> list[str]:
   out = []
   for name in DOMAINS.names():
     cls = DOMAINS.get(name)
-    out.append(name)
+    out.append(f"{name}/<domain>" if cls is TextFiles else name)
     out += [f"{name}/{c.name}" for c in (cls.BUILDER_CONFIGS or [])]
   return out
 
@@ -52,6 +55,12 @@ def _project_builder(name: str, data_dir: str) -> OfflineBuilder | None:
   if base not in DOMAINS:
     return None
   cls = DOMAINS.get(base)
+  if cls is TextFiles:  # configs are the files' domains, known only once they are read
+    if not DOMAIN_NAME.fullmatch(config):
+      raise ConfigError(
+        f"dataset: {name!r}: name a domain of your files, text_files/<domain> (docs/text.md)"
+      )
+    return cls(data_dir=data_dir, config=TextFilesConfig(name=config), file_format="array_record")
   if config:
     allowed = [c.name for c in (cls.BUILDER_CONFIGS or [])]
     if config not in allowed:
@@ -96,10 +105,11 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> catalog.Do
   if builder is not None:
     catalog.check_split(base, split, builder.split_names())
     ensure_prepared(builder)
+    catalog.check_split(base, split, builder.split_names())  # text_files: splits with rows
     source = catalog.DomainSource(builder.as_data_source(split=split), name, split)
   else:
     source = catalog.catalog_source(base, split, data_dir, domain_names())
-  return views.apply(source, builder_for(base, data_dir).info.features["image"].shape, spec)
+  return views.apply(source, catalog.stored_shape(builder_for(base, data_dir).info), spec)
 
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
@@ -112,5 +122,5 @@ def num_classes(name: str, data_dir: str | None = None) -> int:
 
 def image_shape(name: str, data_dir: str | None = None) -> tuple[int, ...]:
   """(H, W, C) the trainer sees, from the feature spec and the view (no data read)."""
-  stored = builder_for(name, data_dir).info.features["image"].shape
+  stored = catalog.stored_shape(builder_for(name, data_dir).info)
   return views.shown_shape(stored, views.split_name(name)[1])
