@@ -311,7 +311,7 @@ def test_a_sigterm_stops_the_grid_without_marking_the_run_finished(tmp_path, mon
   args = ["--tasks", "uci2ucim", "--methods", "dann,dan,deep_coral", "--seeds", "0", "--out", out]
   with pytest.raises(SystemExit) as e:
     grid.main(args)
-  assert e.value.code == 0 and "stopped at step 3" in capsys.readouterr().out
+  assert e.value.code == 75 and "stopped at step 3" in capsys.readouterr().out
   assert calls == [("dann", 0)]  # deep_coral not started
   assert not os.path.exists(os.path.join(out, "runs", "uci2ucim", "dan", "seed_0", "summary.json"))
   monkeypatch.setattr(trainer, "train_and_evaluate", fake)

@@ -19,6 +19,12 @@ from typing import Any
 from jaxdapt.config import find_field
 from jaxdapt.errors import ConfigError
 
+# Exit status of a command whose run was stopped by SIGTERM after saving its checkpoint
+# (sysexits.h's EX_TEMPFAIL, "try again later"): a scheduler requeues on it, rerunning the
+# same command resumes. 0 is a finished command, 2 a user error. `train` and the tools that
+# train runs (grid, rank, transfer-table) all answer a stop with it.
+PREEMPTED = 75
+
 # What JSON value each field type takes from --set (an int field no float, no field a bool
 # unless it holds one); tuples and lists take JSON lists.
 _OVERRIDE_KINDS = {bool: (bool,), int: (int,), float: (int, float), tuple: (list,), list: (list,)}

@@ -174,10 +174,10 @@ def train_or_reuse(
   if "stopped_at" in summary:  # SIGTERM: the run checkpointed; the grid stops, unfinished
     print(
       f"[grid] {label}: stopped at step {summary['stopped_at']} (SIGTERM); checkpoint "
-      f"saved in {workdir}. Rerun the same command to resume.",
+      f"saved in {workdir}. Rerun the same command to resume (exit status {cli.PREEMPTED}).",
       flush=True,
     )
-    raise SystemExit(0)
+    raise SystemExit(cli.PREEMPTED)
   summary["wall_s"] = time.perf_counter() - start
   with open(summary_path, "w") as f:
     json.dump(summary, f, indent=2)

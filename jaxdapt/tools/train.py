@@ -16,11 +16,7 @@ import os
 from collections.abc import Sequence
 
 from jaxdapt.tools import cli
-
-# Exit status of a run stopped by SIGTERM after saving its checkpoint (sysexits.h's
-# EX_TEMPFAIL, "try again later"): a scheduler requeues on it, rerunning the same command
-# resumes. 0 is a finished run, 2 a user error.
-PREEMPTED = 75
+from jaxdapt.tools.cli import PREEMPTED
 
 
 def format_summary(summaries: dict[str, dict]) -> str:
