@@ -197,6 +197,22 @@ def test_regularizer_gradient_in_the_method_is_alpha_times_the_offset():
   np.testing.assert_array_equal(grads["head"]["out"]["kernel"], 0)  # β = 0, new layer
 
 
+def test_l2sp_treats_peft_leaves_as_new_not_as_loaded():
+  """LoRA factors, adapters and prompts start at random: L2-SP's α term must not pull them
+  back to step 0 (they get β, as new layers do)."""
+  config = config_lib.base_config().regularizer
+  reg = R.Regularizer(config, "pretrained", ("head/.*",), ("source",), jnp.float32, None)
+  assert reg.loaded("backbone/layer_0/intermediate/kernel")
+  for name in (
+    "backbone/layer_0/intermediate/kernel_lora_a",
+    "backbone/layer_0/intermediate/kernel_lora_b",
+    "backbone/layer_0/adapter_mlp/down/kernel",
+    "backbone/blocks_0/prompts",
+    "head/out/kernel",
+  ):
+    assert not reg.loaded(name), name
+
+
 def test_head_dropout_acts_in_training_only_also_for_a_linear_head():
   from jaxdapt.models.classifier import MLPHead
 

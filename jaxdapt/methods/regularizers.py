@@ -58,7 +58,7 @@ from jaxdapt import features, losses, step
 from jaxdapt.errors import ConfigError
 from jaxdapt.init_from import load_init_from
 from jaxdapt.methods.base import METHODS, Method, Outputs, concat
-from jaxdapt.peft import lora
+from jaxdapt.peft import adapter, lora
 from jaxdapt.tree import named_leaves
 
 PyTree = Any
@@ -206,6 +206,10 @@ def channel_attention(
 # --- the add-on --------------------------------------------------------------------------
 
 
+# Leaves PEFT adds to a pretrained model (never in the weights L2-SP anchors to).
+PEFT_NEW = (lora.ANY_LEAF, adapter.ADAPTER_LEAF, adapter.PROMPT_LEAF)
+
+
 @dataclasses.dataclass(frozen=True)
 class Regularizer:
   """The active terms of config.regularizer for one experiment (see the module doc)."""
@@ -223,8 +227,12 @@ class Regularizer:
     return bool(c.l2sp_alpha or c.delta_weight or c.lwf_weight)
 
   def loaded(self, name: str) -> bool:
-    """Whether model.init_from supplies the model parameter `name` ('backbone/conv1/kernel')."""
-    return bool(self.init_from) and not any(re.fullmatch(p, name) for p in self.dont_load)
+    """Whether model.init_from supplies the model parameter `name` ('backbone/conv1/kernel').
+    PEFT's added leaves (LoRA factors, adapters, prompts) count as new: L2-SP's β term, not
+    a pull back to their random step-0 values."""
+    if not self.init_from or any(re.fullmatch(p, name) for p in (*self.dont_load, *PEFT_NEW)):
+      return False
+    return True
 
   def refresh(self, exp, state) -> PyTree | None:
     """The step-0 model: {'params', 'batch_stats'[, 'channel_weights']} (None if unused)."""
