@@ -335,3 +335,35 @@ def test_rows_are_experiments_not_trainer_method_names(tmp_path, monkeypatch):
   md = open(os.path.join(out, "results.md")).read()
   for name in ("dann", "dann_bsp", "dsbn"):
     assert f"| uci2ucim | {name} | 1 |" in md
+
+
+def test_costs_table_reports_what_each_method_trains_and_stores(tmp_path, monkeypatch):
+  """--costs: trainable parameters and optimizer state as `jaxdapt optim` counts them, the
+  newest checkpoint's bytes and ms/step from each run's files (mean over seeds)."""
+  out = str(tmp_path / "grid")
+  fake = _fake_training([])
+
+  def with_files(config, workdir):
+    summary = fake(config, workdir)
+    step = os.path.join(workdir, "checkpoints", "4")
+    os.makedirs(step)
+    with open(os.path.join(step, "state"), "wb") as f:
+      f.write(b"x" * (1000 + config.seed))
+    with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"kind": "train", "step": 4, "images_per_s": 640.0}) + "\n")
+    return summary
+
+  monkeypatch.setattr(trainer, "train_and_evaluate", with_files)
+  args = ["--tasks", "uci2ucim", "--methods", "source_only,dann", "--seeds", "0,1"]
+  assert grid.main([*args, "--out", out, "--costs"]) == 0
+  with open(os.path.join(out, "results.json")) as f:
+    costs = json.load(f)["costs"]
+  so, dann = costs["uci2ucim/source_only"], costs["uci2ucim/dann"]
+  assert so["trainable"] == so["parameters"] and dann["trainable"] > so["trainable"]  # + disc
+  assert so["checkpoint_bytes"] == [1000, 1001]
+  # source_only reads 64 images a step, DANN 128: 0.1 s and 0.2 s at 640 images/s.
+  assert so["step_s"] == pytest.approx([0.1, 0.1]) and dann["step_s"] == pytest.approx([0.2] * 2)
+  md = open(os.path.join(out, "results.md")).read()
+  assert re.search(
+    r"\| uci2ucim \| dann \| [\d,]+ \(100\.00 %\) \| [\d.]+ \| 0\.0 \| 200 ± 0 \|", md
+  )

@@ -291,6 +291,57 @@ def selection_table(
   return "\n".join(lines), data
 
 
+def cost_table(
+  out: str,
+  results: list[dict[str, Any]],
+  tasks: Sequence[str],
+  methods: Sequence[str],
+  experiments_dir: str,
+  overrides: Sequence[str],
+) -> tuple[str, dict[str, Any]]:
+  """Markdown + data: per task × method with finished runs, what it trains and stores
+  (tools/costs.py: trainable parameters, optimizer-state bytes, checkpoint MB and ms per
+  step, the last two mean ± std over its seeds)."""
+  from jaxdapt.tools import costs
+
+  lines = [
+    "| task | method | trainable parameters | optimizer state (MB) | checkpoint (MB) | ms/step |",
+    "|---|---|---|---|---|---|",
+  ]
+  data: dict[str, Any] = {}
+  for task in tasks:
+    for method in methods:
+      ok = [
+        r
+        for r in results
+        if r.get("task") == task and r["method"] == method and "error" not in r
+        if "missing" not in r
+      ]
+      if not ok:
+        continue
+      config = load_config(method, task, experiments_dir, overrides)
+      stage1 = stage1_of(method, experiments_dir)
+      if stage1:  # builds the stage-2 model (source-free methods check their start)
+        seed_dir = os.path.join(out, "runs", task, stage1, f"seed_{ok[0]['seed']}")
+        config.model.init_from = os.path.abspath(seed_dir)
+      model = costs.model_costs(config)
+      dirs = [os.path.join(out, "runs", task, method, f"seed_{r['seed']}") for r in ok]
+      ckpt = [b for b in map(costs.checkpoint_bytes, dirs) if b is not None]
+      step = [s for d in dirs if (s := costs.step_seconds(d, model["images_per_step"]))]
+      row = {**model, "checkpoint_bytes": ckpt, "step_s": step}
+      data[f"{task}/{method}"] = row
+      share = 100 * model["trainable"] / model["parameters"]
+      lines.append(
+        f"| {task} | {method} | {model['trainable']:,} ({share:.2f} %) | "
+        f"{model['optimizer_state_bytes'] / 1e6:.1f} | "
+        + (f"{np.mean(ckpt) / 1e6:.1f}" if ckpt else "–")
+        + " | "
+        + (f"{1e3 * np.mean(step):.0f} ± {1e3 * np.std(step):.0f}" if step else "–")
+        + " |"
+      )
+  return "\n".join(lines), data
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = cli.parser("grid", __doc__)
   parser.add_argument("--tasks", default="syn2uci,syn2ucim,uci2ucim,fashion2fashionm")
@@ -313,6 +364,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     "--table-only",
     action="store_true",
     help="train nothing: tabulate the finished runs, list the others as not run",
+  )
+  parser.add_argument(
+    "--costs",
+    action="store_true",
+    help="also tabulate what each method trains and stores: trainable parameters, "
+    "optimizer-state and checkpoint bytes, ms per step",
   )
   args = parser.parse_args(argv)
   # A typo in --methods/--tasks/--seeds/--set fails now, not hours into the grid (and
@@ -384,13 +441,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     "train images, target_test_* on target test images), beside the last step and "
     "the oracle (best target test, uses labels):\n\n" + sel_md + "\n"
   )
+  cost_md, cost_data = "", {}
+  if args.costs:
+    from jaxdapt.tools.costs import COST_HELP
+
+    cost_md, cost_data = cost_table(args.out, results, tasks, methods, args.experiments, args.set)
+    cost_md = f"\n\nCosts ({COST_HELP}):\n\n{cost_md}\n"
   with open(os.path.join(args.out, "results.md"), "w") as f:
-    f.write(md + footer + sel_md)
+    f.write(md + footer + sel_md + cost_md)
   with open(os.path.join(args.out, "results.json"), "w") as f:
     json.dump(
-      {"results": results, "selection": sel_data, "wall_s": wall, "overrides": args.set},
+      {
+        "results": results,
+        "selection": sel_data,
+        "costs": cost_data,
+        "wall_s": wall,
+        "overrides": args.set,
+      },
       f,
       indent=2,
     )
-  print(md + footer + sel_md)
+  print(md + footer + sel_md + cost_md)
   return 0
