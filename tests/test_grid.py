@@ -130,6 +130,7 @@ def test_selection_table_reports_what_each_criterion_picks(tmp_path):
     (["--set", "train.stepz=5"], "--set train.stepz=5: unknown config field"),
     (["--seeds", "0,one"], "--seeds: '0,one' is not a comma-separated list of integers"),
     (["--experiments", "experiments/nope"], "--experiments: experiments/nope: no such directory"),
+    (["--baseline", "dan"], "--baseline: 'dan' is not one of --methods"),
   ],
 )
 def test_a_typo_fails_before_any_run(tmp_path, monkeypatch, capsys, bad, message):
@@ -216,6 +217,14 @@ def test_table_only_trains_nothing_and_marks_clear_gains(tmp_path, monkeypatch):
   # dann: +10.0 with stds of 0.8 → clear; dan: +5.0 but std 4.0 → not clear; seed 2 not run.
   assert "| uci2ucim | dann | 3 | 51.0 ± 0.8 (+10.0, > 2 std) |" in md
   assert "| uci2ucim | dan | 2 (1 not run) | 46.0 ± 4.0 (+5.0) |" in md
+  # --baseline dann: source_only's −10.0 is beyond noise too (either sign is marked).
+  grid.main(
+    ["--tasks", "uci2ucim", "--methods", "source_only,dann", "--seeds", "0,1,2"]
+    + ["--out", out, "--table-only", "--baseline", "dann"]
+  )
+  md = open(os.path.join(out, "results.md")).read()
+  assert "| uci2ucim | source_only | 3 | 41.0 ± 0.8 (-10.0, > 2 std) |" in md
+  assert "| uci2ucim | dann | 3 | 51.0 ± 0.8 |" in md
 
 
 def test_two_stage_methods_start_from_their_stage1_run(tmp_path, monkeypatch):
