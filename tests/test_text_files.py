@@ -205,3 +205,36 @@ def test_catalog_text_dataset_is_read_as_token_ids(tokenizer, tmp_path):
   assert all(r["image"].dtype == np.int32 and r["image"].shape == (128,) for r in rows)
   got = {(tuple(r["image"]), r["label"]) for r in rows}
   assert got == {(tuple(ids), i % 2) for i, ids in enumerate(want)}
+
+
+class TinyAmazon(OfflineBuilder):
+  """amazon_us_reviews' layout: nested data/review_body and data/star_rating (1-5)."""
+
+  name = "tiny_amazon_for_jaxdapt_tests"
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "test"}
+
+  def _info(self):
+    data = {"review_body": tfds.features.Text(), "star_rating": np.int32}
+    return tfds.core.DatasetInfo(builder=self, features=tfds.features.FeaturesDict({"data": data}))
+
+  def _split_generators(self, dl_manager):
+    return {"train": self._generate_examples()}
+
+  def _generate_examples(self):
+    for i, (text, *_) in enumerate(REVIEWS):
+      yield i, {"data": {"review_body": text, "star_rating": 1 + i % 5}}
+
+
+def test_nested_catalog_layout_reads_stars_as_classes(tokenizer, tmp_path):
+  data_dir = str(tmp_path / "tfds")
+  TinyAmazon(data_dir=data_dir, file_format="array_record").download_and_prepare(
+    file_format="array_record",
+    download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+  )
+  name = TinyAmazon.name
+  assert sources.num_classes(name, data_dir) == 5  # stars 1-5 -> classes 0-4
+  src = sources.get_source(name, "train", data_dir)
+  rows = [src[i] for i in range(len(src))]
+  assert sorted(r["label"] for r in rows) == sorted(i % 5 for i in range(len(REVIEWS)))
+  assert all(r["image"].shape == (128,) and r["image"][0] == 101 for r in rows)  # [CLS]

@@ -7,13 +7,15 @@ prepared; preparing them runs TFDS's own builder, which needs TensorFlow
 
 Text datasets of the catalog (imdb_reviews, yelp_polarity_reviews, ag_news_subset, ...):
 a dataset with no 'image' feature, a ClassLabel 'label' and a text feature (TEXT_KEYS, the
-first present) is read as token ids: each row is tokenized as it is read, with the packaged
+first present), or a NESTED_TEXT layout (amazon_us_reviews: data/review_body, 1-5 stars as
+classes 0-4), is read as token ids: each row is tokenized as it is read, with the packaged
 all-MiniLM-L6-v2 tokenizer, into TEXT_LEN ids (int32, 0 = [PAD]), the layout of the
 project's text domains, so every text method and model applies unchanged.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -45,33 +47,77 @@ NAMES = (
 
 TEXT_KEYS = ("text", "sentence", "description")
 TEXT_LEN = 128  # token ids per row, as debian_text and text_files store them
+# Layouts without a top-level text and ClassLabel 'label': (text path, label path, number
+# of classes, the label's smallest value). amazon_us_reviews: the review body, 1-5 stars.
+NESTED_TEXT = (("data/review_body", "data/star_rating", 5, 1),)
 
 
-def text_key(features: Any) -> str | None:
-  """The text feature a catalog text dataset is read from (None for image datasets)."""
+@dataclasses.dataclass(frozen=True)
+class TextLayout:
+  """Where a catalog text dataset keeps its text and label ('/'-joined feature paths)."""
+
+  text: str
+  label: str = "label"
+  num_classes: int | None = None  # None: the ClassLabel's
+  label_offset: int = 0  # subtracted from the stored label (stars 1-5 -> classes 0-4)
+
+
+def _has(features: Any, path: str) -> bool:
+  for key in path.split("/"):
+    if not hasattr(features, "keys") or key not in features.keys():
+      return False
+    features = features[key]
+  return True
+
+
+def text_layout(features: Any) -> TextLayout | None:
+  """How a catalog text dataset is read (None for image datasets and unknown layouts)."""
   if "image" in features:
     return None
-  return next((k for k in TEXT_KEYS if k in features), None)
+  for key in TEXT_KEYS:
+    if key in features and "label" in features:
+      return TextLayout(key)
+  for text, label, n, offset in NESTED_TEXT:
+    if _has(features, text) and _has(features, label):
+      return TextLayout(text, label, n, offset)
+  return None
+
+
+def num_label_classes(info: tfds.core.DatasetInfo) -> int | None:
+  """Classes of a dataset's label: a text layout's count, else the ClassLabel's (None if
+  it has none)."""
+  layout = text_layout(info.features)
+  if layout and layout.num_classes:
+    return layout.num_classes
+  label = info.features["label"] if "label" in info.features else None
+  return int(label.num_classes) if hasattr(label, "num_classes") else None
 
 
 def stored_shape(info: tfds.core.DatasetInfo) -> tuple[int | None, ...]:
   """The shape of what a source's 'image' holds: its feature's, or TEXT_LEN token ids."""
-  if text_key(info.features):
+  if text_layout(info.features):
     return (TEXT_LEN,)
   if "image" not in info.features:
     raise ConfigError(
-      f"dataset: {info.full_name} has neither an 'image' nor a text feature "
-      f"({', '.join(TEXT_KEYS)}); features: {', '.join(info.features.keys())}"
+      f"dataset: {info.full_name} has neither an 'image' feature nor a text layout jaxdapt "
+      f"reads ({', '.join(TEXT_KEYS)} + 'label', or {NESTED_TEXT[0][0]}); features: "
+      f"{', '.join(info.features.keys())}"
     )
   return tuple(info.features["image"].shape)
+
+
+def _get(example: Any, path: str) -> Any:
+  for key in path.split("/"):
+    example = example[key]
+  return example
 
 
 class TokenizedSource(Sequence):
   """Rows of a catalog text dataset as {'image': int32[TEXT_LEN] token ids, 'label'}; the
   tokenizer (data.text.Tokenizer over the packaged tokenizer.json) is built on first read."""
 
-  def __init__(self, source: Any, key: str, name: str, split: str):
-    self._source, self._key, self.name, self.split = source, key, name, split
+  def __init__(self, source: Any, layout: TextLayout, name: str, split: str):
+    self._source, self._layout, self.name, self.split = source, layout, name, split
     self._tokenizer = None
 
   def __len__(self) -> int:
@@ -84,9 +130,10 @@ class TokenizedSource(Sequence):
 
       self._tokenizer = Tokenizer(tokenizer_path(), buckets=(TEXT_LEN,))
     ex = self._source[int(index) % len(self)]
-    text = ex[self._key]
+    text = _get(ex, self._layout.text)
     ids, _ = self._tokenizer([text.decode() if isinstance(text, bytes) else str(text)])
-    return {"image": ids[0], "label": int(ex["label"])}
+    label = int(_get(ex, self._layout.label)) - self._layout.label_offset
+    return {"image": ids[0], "label": label}
 
   def __repr__(self) -> str:
     return f"TokenizedSource({self.name!r}, split={self.split!r}, len={len(self)})"
@@ -182,7 +229,7 @@ def catalog_source(
       f"access; re-prepare it as ArrayRecord with:\n  {prepare_command(name, data_dir)}"
     )
   check_split(name, split, list(builder.info.splits.keys()))
-  key = text_key(builder.info.features)
-  if key:
-    return TokenizedSource(builder.as_data_source(split=split), key, name, split)
+  layout = text_layout(builder.info.features)
+  if layout:
+    return TokenizedSource(builder.as_data_source(split=split), layout, name, split)
   return DomainSource(builder.as_data_source(split=split), name, split)

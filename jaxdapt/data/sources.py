@@ -114,10 +114,10 @@ def get_source(name: str, split: str, data_dir: str | None = None) -> catalog.Do
 
 def num_classes(name: str, data_dir: str | None = None) -> int:
   """Number of label classes, from the builder's feature spec (no data read)."""
-  label = builder_for(name, data_dir).info.features["label"]
-  if not hasattr(label, "num_classes"):
+  n = catalog.num_label_classes(builder_for(name, data_dir).info)
+  if n is None:
     raise ConfigError(f"dataset: {name!r} has no ClassLabel 'label' feature")
-  return int(label.num_classes)
+  return n
 
 
 def image_shape(name: str, data_dir: str | None = None) -> tuple[int, ...]:
