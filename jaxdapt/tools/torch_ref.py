@@ -276,16 +276,22 @@ class TorchStep:
         [torch.ones(n, device=self.device), torch.zeros(x.shape[0] - n, device=self.device)]
       )
       loss = loss + F.binary_cross_entropy_with_logits(domain_logits, domain)
-    for group in self.opt.param_groups:
-      group["lr"] = lr
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    self.opt.step()
-    self.step_count += 1
-    return loss.detach()
+    return _update(self, loss, lr)
 
   def synchronize(self) -> None:
     _synchronize(self.device)
+
+
+def _update(step, loss: torch.Tensor, lr: float) -> torch.Tensor:
+  """One optimizer update of a twin step (`step.opt`, `step.step_count`) at `lr`, as
+  optax applies one: set the lr, backward, step; the loss, detached."""
+  for group in step.opt.param_groups:
+    group["lr"] = lr
+  step.opt.zero_grad(set_to_none=True)
+  loss.backward()
+  step.opt.step()
+  step.step_count += 1
+  return loss.detach()
 
 
 class TorchFeatures:
@@ -500,13 +506,7 @@ class TorchTextStep:
     with _autocast(self.amp):
       _, logits = self.net(tokens)
     loss = F.cross_entropy(logits.float(), labels.long())
-    for group in self.opt.param_groups:
-      group["lr"] = self.lr()
-    self.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    self.opt.step()
-    self.step_count += 1
-    return loss.detach()
+    return _update(self, loss, self.lr())
 
   def synchronize(self) -> None:
     _synchronize(self.device)
