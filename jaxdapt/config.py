@@ -112,6 +112,8 @@ def base_config() -> ml_collections.ConfigDict:
   # for sgd/adam (torch's weight_decay), decoupled for adamw.
   c.optim.weight_decay = 0.0
   c.optim.schedule = "dann"  # lr·(1+10p)^-0.75 (DANN paper)
+  # Linear warmup from 0 to lr over the first N updates; the schedule then spans the rest.
+  c.optim.warmup_steps = 0
   # (regex over '/'-joined paths 'model/...' or 'method/...', lr multiplier | None=frozen);
   # first match wins; every parameter must match one rule. The fields below compile to
   # such a list (jaxdapt/finetune.py); `jaxdapt optim --config ...` prints it.

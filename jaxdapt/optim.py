@@ -155,6 +155,22 @@ def inverse_decay(
 
 
 def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
+  """config.schedule over the run; with warmup_steps W > 0, a linear ramp from 0 to lr over
+  updates 0..W-1 first, and the schedule then runs over the remaining total − W updates
+  (what ViTs trained from scratch need; Dosovitskiy et al. 2021)."""
+  warmup = config.get("warmup_steps", 0)
+  if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < total_steps:
+    raise ConfigError(
+      f"optim.warmup_steps: must be an integer in [0, train.steps = {total_steps}), "
+      f"got {warmup!r}"
+    )
+  decay = _decay_schedule(config, total_steps - warmup)
+  if not warmup:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, config.lr, warmup), decay], [warmup])
+
+
+def _decay_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Schedule:
   lr = config.lr
   if config.schedule == "constant":
     return optax.constant_schedule(lr)

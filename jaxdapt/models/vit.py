@@ -1,4 +1,4 @@
-"""Vision Transformer (ViT-S/16, ViT-B/16) in timm's VisionTransformer layout.
+"""Vision Transformer (ViT-S/16, ViT-B/16; vit_digits for 32 px) in timm's VisionTransformer layout.
 
 Patch conv -> [class token; patches] + position embedding -> pre-norm blocks
 -> final LayerNorm; the backbone's features are the class token after the
@@ -240,19 +240,25 @@ class ViT(nn.Module):
     return x[:, 0]
 
 
-VIT_CONFIGS = {  # name -> (embed_dim, depth, num_heads); all patch 16, mlp_ratio 4
-  "vit_s16": (384, 12, 6),
-  "vit_b16": (768, 12, 12),
+VIT_CONFIGS = {  # name -> (embed_dim, depth, num_heads, patch_size, mlp_ratio, img_size)
+  "vit_s16": (384, 12, 6, 16, 4.0, 224),
+  "vit_b16": (768, 12, 12, 16, 4.0, 224),
+  # Sized for 32x32 images on a CPU (ViT-Lite's shape, Hassani et al. 2021, at half its
+  # width): 8x8 patches of 4 px, 6 blocks of width 128, MLP ratio 2; ~0.8M parameters.
+  # No pretrained weights exist for it: the PEFT study pretrains it on syn_digits.
+  "vit_digits": (128, 6, 4, 4, 2.0, 32),
 }
 TIMM_NAMES = {"vit_s16": "vit_small_patch16_224", "vit_b16": "vit_base_patch16_224"}
 
 
-def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
+def _register(
+  name: str, embed_dim: int, depth: int, heads: int, patch: int, mlp_ratio: float, size: int
+) -> None:
   def build(
     *,
     norm: str = "default",
     dtype: Any = jnp.float32,
-    img_size: int = 224,
+    img_size: int = size,
     pos_interpolation: str = "bilinear",
     remat: bool = False,
     adapter_dim: int = 0,
@@ -265,18 +271,20 @@ def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
         raise ConfigError(f"peft.{field}: must be an integer >= 0 (0: none), got {value!r}")
     if prompt_mode not in PROMPT_MODES:
       raise ConfigError(f"prompt_mode: {prompt_mode!r}; allowed: {', '.join(PROMPT_MODES)}")
-    if not isinstance(img_size, int) or img_size < 16 or img_size % 16:
-      raise ConfigError(f"model.img_size: must be a positive multiple of 16, got {img_size!r}")
+    if not isinstance(img_size, int) or img_size < patch or img_size % patch:
+      raise ConfigError(
+        f"model.img_size: must be a positive multiple of {patch}, got {img_size!r}"
+      )
     if pos_interpolation not in INTERPOLATIONS:
       raise ConfigError(
         f"model.pos_interpolation: {pos_interpolation!r}; allowed: {', '.join(INTERPOLATIONS)}"
       )
     return ViT(
-      16,
+      patch,
       embed_dim,
       depth,
       heads,
-      4.0,
+      mlp_ratio,
       img_size,
       pos_interpolation,
       dtype=dtype,
@@ -287,9 +295,14 @@ def _register(name: str, embed_dim: int, depth: int, heads: int) -> None:
     )
 
   build.__name__ = name
-  build.__doc__ = f"timm {TIMM_NAMES[name]} backbone; img_size sets the position-embedding grid."
+  build.__doc__ = (
+    f"timm {TIMM_NAMES[name]} backbone; img_size sets the position-embedding grid."
+    if name in TIMM_NAMES
+    else f"ViT, patch {patch}, {depth} blocks of width {embed_dim}, {heads} heads, MLP ratio "
+    f"{mlp_ratio:g}, {size} px (no pretrained weights: train it, as the PEFT study does)."
+  )
   MODELS.register(name)(build)
 
 
-for _name, (_d, _depth, _heads) in VIT_CONFIGS.items():
-  _register(_name, _d, _depth, _heads)
+for _name, _sizes in VIT_CONFIGS.items():
+  _register(_name, *_sizes)

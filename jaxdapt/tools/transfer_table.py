@@ -151,6 +151,8 @@ PEFT = {
   "lora_r16": ("peft.method=lora", "peft.lora_rank=16", f"peft.lora_alpha={LORA_ALPHA}"),
   "head_only": ("peft.method=head_only",),
   "adapter": ("peft.method=adapter",),
+  "vpt_shallow": ("peft.method=vpt_shallow",),  # ViT backbones only (config.peft)
+  "vpt_deep": ("peft.method=vpt_deep",),
 }
 TRAINED.update({name: (Stage("fewshot_finetune", "", sets),) for name, sets in PEFT.items()})
 PROBES = ("linear_probe", "knn")
