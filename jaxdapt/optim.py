@@ -161,8 +161,7 @@ def lr_schedule(config: ml_collections.ConfigDict, total_steps: int) -> optax.Sc
   warmup = config.get("warmup_steps", 0)
   if isinstance(warmup, bool) or not isinstance(warmup, int) or not 0 <= warmup < total_steps:
     raise ConfigError(
-      f"optim.warmup_steps: must be an integer in [0, train.steps = {total_steps}), "
-      f"got {warmup!r}"
+      f"optim.warmup_steps: must be an integer in [0, train.steps = {total_steps}), got {warmup!r}"
     )
   decay = _decay_schedule(config, total_steps - warmup)
   if not warmup:

@@ -126,25 +126,33 @@ def build_model(config: ml_collections.ConfigDict, num_classes: int, dtype=None)
 def apply_model(model, params, batch_stats, images, *, train: bool, rng=None):
   """Returns (outputs, new batch_stats). LoRA factors in `params` are folded into their
   kernels first (peft.lora.merged; `params` itself when there are none), except, in
-  training under model.lora_dropout > 0, those of Dense kernels: their path takes dropout
-  (peft.lora.dropout_interceptor)."""
+  training, those of Dense kernels: peft.lora.dense_interceptor computes those layers
+  (their factors' gradients through the rank r; dropout under model.lora_dropout > 0)."""
   rate = getattr(model, "lora_dropout", 0.0) if train else 0.0
-  variables = {"params": lora.merged(params, keep_dense=rate > 0)}
+  unmerged = train and lora.dense_factor_count(params) > 0
+  variables = {"params": lora.merged(params, keep_dense=unmerged)}
   if batch_stats:
     variables["batch_stats"] = batch_stats
   if not train:
     return model.apply(variables, images, train=False), batch_stats
   seen: list = []
-  intercept = lora.dropout_interceptor(rate, seen) if rate > 0 else None
+  intercept = lora.dense_interceptor(rate, seen) if unmerged else None
   with flax.linen.intercept_methods(intercept) if intercept else contextlib.nullcontext():
     outputs, mutated = model.apply(
       variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
     )
-  expected = lora.dense_factor_count(variables["params"]) if rate > 0 else 0
+  expected = lora.dense_factor_count(variables["params"]) if unmerged else 0
   if len(set(seen)) != expected:  # at trace time: a 2-D LoRA kernel outside nn.Dense
-    raise ConfigError(
-      f"peft.lora_dropout: {expected} Dense kernels carry LoRA factors, {len(set(seen))} "
-      f"took the dropout path (a 2-D kernel outside nn.Dense); set peft.lora_dropout=0"
+    if rate > 0:
+      raise ConfigError(
+        f"peft.lora_dropout: {expected} Dense kernels carry LoRA factors, {len(set(seen))} "
+        f"took the dropout path (a 2-D kernel outside nn.Dense); set peft.lora_dropout=0"
+      )
+    # Without dropout every delta can be merged: trace the merged model instead (the
+    # unmerged trace above is unused, and XLA drops it).
+    variables["params"] = lora.merged(params)
+    outputs, mutated = model.apply(
+      variables, images, train=True, mutable=["batch_stats"], rngs={"dropout": rng}
     )
   return outputs, mutated.get("batch_stats", batch_stats)
 

@@ -56,7 +56,7 @@ def _random_batch(batch: int, seed: int = 0, image_shape=IMAGE_SHAPE) -> dict:
       "image": rng.integers(0, 256, (batch, *image_shape), dtype=np.uint8),
       "label": rng.integers(0, NUM_CLASSES, batch).astype(np.int32),
     }
-    for d in ("source", "target")
+    for d in ("source", "target", "target_labeled")
   }
 
 
@@ -129,10 +129,10 @@ def test_torch_and_jax_steps_give_the_same_losses_from_the_same_weights():
   _same_losses(_digits_dann(batch=16, steps=4), IMAGE_SHAPE, 16, rtol=2e-4)
 
 
-@pytest.mark.parametrize("method", ["dann", "source_only"])
+@pytest.mark.parametrize("method", ["dann", "source_only", "target_only"])
 def test_torch_and_jax_resnet_steps_give_the_same_losses(method):
   """The torchvision-layout ResNet-18 (stem, max-pool, downsampling shortcuts) under
-  both steps of `bench throughput`."""
+  both steps of `bench throughput`, and target_only's (transfer-table --bench)."""
   _same_losses(_resnet(method), (48, 48, 3), 8, rtol=1e-3)
 
 
@@ -185,6 +185,10 @@ def test_unsupported_configs_are_named():
   assert torch_ref.unsupported(c) is None
   c.model.name, c.model.remat = "vit_s16", True
   assert torch_ref.unsupported(c) == "no PyTorch reference for model.name 'vit_s16', model.remat"
+  # The twin trains every parameter from the step's lr: not a PEFT step, nor a warmup.
+  c = _resnet("source_only")
+  c.peft.method, c.optim.warmup_steps = "bitfit", 5
+  assert torch_ref.unsupported(c) == "no PyTorch reference for peft.method, optim.warmup_steps"
 
 
 def _bench(capsys, argv):

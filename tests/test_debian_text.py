@@ -414,6 +414,7 @@ STUDY_FILES = {
     "llrd",
     "bitfit",
     "lora_r4",
+    "lora_r16",
     "adapter",
   ),
 }
@@ -459,3 +460,6 @@ def test_text_study_files_build_what_their_names_say(capsys):
   assert counts["finetune"][0] == counts["finetune"][1]
   for name in ("bitfit", "lora_r4", "adapter", "mcc_lora"):
     assert counts[name][0] < 0.03 * counts[name][1], name
+  # Rank 16 trains 4x rank 4's factors (A [in, r], B [r, out] per kernel); the head is shared.
+  head = counts["linear_probe"][0]
+  assert counts["lora_r16"][0] - head == 4 * (counts["lora_r4"][0] - head)

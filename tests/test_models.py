@@ -39,6 +39,7 @@ ALL = [
   "vgg19_bn",
   "vit_s16",
   "vit_b16",
+  "vit_digits",
 ]
 
 

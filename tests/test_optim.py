@@ -94,6 +94,28 @@ def test_adam_b1_is_the_first_moment_decay(name):
     np.testing.assert_allclose(updates["model"]["head"]["bias"], expected, rtol=1e-5)
 
 
+def test_warmup_ramps_linearly_then_the_schedule_spans_the_rest():
+  """optim.warmup_steps W: lr·t/W for t < W, then cosine over the remaining steps (its value
+  at W is the full lr, at the last step 0), written independently of optax here."""
+  c = _optim_config(((".*", 1.0),), schedule="cosine", lr=0.2, warmup_steps=10)
+  sched = optim.lr_schedule(c, 50)
+  for t in (0, 3, 9):
+    np.testing.assert_allclose(sched(t), 0.2 * t / 10, rtol=1e-6)
+  for t in (10, 25, 40, 50):
+    np.testing.assert_allclose(
+      sched(t), 0.2 * 0.5 * (1 + np.cos(np.pi * (t - 10) / 40)), rtol=1e-5, atol=1e-8
+    )
+  c.warmup_steps = 0  # off: the schedule alone
+  np.testing.assert_allclose(optim.lr_schedule(c, 50)(0), 0.2)
+
+
+@pytest.mark.parametrize("bad", [50, 51, -1])
+def test_a_bad_warmup_is_one_config_error(bad):
+  c = _optim_config(((".*", 1.0),), warmup_steps=bad)
+  with pytest.raises(ConfigError, match=r"optim.warmup_steps: must be an integer in \[0, "):
+    optim.lr_schedule(c, 50)
+
+
 def test_dann_lr_schedule():
   c = _optim_config(((".*", 1.0),), schedule="dann", lr=0.01)
   sched = optim.lr_schedule(c, 100)

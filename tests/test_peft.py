@@ -353,6 +353,52 @@ def test_lora_dropout_masks_the_lora_path_input_and_evaluation_merges():
   assert np.abs(np.asarray(grads["fc"][lora.B])).sum() > 0
 
 
+def test_training_dense_path_is_the_merged_layer_with_rank_r_gradients():
+  """In training without dropout, LoRA Dense layers run lora.dense_matmul: outputs and the
+  gradients of x, A, B (and of the frozen W and scale, which nothing reads) equal autodiff
+  of the merged layer x·(W + scale·A·B) + b, on token-shaped [batch, tokens, in] inputs;
+  the compiled gradient skips the [in, out] product xᵀg that autodiff of the merged kernel
+  forms (XLA's FLOP count)."""
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(4, 16, 96)), jnp.float32)
+  w, a, b = (jnp.asarray(rng.normal(size=s), jnp.float32) for s in ((96, 160), (96, 4), (4, 160)))
+  scale = jnp.float32(0.5)
+  g = jnp.asarray(rng.normal(size=(4, 16, 160)), jnp.float32)
+
+  def merged(x, w, a, b, scale):
+    return x @ (w + scale * jnp.tensordot(a, b, axes=1, precision="highest"))
+
+  want, want_vjp = jax.vjp(merged, x, w, a, b, scale)
+  got, got_vjp = jax.vjp(lora.dense_matmul, x, w, a, b, scale)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+  for name, mine, ref in zip(("x", "W", "A", "B", "scale"), got_vjp(g), want_vjp(g)):
+    np.testing.assert_allclose(mine, ref, rtol=1e-4, atol=1e-4, err_msg=name)
+
+  def grad_flops(fn):  # XLA's count for the compiled gradient of x, A and B
+    grad = jax.grad(lambda x, a, b: jnp.sum(fn(x, w, a, b, scale) * g), argnums=(0, 1, 2))
+    return jax.jit(grad).lower(x, a, b).compile().cost_analysis()["flops"]
+
+  kernel_grad = 2 * 64 * 96 * 160  # xᵀg over the 64 rows: what the Dense path leaves out
+  assert grad_flops(merged) - grad_flops(lora.dense_matmul) > 0.9 * kernel_grad
+  # Through apply_model: a LoRA Dense layer in training computes the merged layer.
+  model = _OneDense()
+  params = _lora_identity(model)
+  x2 = x[0, :4, :5]
+  base = x2 @ params["fc"]["kernel"] + params["fc"]["bias"]
+  out = step.apply_model(model, params, {}, x2, train=True, rng=jax.random.key(0))[0]
+  np.testing.assert_allclose(out["logits"], base + 2 * x2, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_kernel_outside_dense_without_dropout_trains_merged():
+  """A 2-D kernel outside nn.Dense cannot take the Dense path; without dropout apply_model
+  merges it instead, so training still sees W + scale·A·B."""
+  model = _RawKernel()
+  params = _lora_identity(model)
+  x = jnp.ones((4, 5))
+  out = step.apply_model(model, params, {}, x, train=True, rng=jax.random.key(0))[0]
+  np.testing.assert_allclose(out["logits"], x @ params["kernel"] + 2 * x, rtol=1e-6)
+
+
 def test_lora_dropout_on_a_kernel_outside_dense_is_a_config_error():
   model = _RawKernel(lora_dropout=0.1)
   params = _lora_identity(model)

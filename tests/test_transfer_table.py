@@ -273,3 +273,39 @@ def test_tiny_peft_cell_has_its_costs_and_verdicts(tiny, tmp_path, monkeypatch):
   assert head in md
   row = next(line for line in md.splitlines() if line.startswith("| lora_r4 | lora r=4 α=8 |"))
   assert f"{lora['trainable']:,} (" in row and " B (" in row and " ± " in row
+
+
+def test_vpt_cells_need_a_vit_and_the_vit_pretraining_is_adamw_with_warmup():
+  """syn_digits_vit pretrains vit_digits (AdamW, warmup 10 %); the VPT strategies are
+  finetune + peft.method on it, and on a convolutional backbone a one-line ConfigError."""
+  pre = tt.pretrain_config("syn_digits_vit")
+  assert pre.model.name == "vit_digits" and pre.model.width == 0
+  assert (pre.optim.name, pre.optim.warmup_steps) == ("adamw", pre.train.steps // 10)
+  assert tt.pretrain_config("syn_digits").model.name == "resnet18"
+  full = _flat(tt.stage_config(tt.TRAINED["finetune"][0], 4, 1, pre.model, "pre"))
+  for mode in ("vpt_shallow", "vpt_deep"):
+    config = tt.stage_config(tt.TRAINED[mode][0], 4, 1, pre.model, "pre")
+    trainer.validate(config)
+    changed = {k: v for k, v in _flat(config).items() if full.get(k) != v}
+    assert changed == {"peft.method": mode}
+    assert config.model.name == "vit_digits" and config.optim.name == "sgd"
+  with pytest.raises(ConfigError, match="^--strategies vpt_deep: "):
+    tt.check_configs(["syn_digits"], [], ["vpt_deep"])
+
+
+def test_bench_times_each_strategy_without_training(tiny, tmp_path, capsys):
+  """--bench N: a row per trained strategy (not the probe), no run written, the table's
+  times are the bench results' (positive), finetune's row the 1.00 reference."""
+  out = tmp_path / "out"
+  argv = ["--out", str(out), "--sources", SOURCE, "--k", "1", "--seeds", "1", *tiny]
+  assert tt.main([*argv, "--strategies", "linear_probe,finetune,bitfit", "--bench", "2"]) == 0
+  data = json.loads((out / "step_times.json").read_text())
+  assert list(data["rows"]) == ["scratch", "finetune", "bitfit"] and data["steps"] == 2
+  assert all(r["step_ms"] > 0 for r in data["rows"].values())
+  assert data["rows"]["bitfit"]["peft"] == "bitfit"
+  md = (out / "step_times.md").read_text()
+  finetune = data["rows"]["finetune"]["step_ms"]
+  assert f"| finetune | – | {finetune:.1f} | 1.00 |" in md
+  assert not (out / "runs").exists() and not (out / "pretrain").exists()
+  with pytest.raises(ConfigError, match="--bench -1"):
+    tt.main([*argv, "--bench", "-1"])

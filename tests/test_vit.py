@@ -86,3 +86,26 @@ def test_vit_features_shapes_dtypes_and_options():
     get_model("vit_s16", num_classes=3, pos_interpolation="nearest")
   with pytest.raises(ConfigError, match="norm"):
     get_model("vit_s16", num_classes=3, norm="batch")
+
+
+def test_vit_digits_is_the_small_patch4_vit_for_32px():
+  """vit_digits: 8x8 patches of 4 px (64 + the class token), 6 blocks of width 128, MLP
+  ratio 2; the parameter count is computed here from those shapes, not read back."""
+  model = get_model("vit_digits", num_classes=10, head_hidden=())
+  out, v = jax.eval_shape(
+    lambda: model.init_with_output(jax.random.key(0), jnp.zeros((2, 32, 32, 3)), train=False)
+  )
+  p = v["params"]["backbone"]
+  assert p["pos_embed"].shape == (1, 65, 128) and p["patch_embed"]["proj"]["kernel"].shape == (
+    4,
+    4,
+    3,
+    128,
+  )
+  d, hidden = 128, 256
+  block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * hidden + hidden) + (hidden * d + d)
+  expected = 4 * 4 * 3 * d + d + d + 65 * d + 6 * block + 2 * d
+  assert sum(x.size for x in jax.tree.leaves(p)) == expected
+  assert out["features"].shape == (2, 128)
+  with pytest.raises(ConfigError, match="multiple of 4"):
+    get_model("vit_digits", num_classes=3, img_size=30)

@@ -272,9 +272,7 @@ def _register(
     if prompt_mode not in PROMPT_MODES:
       raise ConfigError(f"prompt_mode: {prompt_mode!r}; allowed: {', '.join(PROMPT_MODES)}")
     if not isinstance(img_size, int) or img_size < patch or img_size % patch:
-      raise ConfigError(
-        f"model.img_size: must be a positive multiple of {patch}, got {img_size!r}"
-      )
+      raise ConfigError(f"model.img_size: must be a positive multiple of {patch}, got {img_size!r}")
     if pos_interpolation not in INTERPOLATIONS:
       raise ConfigError(
         f"model.pos_interpolation: {pos_interpolation!r}; allowed: {', '.join(INTERPOLATIONS)}"

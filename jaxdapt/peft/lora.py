@@ -23,12 +23,15 @@ timm does the same); `attn/proj` is the output projection. Initialisation is PEF
 kaiming-uniform with a = sqrt(5), i.e. uniform ±1/sqrt(fan_in), B zero, so the model is
 bitwise the base model at step 0.
 
-Dropout (peft.lora_dropout = p > 0, training only) acts on the LoRA path's input, as in
-the paper and PEFT: y = x·W + b + scale · dropout_p(x)·A·B. A delta that sees a dropped-out
-input cannot be folded into W, so in training with p > 0 the 2-D (Dense) factors stay
-unmerged and `dropout_interceptor` adds their path to each nn.Dense call (Flax's
-intercept_methods: the model's code still does not change); conv kernels' deltas are
-merged as without dropout (no dropout on them). Evaluation always merges (no dropout).
+In training, the 2-D (Dense) factors stay unmerged in the tree and `dense_interceptor`
+computes each such nn.Dense call itself (Flax's intercept_methods: the model's code still
+does not change), for two reasons. Speed: `dense_matmul` merges the kernel for its one
+forward matmul but takes the factors' gradients through the rank r, where autodiff of the
+merged kernel would form the full [in, out] kernel gradient first, as full fine-tuning
+does. Dropout (peft.lora_dropout = p > 0) acts on the LoRA path's input, as in the paper
+and PEFT: y = x·W + b + scale · dropout_p(x)·A·B, a delta that cannot be folded into W.
+Conv kernels' deltas are merged (no dropout on them; their backward forms the kernel
+gradient). Evaluation always merges.
 
 The scale alpha / r is a leaf so that a checkpoint is self-describing: `merged` needs
 nothing but the tree, and loading a LoRA run elsewhere (init_from) folds its factors in
@@ -164,7 +167,7 @@ def merged(params: PyTree, *, keep_dense: bool = False) -> PyTree:
   gradients flow through the delta). Without LoRA leaves it returns `params` itself, the
   same object: no copy, no array operation, so a non-LoRA model is unaffected.
   `keep_dense`: leave the triples of 2-D (Dense) kernels in place, for
-  dropout_interceptor."""
+  dense_interceptor."""
   if not isinstance(params, Mapping):
     return params
   out, changed = {}, False
@@ -193,11 +196,58 @@ def dense_factor_count(params: PyTree) -> int:
   )
 
 
-def dropout_interceptor(rate: float, seen: list) -> Callable:
-  """A flax.linen.intercept_methods interceptor: every nn.Dense call whose params hold LoRA
-  factors returns x·W + b + scale · (dropout_rate(x)·A)·B, the dropout mask drawn from the
-  module's 'dropout' rng. It appends each such module's path to `seen`, so the caller can
-  check that no factor pair was left out (a 2-D kernel outside nn.Dense)."""
+def _rows(x: jax.Array) -> jax.Array:
+  """[..., d] as [rows, d]: the contractions over every leading axis."""
+  return x.reshape(-1, x.shape[-1])
+
+
+@jax.custom_vjp
+def dense_matmul(x: jax.Array, kernel: jax.Array, a: jax.Array, b: jax.Array, scale: jax.Array):
+  """x·(W + scale·A·B) in x's dtype, the kernel merged as `merged` merges it (float32 sum,
+  then cast), with a backward that never forms the [in, out] gradient of the merged
+  kernel: autodiff of the merged product computes dW' = xᵀg (as large as the forward
+  matmul) and only then projects it onto A and B, which makes a LoRA step cost what full
+  fine-tuning's does. Here dA = scale·xᵀ(g·Bᵀ) and dB = scale·(x·A)ᵀg go through the rank
+  r, so the backward is dx = g·W'ᵀ plus thin products. The kernel's and the scale's
+  cotangents are returned as the chain rule gives them; they are frozen, nothing reads
+  them, and XLA removes their computation."""
+  return _dense_fwd(x, kernel, a, b, scale)[0]
+
+
+def _merged_kernel(kernel, a, b, scale, dtype):
+  return (kernel + delta(a, b, scale)).astype(kernel.dtype).astype(dtype)
+
+
+def _dense_fwd(x, kernel, a, b, scale):
+  w = _merged_kernel(kernel, a, b, scale, x.dtype)
+  return x @ w, (x, w, kernel, a, b, scale)
+
+
+def _dense_bwd(residuals, g):
+  x, w, kernel, a, b, scale = residuals
+  g = g.astype(x.dtype)
+  dx = g @ w.T
+  x2, g2 = _rows(x), _rows(g)
+  f32 = jnp.float32
+  xa = (x2 @ a.astype(x.dtype)).astype(f32)  # [rows, r]
+  gb = (g2 @ b.T.astype(x.dtype)).astype(f32)  # [rows, r]
+  da = scale * jnp.einsum("ni,nr->ir", x2.astype(f32), gb)
+  db = scale * jnp.einsum("nr,no->ro", xa, g2.astype(f32))
+  dw = jnp.einsum("ni,no->io", x2.astype(f32), g2.astype(f32))  # unused: removed by XLA
+  dscale = jnp.sum(dw * jnp.tensordot(a, b, axes=1))
+  return dx, dw.astype(kernel.dtype), da.astype(a.dtype), db.astype(b.dtype), dscale
+
+
+dense_matmul.defvjp(_dense_fwd, _dense_bwd)
+
+
+def dense_interceptor(rate: float, seen: list) -> Callable:
+  """A flax.linen.intercept_methods interceptor for training: every nn.Dense call whose
+  params hold LoRA factors computes its LoRA layer itself and appends the module's path
+  to `seen` (so the caller can check that no factor pair was left out: a 2-D kernel
+  outside nn.Dense). `rate` 0: x·(W + scale·A·B) + b by `dense_matmul` (one large matmul
+  forward and one backward); `rate` > 0: x·W + b + scale · (dropout_rate(x)·A)·B, the mask
+  drawn from the module's 'dropout' rng (a delta behind a mask cannot be merged)."""
 
   def intercept(next_fun, args, kwargs, context):
     module = context.module
@@ -207,6 +257,11 @@ def dropout_interceptor(rate: float, seen: list) -> Callable:
     if A not in params:
       return next_fun(*args, **kwargs)
     seen.append(module.path)
+    if rate == 0:
+      (x,) = args
+      dtype = module.dtype or jnp.result_type(x, params[KERNEL])
+      y = dense_matmul(jnp.asarray(x, dtype), params[KERNEL], params[A], params[B], params[SCALE])
+      return y + params["bias"].astype(dtype) if module.use_bias else y
     y = next_fun(*args, **kwargs)  # the frozen base W (the factors are beside it, unread)
     x = args[0]
     keep = jax.random.bernoulli(module.make_rng("dropout"), 1.0 - rate, x.shape)

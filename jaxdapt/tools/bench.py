@@ -190,7 +190,7 @@ def benchmark(
   result = measure(exp, state, first, next_batch, steps, warmup, _refresh_extra(exp, state))
   result["input"] = "pipeline" if pipeline else "synthetic"
   if torch:
-    image_shape = tuple(local["source"]["image"].shape[1:])
+    image_shape = tuple(local[domains[0]]["image"].shape[1:])
     result.update(torch_benchmark(config, local, image_shape, exp.num_classes, steps, warmup))
   return result
 
@@ -342,7 +342,7 @@ def torch_benchmark(
   step = torch_ref.TorchStep(config, image_shape, num_classes, device)
   batch = step.to_device(local_batch)
   loss, step_s = _torch_timed(lambda: step(batch), step.synchronize, steps, warmup)
-  images = len(step.domains) * local_batch["source"]["image"].shape[0]
+  images = len(step.domains) * local_batch[step.domains[0]]["image"].shape[0]
   return {**_torch_fields(step_s, images, device, step.amp), "torch_final_loss": float(loss)}
 
 

@@ -53,6 +53,8 @@ def peft_label(peft) -> str:
     return f"lora r={peft.lora_rank} α={peft.lora_alpha:g}"
   if peft.method == "adapter" and "adapter_dim" in peft:
     return f"adapter dim={peft.adapter_dim}"
+  if peft.method.startswith("vpt") and "prompt_tokens" in peft:
+    return f"{peft.method} {peft.prompt_tokens} tokens"
   return peft.method or "–"
 
 

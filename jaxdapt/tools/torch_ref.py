@@ -5,7 +5,8 @@ Networks: `dann_digits` (conv5x5-32, BN, pool, ReLU, conv5x5-48, BN, pool, ReLU,
 features flattened in NHWC order) and the torchvision ResNets (jaxdapt/torch_models.py,
 with model.width / model.small_input), each with the same MLP head (FC hidden...,
 FC classes) and, for DANN, the same domain classifier behind gradient reversal.
-Steps: `source_only` (CE on source) and `dann` (CE on source + BCE on domains), with
+Steps: `source_only` (CE on source; `target_only`: the same on the labeled target batch)
+and `dann` (CE on source + BCE on domains), with
 the same SGD-momentum update and schedules as the JAX step built from the same
 config, so the images/s ratio compares frameworks rather than models. Attribute
 names follow the Flax module names, so `load_jax_params` copies a Flax state in
@@ -33,7 +34,10 @@ from torch import nn
 
 from jaxdapt.tools import torch_models
 
-METHODS = ("dann", "source_only")
+METHODS = ("dann", "source_only", "target_only")
+# The batch keys each twin step reads, the supervised one first (target_only is
+# source_only's step on the k labeled target examples: jaxdapt/methods/fewshot.py).
+DOMAINS = {"dann": ("source", "target"), "target_only": ("target_labeled",)}
 
 
 def unsupported(config: ml_collections.ConfigDict) -> str | None:
@@ -62,6 +66,8 @@ def unsupported(config: ml_collections.ConfigDict) -> str | None:
     (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
     (config.model.get("bn_mode", "train") == "train", "model.bn_mode"),
     (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
+    (not config.get("peft", {}).get("method", ""), "peft.method"),
+    (not config.optim.get("warmup_steps", 0), "optim.warmup_steps"),
   ]
   bad = [what for ok, what in checks if not ok]
   return f"no PyTorch reference for {', '.join(bad)}" if bad else None
@@ -247,7 +253,7 @@ class TorchStep:
       nesterov=config.optim.nesterov,
     )
     self.amp, self.mean_std = _amp(config, self.device), input_mean_std(config)
-    self.domains = ("source", "target") if config.method.name == "dann" else ("source",)
+    self.domains = DOMAINS.get(config.method.name, ("source",))
     self.step_count = 0
 
   def _progress_scaled(self) -> tuple[float, float]:
@@ -263,7 +269,7 @@ class TorchStep:
     return to_device({d: batch[d] for d in self.domains}, self.device)
 
   def __call__(self, batch: dict[str, dict[str, torch.Tensor]]) -> torch.Tensor:
-    src = batch["source"]
+    src = batch[self.domains[0]]
     n = src["image"].shape[0]
     x = _input(torch.cat([batch[d]["image"] for d in self.domains]), self.mean_std)
     lr, coeff = self._progress_scaled()
@@ -346,6 +352,7 @@ def text_unsupported(config: ml_collections.ConfigDict) -> str | None:
     (not config.model.cosine_temperature, "model.cosine_temperature"),
     (not config.method.get("label_smoothing", 0.0), "method.label_smoothing"),
     (config.train.get("grad_accum_steps", 1) == 1, "train.grad_accum_steps"),
+    (not config.optim.get("warmup_steps", 0), "optim.warmup_steps"),
   ]
   bad = [what for ok, what in checks if not ok]
   return f"no PyTorch reference for {', '.join(bad)}" if bad else None

@@ -40,6 +40,9 @@ the table of results/transfer); name them:
   head_only     the new head alone on the frozen backbone, trained by SGD (the linear
                 probe's capacity, the fine-tuning schedule; BN statistics still update)
   adapter       peft.method=adapter at config.peft's adapter_dim (where it exists)
+  vpt_shallow,  visual prompt tuning, config.peft's prompt_tokens (10) at the input only or
+  vpt_deep      before every block: ViT backbones, i.e. the source SOURCE_vit (pretrain.py
+                pretrains vit_digits on SOURCE with AdamW and warmup)
 The trained cells are the recipes of experiments/transfer (fewshot_finetune, lp_ft,
 regularized) pointed at uci_digits, on one schedule: SGD momentum 0.9, lr 0.01 with the
 DANN decay (the digits recipe), batch 32, STEPS = 100 steps, evaluated once at the end.
@@ -58,6 +61,10 @@ what each strategy costs (trainable parameters, optimizer-state bytes, checkpoin
 on disk, ms per step: COST_HELP says how each is measured) beside its accuracies, and
 each strategy's paired per-seed difference against finetune: what PEFT gives up, if
 anything, for training fewer parameters.
+
+--bench STEPS trains nothing: it times each trained strategy's step (`jaxdapt bench`'s
+config mode, one after another in one process, random weights) into OUT/step_times.md, the
+step times to quote (the cost table's ms/step come from runs sharing the machine).
 
 A cell loses to scratch when the paired per-seed difference (transfer − scratch) is
 negative beyond seed noise (negative_transfer.verdict); it is marked **NEG** (−x ± y
@@ -83,7 +90,7 @@ import numpy as np
 from jaxdapt.errors import ConfigError
 from jaxdapt.tools import cli, grid
 from jaxdapt.tools import negative_transfer as nt
-from jaxdapt.tools.costs import checkpoint_bytes, model_costs, step_seconds
+from jaxdapt.tools.costs import checkpoint_bytes, model_costs, peft_label, step_seconds
 
 # negative_transfer's paired statistics and reuse guard, shared rather than copied.
 stats = nt._stats  # pylint: disable=protected-access
@@ -733,6 +740,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument(
     "--table-only", action="store_true", help="train nothing: tabulate the finished runs"
   )
+  parser.add_argument(
+    "--bench",
+    type=int,
+    default=0,
+    metavar="STEPS",
+    help="train nothing: time each trained strategy's step over STEPS steps, one strategy "
+    "after another in this process (OUT/step_times.md)",
+  )
   args = parser.parse_args(argv)
   # Runs record model.init_from under OUT: absolute, so a rerun from another directory
   # (or with OUT spelt differently) reuses them instead of refusing them.
@@ -753,9 +768,78 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(e, ConfigError):
       raise
     raise ConfigError(str(e)) from None
+  if args.bench < 0:
+    raise ConfigError(f"--bench {args.bench}: the number of timed steps must be >= 1")
+  if args.bench:
+    bench_table(args.out, strategies, ks[0], seeds[0], model, args.set, args.bench)
+    return 0
   # A finished run in OUT under another config is a ConfigError, raised from here too.
   run_table(args, sources, strategies, ks, seeds, shard, model)
   return 0
+
+
+BENCH_WARMUP = 10
+
+
+def bench_table(
+  out: str,
+  strategies: Sequence[str],
+  k: int,
+  seed: int,
+  model,
+  overrides: Sequence[str],
+  steps: int,
+) -> dict[str, Any]:
+  """--bench: each trained strategy's step (two-stage ones: the last stage's) timed as
+  `jaxdapt bench` times a config: its compiled update on one fixed batch of its own data,
+  BENCH_WARMUP steps, then `steps` timed, the metrics fetched once at the end. Strategies
+  run one after another in this process, so on an otherwise idle machine they share
+  nothing; the model starts from its random init (a step's cost does not depend on the
+  weights, so no pretraining is needed), k and seed only choose which examples. Where
+  jaxdapt/tools/torch_ref.py has a twin of the step (full training of supported models),
+  PyTorch's step on the same batch is timed too. Writes OUT/step_times.{md,json}."""
+  from jaxdapt.tools import bench
+
+  rows: dict[str, Any] = {}
+  for strategy in ("scratch", *(st for st in strategies if st != "scratch")):
+    if strategy not in TRAINED:
+      continue
+    config = stage_config(TRAINED[strategy][-1], k, seed, model, "", overrides)
+    config.train.progress_bar = False
+    result = bench.benchmark(config, steps, BENCH_WARMUP, False, torch=bench._torch_available())
+    rows[strategy] = {**result, "peft": peft_label(config.peft)}
+    print(f"[bench] {strategy}: {result['step_ms']:.1f} ms/step", flush=True)
+  full = rows.get("finetune", rows["scratch"])["step_ms"]
+  lines = [
+    "| strategy | peft | ms/step | × finetune's time | compile s | PyTorch ms/step "
+    "| PyTorch time / JAX time |",
+    "|---|---|---|---|---|---|---|",
+  ]
+  for strategy, r in rows.items():
+    twin = r.get("torch_step_ms")
+    torch_ms, ratio = (
+      (f"{twin:.1f}", f"{twin / r['step_ms']:.2f}") if twin else ("–", r.get("torch_skipped", "–"))
+    )
+    lines.append(
+      f"| {strategy} | {r['peft']} | {r['step_ms']:.1f} | {r['step_ms'] / full:.2f} "
+      f"| {r['compile_s']:.1f} | {torch_ms} | {ratio} |"
+    )
+  first = next(iter(rows.values()))
+  text = (
+    f"Step time per strategy ({backbone_line(model)}; batch {first['batch_per_domain']} × "
+    f"{first['domains']} domain(s), {first['dtype']}): {steps} timed steps after "
+    f"{BENCH_WARMUP} warm-up on one fixed batch, strategies one after another in one "
+    f"process on {hardware()}; overrides: {' '.join(overrides) or 'none'}.\n\n"
+    + "\n".join(lines)
+    + "\n"
+  )
+  os.makedirs(out, exist_ok=True)
+  with open(os.path.join(out, "step_times.md"), "w") as f:
+    f.write(text)
+  with open(os.path.join(out, "step_times.json"), "w") as f:
+    json.dump({"steps": steps, "warmup": BENCH_WARMUP, "rows": rows}, f, indent=2)
+  print(text, flush=True)
+  return rows
 
 
 def cpu_model() -> str:
