@@ -355,3 +355,28 @@ def test_shift_is_edge_pad_then_crop():
     np.testing.assert_array_equal(out, padded[p + dy : p + dy + 9, p + dx : p + dx + 7])
     seen.add((int(dy), int(dx)))
   assert len(seen) > 15  # most of the 25 shifts were exercised
+
+
+def test_a_domain_generated_by_a_concurrent_run_is_taken_not_a_traceback(tmp_path, monkeypatch):
+  """Two runs starting together both generate a domain; TFDS's final rename fails with
+  FileExistsError in the one that loses. That run reads the winner's copy (generated
+  here for real, then the race replayed by an is_prepared that still says no); a
+  FileExistsError with no complete copy in place is still raised."""
+  winner = tiny_syn(tmp_path, name="raced")
+  cfg = SynDigitsConfig(name="raced", params=V3, splits=TINY_SPLITS)
+  loser = SynDigits(data_dir=str(tmp_path), config=cfg, file_format="array_record")
+  monkeypatch.setattr(loser, "is_prepared", lambda: False)
+
+  def rename_lost(**kwargs):
+    raise FileExistsError(f"Destination {loser.data_dir} already exists.")
+
+  monkeypatch.setattr(loser, "download_and_prepare", rename_lost)
+  sources.ensure_prepared(loser)
+  got = syn_source(loser)
+  assert len(got) == len(syn_source(winner)) == 60
+  empty = SynDigits(data_dir=str(tmp_path / "none"), config=cfg, file_format="array_record")
+  monkeypatch.setattr(empty, "is_prepared", lambda: False)
+  monkeypatch.setattr(empty, "download_and_prepare", rename_lost)
+  monkeypatch.setattr(empty, "check_inputs", lambda: None)
+  with pytest.raises(FileExistsError):
+    sources.ensure_prepared(empty)

@@ -301,7 +301,8 @@ def test_bench_times_each_strategy_without_training(tiny, tmp_path, capsys):
   assert tt.main([*argv, "--strategies", "linear_probe,finetune,bitfit", "--bench", "2"]) == 0
   data = json.loads((out / "step_times.json").read_text())
   assert list(data["rows"]) == ["scratch", "finetune", "bitfit"] and data["steps"] == 2
-  assert all(r["step_ms"] > 0 for r in data["rows"].values())
+  for r in data["rows"].values():  # 2 steps in 5 rounds: 2 rounds of one step, the median
+    assert r["rounds"] == 2 and r["step_ms"] == pytest.approx(sum(r["round_ms"]) / 2)
   assert data["rows"]["bitfit"]["peft"] == "bitfit"
   md = (out / "step_times.md").read_text()
   finetune = data["rows"]["finetune"]["step_ms"]

@@ -195,6 +195,52 @@ def benchmark(
   return result
 
 
+def interleaved(
+  configs: dict[str, Any], steps: int, warmup: int, rounds: int, torch: bool = False
+) -> dict[str, dict[str, Any]]:
+  """Config mode for several configs at once, in alternating rounds: each config's update
+  is compiled for one fixed batch of its own data and warmed up, then `rounds` rounds each
+  time steps / rounds steps of every config in turn; a config's step time is the median
+  of its rounds. Load that drifts during the measurement (other jobs, a VM neighbour)
+  then falls on every config alike instead of on whichever ran at the time. With `torch`,
+  each config that has a twin times it afterwards on the same batch."""
+  from jaxdapt import sharding, trainer
+
+  prepared = {}
+  for name, config in configs.items():
+    exp = trainer.build(config)
+    state = exp.init(jax.random.key(config.seed))
+    local = next(trainer.train_iterators(exp))
+    batch = sharding.global_batch({d: local[d] for d in exp.method.domains}, exp.mesh)
+    extra = _refresh_extra(exp, state)
+    t0 = time.perf_counter()
+    compiled = exp.update.lower(state, batch, *extra).compile()
+    box = [state, time.perf_counter() - t0]
+    for _ in range(warmup):
+      box[0], _ = compiled(box[0], batch, *extra)
+    jax.block_until_ready(box[0])
+    prepared[name] = (exp, compiled, box, batch, extra, local)
+  times: dict[str, list[float]] = {name: [] for name in configs}
+  for size in round_sizes(steps, rounds):
+    for name, (_, compiled, box, batch, extra, _) in prepared.items():
+      t0 = time.perf_counter()
+      for _ in range(size):
+        box[0], _ = compiled(box[0], batch, *extra)
+      jax.block_until_ready(box[0])
+      times[name].append((time.perf_counter() - t0) / size)
+  results = {}
+  for name, (exp, compiled, box, _, _, local) in prepared.items():
+    step_s, domains = _median(times[name]), len(exp.method.domains)
+    r = _result(exp, exp.config.method.name, compiled, box[1], step_s, domains)
+    r.update(input="synthetic", rounds=len(times[name]), round_ms=[1000 * t for t in times[name]])
+    if torch:
+      domain = exp.method.domains[0]
+      shape = tuple(local[domain]["image"].shape[1:])
+      r.update(torch_benchmark(configs[name], local, shape, exp.num_classes, steps, warmup))
+    results[name] = r
+  return results
+
+
 def _synthetic_experiment(config, image_size: int, num_classes: int):
   """(experiment, state, on-device batch) for `config` on random images: no dataset."""
   from jaxdapt import methods, sharding, trainer

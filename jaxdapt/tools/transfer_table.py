@@ -63,7 +63,7 @@ each strategy's paired per-seed difference against finetune: what PEFT gives up,
 anything, for training fewer parameters.
 
 --bench STEPS trains nothing: it times each trained strategy's step (`jaxdapt bench`'s
-config mode, one after another in one process, random weights) into OUT/step_times.md, the
+config mode, in rounds alternating the strategies, random weights) into OUT/step_times.md, the
 step times to quote (the cost table's ms/step come from runs sharing the machine).
 
 A cell loses to scratch when the paired per-seed difference (transfer − scratch) is
@@ -779,6 +779,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 BENCH_WARMUP = 10
+BENCH_ROUNDS = 5
 
 
 def bench_table(
@@ -790,25 +791,27 @@ def bench_table(
   overrides: Sequence[str],
   steps: int,
 ) -> dict[str, Any]:
-  """--bench: each trained strategy's step (two-stage ones: the last stage's) timed as
-  `jaxdapt bench` times a config: its compiled update on one fixed batch of its own data,
-  BENCH_WARMUP steps, then `steps` timed, the metrics fetched once at the end. Strategies
-  run one after another in this process, so on an otherwise idle machine they share
-  nothing; the model starts from its random init (a step's cost does not depend on the
-  weights, so no pretraining is needed), k and seed only choose which examples. Where
+  """--bench: each trained strategy's step (two-stage ones: the last stage's) timed by
+  bench.interleaved: its compiled update on one fixed batch of its own data, BENCH_WARMUP
+  steps, then `steps` timed in BENCH_ROUNDS rounds that alternate the strategies (the
+  median round counts), so that load drifting during the measurement falls on all of them.
+  The model starts from its random init (a step's cost does not depend on the weights, so
+  no pretraining is needed); k and seed only choose which examples. Where
   jaxdapt/tools/torch_ref.py has a twin of the step (full training of supported models),
   PyTorch's step on the same batch is timed too. Writes OUT/step_times.{md,json}."""
   from jaxdapt.tools import bench
 
-  rows: dict[str, Any] = {}
-  for strategy in ("scratch", *(st for st in strategies if st != "scratch")):
-    if strategy not in TRAINED:
-      continue
-    config = stage_config(TRAINED[strategy][-1], k, seed, model, "", overrides)
-    config.train.progress_bar = False
-    result = bench.benchmark(config, steps, BENCH_WARMUP, False, torch=bench._torch_available())
-    rows[strategy] = {**result, "peft": peft_label(config.peft)}
-    print(f"[bench] {strategy}: {result['step_ms']:.1f} ms/step", flush=True)
+  names = [st for st in ("scratch", *strategies) if st in TRAINED]
+  configs = {}
+  for strategy in dict.fromkeys(names):  # scratch once, even when named
+    configs[strategy] = stage_config(TRAINED[strategy][-1], k, seed, model, "", overrides)
+    configs[strategy].train.progress_bar = False
+  results = bench.interleaved(
+    configs, steps, BENCH_WARMUP, BENCH_ROUNDS, torch=bench._torch_available()
+  )
+  rows = {name: {**r, "peft": peft_label(configs[name].peft)} for name, r in results.items()}
+  for name, r in rows.items():
+    print(f"[bench] {name}: {r['step_ms']:.1f} ms/step", flush=True)
   full = rows.get("finetune", rows["scratch"])["step_ms"]
   lines = [
     "| strategy | peft | ms/step | × finetune's time | compile s | PyTorch ms/step "
@@ -827,17 +830,18 @@ def bench_table(
   first = next(iter(rows.values()))
   text = (
     f"Step time per strategy ({backbone_line(model)}; batch {first['batch_per_domain']} × "
-    f"{first['domains']} domain(s), {first['dtype']}): {steps} timed steps after "
-    f"{BENCH_WARMUP} warm-up on one fixed batch, strategies one after another in one "
-    f"process on {hardware()}; overrides: {' '.join(overrides) or 'none'}.\n\n"
-    + "\n".join(lines)
-    + "\n"
+    f"{first['domains']} domain(s), {first['dtype']}): median over {BENCH_ROUNDS} rounds "
+    f"of {steps} timed steps in all, the strategies alternating round by round, after "
+    f"{BENCH_WARMUP} warm-up steps, on one fixed batch in one process on {hardware()}; "
+    f"overrides: {' '.join(overrides) or 'none'}.\n\n" + "\n".join(lines) + "\n"
   )
   os.makedirs(out, exist_ok=True)
   with open(os.path.join(out, "step_times.md"), "w") as f:
     f.write(text)
   with open(os.path.join(out, "step_times.json"), "w") as f:
-    json.dump({"steps": steps, "warmup": BENCH_WARMUP, "rows": rows}, f, indent=2)
+    json.dump(
+      {"steps": steps, "warmup": BENCH_WARMUP, "rounds": BENCH_ROUNDS, "rows": rows}, f, indent=2
+    )
   print(text, flush=True)
   return rows
 
