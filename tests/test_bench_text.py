@@ -70,3 +70,14 @@ def test_text_mode_reports_bad_input_in_one_line(monkeypatch, capsys, argv, mess
     bench.main(["text", *argv, "--no-torch"])
   assert run_tool("bench", ["text", *argv, "--no-torch"]) == 2
   assert capsys.readouterr().err.startswith(f"error: {message}")
+
+
+def test_loaded_weights_keep_the_peft_leaves_they_lack():
+  """`bench text --weights ... --set peft.method=lora`: the imported encoder replaces the
+  backbone's pretrained leaves; the LoRA factors (absent from the weights) keep their init."""
+  base = {"layer_0": {"query": {"kernel": 0, "kernel_lora_a": "A", "kernel_lora_b": "B"}}}
+  loaded = {"layer_0": {"query": {"kernel": 1}}}
+  assert bench._overlay(base, loaded) == {
+    "layer_0": {"query": {"kernel": 1, "kernel_lora_a": "A", "kernel_lora_b": "B"}}
+  }
+  assert bench._overlay(base, {"embeddings": 2})["embeddings"] == 2

@@ -532,9 +532,18 @@ def _load_text_weights(exp, state, encoder, folder: str):
     wrong.append(f"pooling {fields['pooling']} (model: {encoder.pooling})")
   if wrong:
     raise ConfigError(f"--weights {folder}: another model's shape: {', '.join(wrong)}")
-  backbone = jax.device_put(params, sharding.replicated(exp.mesh))
+  loaded = jax.device_put(params, sharding.replicated(exp.mesh))
+  # Leaves the weights lack (LoRA factors, adapters: peft.method) keep their init.
+  backbone = _overlay(state.params["model"]["backbone"], loaded)
   model = {**state.params["model"], "backbone": backbone}
   return state.replace(params={**state.params, "model": model})
+
+
+def _overlay(base: Any, new: Any) -> Any:
+  """`base` with every leaf that `new` holds at the same path replaced by new's."""
+  if not isinstance(base, dict) or not isinstance(new, dict):
+    return new
+  return {**base, **{k: _overlay(base.get(k), v) for k, v in new.items()}}
 
 
 def _text_twin(config) -> tuple[Any, str | None]:
