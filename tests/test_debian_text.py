@@ -420,11 +420,13 @@ STUDY_FILES = {
 }
 
 
-def test_text_study_files_build_what_their_names_say(capsys):
+def test_text_study_files_build_what_their_names_say(capsys, built):
   """Every file of results/text's studies loads (MiniLM, 64 tokens) and builds (jaxdapt
   optim, abstract, at BERT-Tiny's size): the probe trains the head only, PEFT rows < 3 %
   of the parameters, LLRD gives the encoder a depth per layer, SHOT freezes the head,
-  scratch starts from random weights."""
+  scratch starts from random weights. `optim` opens the data: the synthetic lists' domains
+  in a temporary data dir (never the machine's cache or apt lists), where one labelled
+  example per class is what every class has."""
   import os
 
   from jaxdapt.configs import PEFT_LR
@@ -447,7 +449,10 @@ def test_text_study_files_build_what_their_names_say(capsys):
         continue
       # BERT-Tiny's shape (hidden 128): the same files' rules, a fraction of the tracing.
       argv = ["--config", f"{path}:{task}", "--set", "model.init_from=", "--set", SMALL]
-      assert run_tool("optim", argv) == 0
+      argv += ["--set", f"data.data_dir={built['data_dir']}"]
+      if config.data.target_labeled_per_class:
+        argv += ["--set", "data.target_labeled_per_class=1"]
+      assert run_tool("optim", argv) == 0, capsys.readouterr().err
       out = capsys.readouterr().out
       trainable, total = (
         int(n.replace(",", "")) for n in re.search(r"trainable: ([\d,]+) of ([\d,]+)", out).groups()
